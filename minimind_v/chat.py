@@ -1,0 +1,83 @@
+"""`minimind-v chat`: one question (--prompt) or an interactive session, streaming the reply.
+
+Interactive commands: `/image PATH` switches (or adds) the picture for the next question, `/noimage`
+drops it, `/reset` clears the conversation, `/quit` leaves. The picture is attached to the next user
+turn after it is chosen; the whole conversation is re-sent each turn, so the model sees earlier turns.
+"""
+from __future__ import annotations
+
+import sys
+
+from PIL import Image
+
+
+def _sampling(a) -> dict:
+    if a.greedy:
+        return dict(temperature=0.0, max_new_tokens=a.max_new_tokens)
+    return dict(temperature=a.temperature, top_p=a.top_p, top_k=a.top_k, seed=a.seed,
+                max_new_tokens=a.max_new_tokens)
+
+
+def _open(path: str) -> Image.Image:
+    from .model.vision import to_rgb
+    img = Image.open(path)
+    img.load()
+    return to_rgb(img)
+
+
+def run_chat(a, stdin=None, stdout=None) -> int:
+    from .pipeline import VLM
+    stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
+    vlm = VLM.load(a.model, device=a.device)
+    images = [_open(p) for p in (a.image or [])]
+    if a.prompt is not None:
+        for piece in vlm.stream([{"role": "user", "content": a.prompt}], images, **_sampling(a)):
+            stdout.write(piece)
+            stdout.flush()
+        stdout.write("\n")
+        return 0
+    history: list[dict] = []
+    all_images: list[Image.Image] = []
+    pending = images
+    stdout.write(f"minimind-v chat with {a.model} ({'image: ' + ', '.join(a.image) if a.image else 'no image'}). "
+                 "Commands: /image PATH, /noimage, /reset, /quit\n")
+    while True:
+        stdout.write("you> ")
+        stdout.flush()
+        line = stdin.readline()
+        if not line:
+            break
+        line = line.strip()
+        if not line:
+            continue
+        if line in ("/quit", "/exit"):
+            break
+        if line == "/reset":
+            history, all_images, pending = [], [], []
+            stdout.write("(conversation cleared)\n")
+            continue
+        if line == "/noimage":
+            pending = []
+            stdout.write("(no image for the next question)\n")
+            continue
+        if line.startswith("/image"):
+            path = line[len("/image"):].strip()
+            try:
+                pending = [_open(path)]
+                stdout.write(f"(image {path} will go with your next question)\n")
+            except (OSError, ValueError) as e:
+                stdout.write(f"(cannot open {path}: {e})\n")
+            continue
+        content = "<image>\n" * len(pending) + line
+        history.append({"role": "user", "content": content})
+        all_images += pending
+        pending = []
+        stdout.write("model> ")
+        reply = []
+        for piece in vlm.stream(history, all_images, **_sampling(a)):
+            reply.append(piece)
+            stdout.write(piece)
+            stdout.flush()
+        stdout.write("\n")
+        history.append({"role": "assistant", "content": "".join(reply)})
+    return 0

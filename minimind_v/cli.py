@@ -1,0 +1,284 @@
+"""`minimind-v <command>`: a thin command-line layer over the Python API.
+
+    minimind-v demo                                  the built-in end-to-end demo (synthetic shapes)
+    minimind-v data synth --out DIR --n N --seed S   write the synthetic data set as parquet
+    minimind-v tokenizer train --data F... --out DIR train a byte-level BPE tokenizer
+    minimind-v train --stage STAGE --data F... --out DIR [--from DIR | --preset P --tokenizer DIR]
+    minimind-v eval --model DIR --data FILE.parquet [--blind] [--out FILE.json]
+    minimind-v chat --model DIR [--image PATH] [--prompt TEXT]
+
+Run `minimind-v COMMAND --help` for every flag. Multi-GPU: `torchrun --nproc_per_node N -m minimind_v.cli train ...`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _add_train(sub):
+    from .config import PRESETS
+    from .train.stages import STAGES, TRAINABLE_CHOICES
+    p = sub.add_parser("train", help="train one stage (llm-pretrain, llm-sft, vlm-pretrain, vlm-sft)",
+                       description="Train one stage. The stage picks what is trainable, the default lr and max "
+                                   "length, and the data reader; every other flag is shared.")
+    p.add_argument("--stage", required=True, choices=list(STAGES))
+    p.add_argument("--data", nargs="+", required=True, help="parquet files (VLM stages, or text) or JSONL files")
+    p.add_argument("--out", required=True, help="run folder: metrics.jsonl, loss.png, checkpoints/, model/")
+    p.add_argument("--from", dest="init_from", help="model folder to start from (the previous stage's OUT/model)")
+    p.add_argument("--preset", default="tiny", choices=list(PRESETS), help="model size when not using --from")
+    p.add_argument("--tokenizer", help="tokenizer folder (needed without --from)")
+    p.add_argument("--vision-encoder", help="local SigLIP2 folder (e.g. siglip2-base-p16-ve) for a new model")
+    p.add_argument("--hidden-size", type=int)
+    p.add_argument("--num-layers", type=int)
+    p.add_argument("--use-moe", action="store_true", help="MoE feed-forward (4 experts, top-1)")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
+    p.add_argument("--batch-size", type=int, default=16, help="rows per micro-batch per process")
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--lr", type=float, help="peak learning rate (stage default if unset)")
+    p.add_argument("--min-lr", type=float, help="final learning rate of the cosine decay (default lr/10)")
+    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--max-length", type=int, help="tokens per row (stage default if unset)")
+    p.add_argument("--padding", default="longest", choices=["longest", "max", "pack"],
+                   help="pad to the batch's longest row, to max length, or pack rows into sequences")
+    p.add_argument("--trainable", choices=list(TRAINABLE_CHOICES), help="override what the stage trains")
+    p.add_argument("--unfreeze-vision", action="store_true", help="also train the vision encoder")
+    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--save-every", type=int, default=0, help="checkpoint every N optimizer steps")
+    p.add_argument("--keep-last", type=int, default=2, help="checkpoints to keep")
+    p.add_argument("--resume", help="checkpoint folder, or 'auto' for the newest valid one in --out")
+    p.add_argument("--logger", default="none", choices=["none", "wandb", "swanlab"])
+    p.add_argument("--max-bad-steps", type=int, default=20, help="abort after N non-finite losses in a row")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(a) -> int:
+    from .train.loop import TrainConfig, train
+    over = {}
+    if a.hidden_size:
+        over["hidden_size"] = a.hidden_size
+    if a.num_layers:
+        over["num_hidden_layers"] = a.num_layers
+    if a.use_moe:
+        over["use_moe"] = True
+    cfg = TrainConfig(stage=a.stage, data=a.data, out=a.out, init_from=a.init_from, preset=a.preset,
+                      model_overrides=over, tokenizer=a.tokenizer, vision_encoder=a.vision_encoder,
+                      epochs=a.epochs, max_steps=a.max_steps, batch_size=a.batch_size, grad_accum=a.grad_accum,
+                      lr=a.lr, min_lr=a.min_lr, warmup_steps=a.warmup_steps, weight_decay=a.weight_decay,
+                      grad_clip=a.grad_clip, max_length=a.max_length, padding=a.padding, trainable=a.trainable,
+                      unfreeze_vision=a.unfreeze_vision, dtype=a.dtype, device=a.device,
+                      num_workers=a.num_workers, seed=a.seed, log_every=a.log_every, save_every=a.save_every,
+                      keep_last=a.keep_last, resume=a.resume, logger=a.logger, max_bad_steps=a.max_bad_steps,
+                      progress=not a.no_progress)
+    summary = train(cfg)
+    return 0 if summary else 1
+
+
+def _add_tokenizer(sub):
+    p = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer")
+    tsub = p.add_subparsers(dest="tok_cmd", required=True)
+    t = tsub.add_parser("train", help="train from text/JSONL/parquet files",
+                        description="Train a byte-level BPE with the chat special tokens (<|endoftext|>, "
+                                    "<|im_start|>, <|im_end|>, <|image_pad|>) and a ChatML template; saved "
+                                    "as a Hugging Face tokenizer folder.")
+    t.add_argument("--data", nargs="+", required=True,
+                   help=".txt (a line each), .jsonl ({'text'} or {'conversations'}) or .parquet files")
+    t.add_argument("--vocab-size", type=int, default=6400)
+    t.add_argument("--out", required=True)
+    t.set_defaults(func=_cmd_tokenizer_train)
+
+
+def iter_texts(files):
+    """Every text a tokenizer should see in data files of any of our formats."""
+    from .data.chat import parse_conversations
+    for f in files:
+        f = str(f)
+        if f.endswith(".parquet"):
+            from .data.parquet import ParquetRows
+            rows = ParquetRows(f, ["conversations"])
+            for i in range(len(rows)):
+                try:
+                    for m in parse_conversations(rows[i]["conversations"]):
+                        yield m["content"]
+                except ValueError:
+                    continue
+        elif f.endswith((".jsonl", ".json")):
+            for line in open(f, encoding="utf-8", errors="replace"):
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if "text" in obj:
+                    yield obj["text"]
+                for m in obj.get("conversations") or []:
+                    yield m.get("content", m.get("value", ""))
+        else:
+            yield from open(f, encoding="utf-8", errors="replace")
+
+
+def _cmd_tokenizer_train(a) -> int:
+    from .tokenizer import train_tokenizer
+    tok = train_tokenizer(iter_texts(a.data), a.vocab_size, a.out)
+    print(f"tokenizer with {tok.vocab_size} tokens written to {a.out}")
+    return 0
+
+
+def _add_data(sub):
+    p = sub.add_parser("data", help="data tools: synth, check, convert, preview, stats")
+    dsub = p.add_subparsers(dest="data_cmd", required=True)
+    s = dsub.add_parser("synth", help="write the synthetic shapes data set as parquet",
+                        description="Coloured shapes with captions (pretrain.parquet), multi-turn questions "
+                                    "(sft.parquet) and one question per row with answer/type columns (eval.parquet).")
+    s.add_argument("--out", required=True)
+    s.add_argument("--n", type=int, default=2000, help="number of pictures")
+    s.add_argument("--seed", type=int, default=0, help="use another seed for a held-out split")
+    s.add_argument("--image-size", type=int, default=64)
+    s.add_argument("--kind", default="all", choices=["all", "pretrain", "sft", "eval"])
+    s.set_defaults(func=_cmd_synth)
+    for extra in _data_extensions():
+        extra(dsub)
+
+
+def _data_extensions():
+    """Data subcommands that live in their own modules (converters, checks)."""
+    found = []
+    try:
+        from .data.commands import add_data_commands
+        found.append(add_data_commands)
+    except ImportError:
+        pass
+    try:
+        from .data.check import add_check_command
+        found.append(add_check_command)
+    except ImportError:
+        pass
+    return found
+
+
+def _cmd_synth(a) -> int:
+    from .data.synth import generate
+    paths = generate(a.out, a.n, a.seed, a.image_size, a.kind, progress=True)
+    for k, p in paths.items():
+        print(f"{k}: {p}")
+    return 0
+
+
+def _add_eval(sub):
+    p = sub.add_parser("eval", help="score a model's answers on a parquet file with an `answer` column",
+                       description="Greedy replies are scored against the short `answer` column: case, punctuation "
+                                   "and quotes are normalised; a reply is correct when it contains the answer as "
+                                   "whole words; yes/no is decided by the reply's first word.")
+    p.add_argument("--model", required=True, help="model folder")
+    p.add_argument("--data", nargs="+", required=True)
+    p.add_argument("--blind", action="store_true", help="replace every image by a blank one (baseline)")
+    p.add_argument("--out", help="write the result as JSON (overall, per_type, n)")
+    p.add_argument("--limit", type=int, help="score only the first N rows")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cmd_eval)
+
+
+def _cmd_eval(a) -> int:
+    from .eval.evaluate import evaluate, format_table, load_eval_rows, majority_baseline
+    from .pipeline import VLM
+    vlm = VLM.load(a.model, device=a.device)
+    rows = load_eval_rows(a.data, a.limit)
+    res = evaluate(vlm, rows, blind=a.blind, batch_size=a.batch_size, max_new_tokens=a.max_new_tokens)
+    maj = majority_baseline(rows)
+    print(format_table(res, majority=maj))
+    print(f"n = {res['n']}" + ("  (blind: every image replaced by a blank one)" if a.blind else ""))
+    if a.out:
+        out = {"overall": res["overall"], "per_type": res["per_type"], "n": res["n"], "blind": a.blind,
+               "majority_baseline": maj, "predictions": res["predictions"]}
+        Path(a.out).write_text(json.dumps(out, indent=2))
+    return 0
+
+
+def _add_chat(sub):
+    p = sub.add_parser("chat", help="talk to a model about an image (streams tokens)",
+                       description="With --prompt: answer once and exit. Without: an interactive chat; "
+                                   "type /image PATH to switch pictures, /noimage to drop it, /reset, /quit.")
+    p.add_argument("--model", required=True)
+    p.add_argument("--image", action="append", help="image file (repeat for several)")
+    p.add_argument("--prompt")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-p", type=float, default=0.9)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_cmd_chat)
+
+
+def _cmd_chat(a) -> int:
+    from .chat import run_chat
+    return run_chat(a)
+
+
+def _add_demo(sub):
+    p = sub.add_parser("demo", help="the built-in demo: synthetic shapes -> tokenizer -> tiny VLM -> eval -> chat",
+                       description="Draws a synthetic image set, trains a tokenizer and a tiny VLM through the "
+                                   "stages on the CPU, evaluates it on a held-out split (plus a blind baseline), "
+                                   "and writes summary.json, loss.png and a model folder.")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--quick", action="store_true", help="a one-minute smoke version (low accuracy)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(a) -> int:
+    from .demo import run_demo
+    run_demo(a.out, quick=a.quick, seed=a.seed)
+    return 0
+
+
+def _extensions():
+    """Top-level commands from their own modules (serve, convert, export)."""
+    found = []
+    for mod, fn in (("serve.commands", "add_serve_command"), ("convert", "add_convert_commands")):
+        try:
+            m = __import__(f"minimind_v.{mod}", fromlist=[fn])
+            found.append(getattr(m, fn))
+        except ImportError:
+            pass
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    parser = argparse.ArgumentParser(prog="minimind-v", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("--version", action="version", version=f"minimind-v {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_demo, _add_train, _add_eval, _add_chat, _add_tokenizer, _add_data):
+        add(sub)
+    for add in _extensions():
+        add(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        if getattr(args, "command", None) == "train" and "--debug" in (argv or sys.argv):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""Model configuration: one dataclass for the LLM + projector + vision encoder, and named presets.
+
+Field names follow the original MiniMind-V `VLMConfig` (hidden_size, num_hidden_layers, ...), so a
+config file written by the original code reads straight into `ModelConfig.from_dict`. Derived values
+(head_dim, intermediate_size) are filled in by `__post_init__` with the original's formulas:
+
+    head_dim          = hidden_size // num_attention_heads          (768 // 8 = 96)
+    intermediate_size = ceil(hidden_size * pi / 64) * 64            (768 -> 2432, 64 -> 256)
+    image_token_len   = (image_size // patch_size) ** 2 // merge     (256 patches / 4 = 64)
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class VisionConfig:
+    """Where the image encoder comes from and how pictures are cut into patches.
+
+    `path` names a local Hugging Face folder holding a `Siglip2VisionModel` (the real recipe uses
+    `siglip2-base-p16-ve`). When `path` is None, `siglip` holds a `Siglip2VisionConfig` dict and the
+    encoder is built from scratch with random weights (the tiny demo encoder, which is then trained).
+    """
+
+    path: str | None = None
+    siglip: dict | None = None
+    image_size: int = 256          # images are resized to a square of this side
+    patch_size: int = 16           # SigLIP2 B/16
+    hidden_size: int = 768         # encoder width = projector input width (before merging)
+    image_mean: float = 0.5        # SigLIP normalisation: (x/255 - 0.5) / 0.5
+    image_std: float = 0.5
+
+    @property
+    def num_patches(self) -> int:
+        side = self.image_size // self.patch_size
+        return side * side
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to build a MiniMind-V model (LLM, projector, vision encoder)."""
+
+    # --- LLM (names as in the original VLMConfig) ---
+    hidden_size: int = 768
+    num_hidden_layers: int = 8
+    num_attention_heads: int = 8
+    num_key_value_heads: int = 4
+    head_dim: int | None = None
+    intermediate_size: int | None = None
+    vocab_size: int = 6400
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 1e6
+    max_position_embeddings: int = 32768
+    rope_scaling: dict | None = None      # {"type": "yarn", "factor": 16, "original_max_position_embeddings": 2048, ...}
+    tie_word_embeddings: bool = True
+    dropout: float = 0.0
+    bos_token_id: int = 1
+    eos_token_id: int = 2
+    pad_token_id: int = 0
+    # --- MoE ---
+    use_moe: bool = False
+    num_experts: int = 4
+    num_experts_per_tok: int = 1
+    moe_intermediate_size: int | None = None
+    norm_topk_prob: bool = True
+    router_aux_loss_coef: float = 5e-4
+    # --- vision side ---
+    image_token_id: int = 12
+    image_token_len: int | None = None    # visual tokens per image; derived from the vision config
+    merge: int = 4                        # consecutive patch features concatenated per visual token
+    projector_norm: bool = False          # LayerNorm on the merged features before the MLP (B/32 variant)
+    vision: VisionConfig = field(default_factory=VisionConfig)
+
+    def __post_init__(self):
+        if isinstance(self.vision, dict):
+            self.vision = VisionConfig(**self.vision)
+        if self.head_dim is None:
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        if self.intermediate_size is None:
+            self.intermediate_size = math.ceil(self.hidden_size * math.pi / 64) * 64
+        if self.moe_intermediate_size is None:
+            self.moe_intermediate_size = self.intermediate_size
+        derived = self.vision.num_patches // self.merge
+        if self.image_token_len is None:
+            self.image_token_len = derived
+        if self.vision.num_patches % self.merge:
+            raise ValueError(f"{self.vision.num_patches} patches are not divisible by merge={self.merge}")
+        if self.image_token_len != derived:
+            raise ValueError(
+                f"image_token_len={self.image_token_len} but the encoder gives {self.vision.num_patches} patches "
+                f"/ merge {self.merge} = {derived} visual tokens per image")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError("num_attention_heads must be a multiple of num_key_value_heads")
+
+    # ---- serialisation ----
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        """Build from our own config.json or from an original-format config (extra keys ignored)."""
+        d = dict(d)
+        if "image_ids" in d and "image_token_id" not in d:       # original field name
+            d["image_token_id"] = d["image_ids"][0]
+        if d.get("pad_token_id") is None:
+            d["pad_token_id"] = 0
+        names = {f.name for f in dataclasses.fields(cls)}
+        kept = {k: v for k, v in d.items() if k in names}
+        if "vision" not in kept and "image_hidden_size" in d:
+            kept["vision"] = VisionConfig(hidden_size=d["image_hidden_size"])
+        return cls(**kept)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def replace(self, **kw: Any) -> "ModelConfig":
+        """A copy with fields changed; derived fields that were at their derived value re-derive."""
+        if isinstance(kw.get("vision"), dict):
+            kw["vision"] = VisionConfig(**kw["vision"])
+        fresh = {"head_dim": self.hidden_size // self.num_attention_heads,
+                 "intermediate_size": math.ceil(self.hidden_size * math.pi / 64) * 64,
+                 "image_token_len": self.vision.num_patches // self.merge}
+        fresh["moe_intermediate_size"] = self.intermediate_size
+        for name, value in fresh.items():
+            if name not in kw and getattr(self, name) == value:
+                kw[name] = None
+        return dataclasses.replace(self, **kw)
+
+
+# A tiny SigLIP2 for tests and the CPU demo: same class as the real encoder, trained from scratch.
+def tiny_siglip(hidden: int = 128, layers: int = 2, heads: int = 4, image_size: int = 32,
+                patch: int = 4) -> VisionConfig:
+    n = (image_size // patch) ** 2
+    return VisionConfig(
+        path=None, image_size=image_size, patch_size=patch, hidden_size=hidden,
+        siglip=dict(hidden_size=hidden, intermediate_size=hidden * 4, num_hidden_layers=layers,
+                    num_attention_heads=heads, patch_size=patch, num_patches=n, vision_use_head=False))
+
+
+def _preset_tiny() -> ModelConfig:
+    return ModelConfig(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                       vocab_size=6400, vision=tiny_siglip())
+
+
+def _preset_3v() -> ModelConfig:
+    return ModelConfig(vision=VisionConfig(path=None, siglip=SIGLIP2_B16, image_size=256, patch_size=16))
+
+
+def _preset_3v_moe() -> ModelConfig:
+    return _preset_3v().replace(use_moe=True)
+
+
+# Shape of siglip2-base-patch16-naflex (the encoder the real recipe freezes). Used to build a random
+# encoder of the right size for benchmarks; a user points `vision.path` at the real folder instead.
+SIGLIP2_B16 = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                   patch_size=16, num_patches=256, vision_use_head=False)
+
+PRESETS = {
+    "tiny": _preset_tiny,
+    "minimind-3v": _preset_3v,
+    "minimind-3v-moe": _preset_3v_moe,
+}
+
+
+def preset(name: str, **overrides: Any) -> ModelConfig:
+    """A named preset, with any field overridden (`preset("tiny", hidden_size=256)`)."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+    cfg = PRESETS[name]()
+    return cfg.replace(**overrides) if overrides else cfg

@@ -1,0 +1,189 @@
+"""What is in a parquet data set, before training on it: how many rows are text-only, one-image or
+multi-image; how big the pictures are; how long the rows are in tokens.
+
+Token lengths are measured the way the trainer renders a row (data/chat.py `render_text`): the ChatML
+text with every `<image>` replaced by `image_token_len` placeholder tokens (64 by default: 256 SigLIP2
+patches merged by 4), tokenised with the given tokenizer. So "rows over max_length" is exactly the
+number of rows the trainer would have to cut. Image sizes come from the file headers only (no pixel
+decoding), so a large set is scanned quickly; a header that cannot be read is counted as unreadable.
+
+`stats()` prints a table, optionally draws a token-length histogram with Pillow, and returns a dict.
+"""
+from __future__ import annotations
+
+import io
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from tqdm import tqdm
+
+from .chat import BadRow, count_markers, parse_conversations, render_text
+from .parquet import ParquetRows, row_images
+
+# (upper bound of the longer side, label); None = no bound
+SIZE_BUCKETS = ((64, "<=64"), (128, "65-128"), (256, "129-256"), (512, "257-512"), (1024, "513-1024"),
+                (None, ">1024"))
+
+
+def size_bucket(w: int, h: int) -> str:
+    side = max(w, h)
+    for bound, label in SIZE_BUCKETS:
+        if bound is None or side <= bound:
+            return label
+    raise AssertionError("unreachable")
+
+
+def summarize(values) -> dict | None:
+    """min / median / p90 / max / mean of a list of numbers (None when empty)."""
+    if not values:
+        return None
+    a = np.asarray(values, dtype=np.float64)
+    return {"min": int(a.min()), "median": float(np.median(a)), "p90": float(np.percentile(a, 90)),
+            "max": int(a.max()), "mean": float(a.mean())}
+
+
+def image_size(data) -> tuple[int, int] | None:
+    if not data:
+        return None
+    try:
+        return Image.open(io.BytesIO(data)).size
+    except Exception:  # noqa: BLE001 - PIL raises many types for unreadable headers
+        return None
+
+
+def load_tokenizer(tokenizer):
+    if tokenizer is None or hasattr(tokenizer, "encode"):
+        return tokenizer
+    from ..tokenizer import Tokenizer
+    return Tokenizer.load(tokenizer)
+
+
+def stats(files, tokenizer=None, max_length: int | None = None, png=None, image_token_len: int = 64,
+          progress: bool = False, quiet: bool = False) -> dict:
+    """Scan `files` (a parquet path or a list); `tokenizer` is a Tokenizer or a tokenizer folder."""
+    files = [str(f) for f in ([files] if isinstance(files, (str, Path)) else files)]
+    tok = load_tokenizer(tokenizer)
+    rows = ParquetRows(files, ["conversations", "image_bytes"])
+    kinds, buckets, problems = Counter(), Counter(), Counter()
+    widths, heights, lengths = [], [], []
+    n_images = unreadable = 0
+    for i in tqdm(range(len(rows)), desc="stats", unit="row", disable=not progress):
+        row = rows[i]
+        images = row_images(row)
+        kinds["text_only" if not images else "one_image" if len(images) == 1 else "multi_image"] += 1
+        for data in images:
+            n_images += 1
+            size = image_size(data)
+            if size is None:
+                unreadable += 1
+                continue
+            widths.append(size[0])
+            heights.append(size[1])
+            buckets[size_bucket(*size)] += 1
+        try:
+            msgs = parse_conversations(row.get("conversations"))
+        except BadRow as e:
+            problems[e.kind] += 1
+            continue
+        if count_markers(msgs) != len(images):
+            problems["marker_mismatch"] += 1
+        if tok is not None:
+            lengths.append(len(tok.encode(render_text(msgs, image_token_len)[0])))
+    n = len(rows)
+    result = {
+        "files": files,
+        "rows": n,
+        "counts": {k: kinds[k] for k in ("text_only", "one_image", "multi_image")},
+        "shares": {k: (kinds[k] / n if n else 0.0) for k in ("text_only", "one_image", "multi_image")},
+        "images": n_images,
+        "unreadable_images": unreadable,
+        "width": summarize(widths),
+        "height": summarize(heights),
+        "size_buckets": {label: buckets[label] for _, label in SIZE_BUCKETS},
+        "problems": dict(problems),
+        "image_token_len": image_token_len,
+        "max_length": max_length,
+        "tokens": summarize(lengths),
+        "over_max_length": (sum(1 for x in lengths if x > max_length) if tok is not None and max_length
+                            else None),
+    }
+    if png is not None and lengths:
+        draw_histogram(lengths, png, max_length)
+        result["png"] = str(png)
+    if not quiet:
+        print(format_stats(result))
+    return result
+
+
+def fmt_num(x) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def format_stats(s: dict) -> str:
+    """The dict from `stats()` as an aligned two-column table."""
+    n = s["rows"]
+    lines = [("files", ", ".join(Path(f).name for f in s["files"])), ("rows", str(n))]
+    for key, label in (("text_only", "  text-only"), ("one_image", "  one image"), ("multi_image", "  multi-image")):
+        lines.append((label, f"{s['counts'][key]} ({100 * s['shares'][key]:.1f}%)"))
+    lines.append(("images", f"{s['images']} (unreadable: {s['unreadable_images']})"))
+    for key in ("width", "height"):
+        d = s[key]
+        if d:
+            lines.append((f"  {key}", f"min {d['min']}  median {fmt_num(d['median'])}  max {d['max']}"))
+    if s["images"]:
+        lines.append(("  longer side", "  ".join(f"{k}: {v}" for k, v in s["size_buckets"].items() if v)))
+    if s["problems"]:
+        lines.append(("problems", ", ".join(f"{k}: {v}" for k, v in s["problems"].items())))
+    t = s["tokens"]
+    if t:
+        lines.append((f"tokens/row ({s['image_token_len']}/image)",
+                      f"min {t['min']}  median {fmt_num(t['median'])}  p90 {fmt_num(t['p90'])}  max {t['max']}"))
+        if s["over_max_length"] is not None:
+            share = s["over_max_length"] / max(1, sum(s["counts"].values()))
+            lines.append((f"  over max_length {s['max_length']}", f"{s['over_max_length']} ({100 * share:.1f}%)"))
+    else:
+        lines.append(("tokens/row", "(give a tokenizer to measure)"))
+    width = max(len(k) for k, _ in lines) + 2
+    return "\n".join(f"{k:<{width}}{v}" for k, v in lines)
+
+
+def draw_histogram(lengths, png, max_length: int | None = None, bins: int = 40,
+                   size: tuple[int, int] = (800, 420)) -> None:
+    """Bar chart of token lengths per row; a red line marks max_length."""
+    W, H = size
+    left, right, top, bottom = 60, 20, 30, 50
+    lo, hi = min(lengths), max(lengths)
+    if max_length:
+        hi = max(hi, max_length)
+    hi = max(hi, lo + 1)
+    counts, edges = np.histogram(lengths, bins=bins, range=(lo, hi))
+    img = Image.new("RGB", size, (255, 255, 255))
+    d = ImageDraw.Draw(img)
+    pw, ph = W - left - right, H - top - bottom
+
+    def x_of(v):
+        return left + (v - lo) / (hi - lo) * pw
+
+    peak = max(int(counts.max()), 1)
+    for c, a, b in zip(counts, edges[:-1], edges[1:]):
+        if c:
+            d.rectangle((x_of(a), top + ph * (1 - c / peak), max(x_of(b) - 1, x_of(a)), top + ph),
+                        fill=(70, 110, 180))
+    d.line((left, top + ph, left + pw, top + ph), fill=(0, 0, 0))
+    d.line((left, top, left, top + ph), fill=(0, 0, 0))
+    for k in range(5):                                    # x ticks
+        v = lo + (hi - lo) * k / 4
+        d.line((x_of(v), top + ph, x_of(v), top + ph + 4), fill=(0, 0, 0))
+        d.text((x_of(v) - 12, top + ph + 6), f"{v:.0f}", fill=(0, 0, 0))
+    d.text((left - 40, top - 4), str(peak), fill=(0, 0, 0))
+    d.text((left - 40, top + ph - 10), "0", fill=(0, 0, 0))
+    d.text((left + pw // 2 - 80, H - 22), "tokens per row (rows per bin on the y axis)", fill=(0, 0, 0))
+    d.text((left, 8), f"{len(lengths)} rows, min {lo} / max {max(lengths)} tokens", fill=(0, 0, 0))
+    if max_length:
+        x = x_of(max_length)
+        d.line((x, top, x, top + ph), fill=(220, 30, 30), width=2)
+        d.text((min(x + 4, W - 120), top + 2), f"max_length {max_length}", fill=(220, 30, 30))
+    Path(png).parent.mkdir(parents=True, exist_ok=True)
+    img.save(png, format="PNG")

@@ -1,0 +1,182 @@
+"""The built-in synthetic data set: coloured shapes on a white canvas, with captions and questions.
+
+Each scene holds 1-3 objects, each a distinct shape and a distinct colour, placed in different cells of
+a 3 x 3 layout with random jitter and size (a lone object sits in the left or right column) (so "the red object" and "the circle" are unambiguous).
+Questions come in four types, each with a short reference answer for scoring:
+
+    colour    "What colour is the circle?"                         -> "red"
+    shape     "What shape is the red object?"                      -> "circle"
+    count     "How many shapes are there?"                         -> "two"
+    position  "Is the red circle to the left or to the right of
+               the blue square?" (one object: "...on the left or
+               the right side of the picture?")                    -> "left" / "right"
+
+Pretrain rows are captions naming every object with its place ("a red circle on the left, ...");
+SFT rows hold several question turns about one picture (cheap: one image, many answers); eval rows
+hold one question each, with `answer` and `type` columns. A held-out split uses a different seed.
+"""
+from __future__ import annotations
+
+import io
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image, ImageDraw
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 160, 50), "blue": (30, 70, 220),
+           "yellow": (235, 200, 20), "purple": (140, 50, 180), "orange": (245, 130, 20)}
+SHAPES = ["circle", "square", "triangle", "diamond"]
+NUMBERS = ["zero", "one", "two", "three", "four"]
+QTYPES = ["colour", "shape", "count", "position"]
+
+
+@dataclass
+class Obj:
+    shape: str
+    colour: str
+    cx: float    # centre, in [0, 1] of the canvas
+    cy: float
+    r: float     # half size, in [0, 1]
+    col: int     # layout column 0..2 (left, middle, right)
+
+
+def make_scene(rng: random.Random, max_objects: int = 3) -> list[Obj]:
+    n = rng.randint(1, max_objects)
+    shapes = rng.sample(SHAPES, n)
+    colours = rng.sample(list(COLOURS), n)
+    cells = rng.sample([(c, r) for c in range(3) for r in range(3)], n)
+    if n == 1:        # a lone object sits clearly left or right, so "which side" is well defined
+        cells = [(rng.choice([0, 2]), cells[0][1])]
+    objs = []
+    for s, c, (col, row) in zip(shapes, colours, cells):
+        r = rng.uniform(0.10, 0.14)
+        cx = (col + 0.5) / 3 + rng.uniform(-0.04, 0.04)
+        cy = (row + 0.5) / 3 + rng.uniform(-0.04, 0.04)
+        objs.append(Obj(s, c, cx, cy, r, col))
+    return objs
+
+
+def draw_scene(objs: list[Obj], size: int) -> Image.Image:
+    img = Image.new("RGB", (size, size), (255, 255, 255))
+    d = ImageDraw.Draw(img)
+    for o in objs:
+        x, y, r = o.cx * size, o.cy * size, o.r * size
+        fill = COLOURS[o.colour]
+        if o.shape == "circle":
+            d.ellipse([x - r, y - r, x + r, y + r], fill=fill)
+        elif o.shape == "square":
+            d.rectangle([x - r * 0.9, y - r * 0.9, x + r * 0.9, y + r * 0.9], fill=fill)
+        elif o.shape == "triangle":
+            d.polygon([(x, y - r), (x - r, y + r * 0.8), (x + r, y + r * 0.8)], fill=fill)
+        else:
+            d.polygon([(x, y - r), (x + r, y), (x, y + r), (x - r, y)], fill=fill)
+    return img
+
+
+def where(o: Obj) -> str:
+    return ["on the left", "in the middle", "on the right"][o.col]
+
+
+def caption(objs: list[Obj], rng: random.Random) -> str:
+    objs = sorted(objs, key=lambda o: o.cx)
+    parts = [f"a {o.colour} {o.shape} {where(o)}" for o in objs]
+    n = len(objs)
+    head = f"There {'is' if n == 1 else 'are'} {NUMBERS[n]} shape{'s' if n > 1 else ''}: "
+    return head + ", ".join(parts) + "."
+
+
+def question(objs: list[Obj], qtype: str, rng: random.Random) -> tuple[str, str, str]:
+    """(question, reply, short answer) of one type about the scene."""
+    if qtype == "count":
+        n = len(objs)
+        return ("How many shapes are there?",
+                f"There {'is' if n == 1 else 'are'} {NUMBERS[n]}.", NUMBERS[n])
+    if qtype == "colour":
+        o = rng.choice(objs)
+        return f"What colour is the {o.shape}?", f"The {o.shape} is {o.colour}.", o.colour
+    if qtype == "shape":
+        o = rng.choice(objs)
+        return f"What shape is the {o.colour} object?", f"It is a {o.shape}.", o.shape
+    # position
+    pairs = [(a, b) for a in objs for b in objs if a.col != b.col]
+    if not pairs:
+        o = rng.choice(objs)
+        side = "left" if o.cx < 0.5 else "right"
+        return (f"Is the {o.colour} {o.shape} on the left or the right side of the picture?",
+                f"It is on the {side} side.", side)
+    a, b = rng.choice(pairs)
+    side = "left" if a.cx < b.cx else "right"
+    return (f"Is the {a.colour} {a.shape} to the left or to the right of the {b.colour} {b.shape}?",
+            f"It is to the {side}.", side)
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _write(rows: list[dict], path: Path) -> None:
+    table = pa.table({k: [r[k] for r in rows] for k in rows[0]})
+    pq.write_table(table, path, row_group_size=512)
+
+
+def generate(out: str | Path, n: int = 2000, seed: int = 0, image_size: int = 64, kind: str = "all",
+             turns: int = 4, max_objects: int = 3, progress: bool = False) -> dict[str, Path]:
+    """Write `pretrain.parquet` (captions), `sft.parquet` (multi-turn QA) and/or `eval.parquet`
+    (one question per row, with `answer` and `type`) under `out`. Returns the paths written."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    kinds = ["pretrain", "sft", "eval"] if kind == "all" else [kind]
+    rows = {k: [] for k in kinds}
+    it = range(n)
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(it, desc=f"drawing {n} scenes", unit="img")
+    for i in it:
+        objs = make_scene(rng, max_objects)
+        data = png_bytes(draw_scene(objs, image_size))
+        name = f"synth/{seed}_{i}.png"
+        if "pretrain" in rows:
+            conv = [{"role": "user", "content": "<image>\nDescribe the picture."},
+                    {"role": "assistant", "content": caption(objs, rng)}]
+            rows["pretrain"].append({"conversations": json.dumps(conv), "image_bytes": data, "image_names": name})
+        if "sft" in rows:
+            conv = []
+            types = rng.sample(QTYPES, len(QTYPES))[:turns] if turns <= len(QTYPES) else \
+                [rng.choice(QTYPES) for _ in range(turns)]
+            for t, qt in enumerate(types):
+                q, a, _ = question(objs, qt, rng)
+                conv += [{"role": "user", "content": ("<image>\n" if t == 0 else "") + q},
+                         {"role": "assistant", "content": a}]
+            rows["sft"].append({"conversations": json.dumps(conv), "image_bytes": data, "image_names": name})
+        if "eval" in rows:
+            qt = QTYPES[i % len(QTYPES)]
+            q, a, short = question(objs, qt, rng)
+            conv = [{"role": "user", "content": "<image>\n" + q}, {"role": "assistant", "content": a}]
+            rows["eval"].append({"conversations": json.dumps(conv), "image_bytes": data, "image_names": name,
+                                 "answer": short, "type": qt})
+    paths = {}
+    for k, r in rows.items():
+        paths[k] = out / f"{k}.parquet"
+        _write(r, paths[k])
+    return paths
+
+
+def corpus(n: int = 2000, seed: int = 0) -> list[str]:
+    """Texts for training the demo tokenizer: every question/answer/caption form the data uses."""
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(n):
+        objs = make_scene(rng)
+        texts.append(caption(objs, rng))
+        for qt in QTYPES:
+            q, a, _ = question(objs, qt, rng)
+            texts += [q, a]
+    texts += ["Describe the picture.", "<image>"]
+    return texts

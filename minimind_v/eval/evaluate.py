@@ -1,0 +1,95 @@
+"""Run a model over an evaluation parquet file and score its replies (rules in score.py).
+
+Each row's conversation up to its last user turn is the prompt; the model's greedy reply is compared
+with the row's short `answer`. Rows are grouped by `type` or `task` when the file has one. `blind=True`
+replaces every picture with a blank one: a model that really looks at images drops towards the
+majority-answer baseline (always giving each type's most frequent answer), which is reported too.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from ..data.chat import parse_conversations
+from ..data.parquet import ParquetRows, row_images
+from ..model.vision import blank_image, open_image
+from .score import is_correct, normalize
+
+
+def load_eval_rows(files, limit: int | None = None) -> list[dict]:
+    rows = ParquetRows(files)
+    if "answer" not in rows.available:
+        raise ValueError(f"{files} has no `answer` column: eval needs short reference answers")
+    n = len(rows) if limit is None else min(limit, len(rows))
+    return [rows[i] for i in range(n)]
+
+
+def row_type(row: dict) -> str:
+    return str(row.get("type") or row.get("task") or "all")
+
+
+def majority_baseline(rows: list[dict]) -> dict:
+    """Accuracy of always answering each type's most frequent (normalised) answer."""
+    by = defaultdict(Counter)
+    for r in rows:
+        by[row_type(r)][normalize(r["answer"])] += 1
+    per = {t: c.most_common(1)[0][1] / sum(c.values()) for t, c in by.items()}
+    overall = sum(c.most_common(1)[0][1] for c in by.values()) / max(1, len(rows))
+    return {"overall": overall, "per_type": per}
+
+
+def evaluate(vlm, rows: list[dict], blind: bool = False, batch_size: int = 32, max_new_tokens: int = 32,
+             progress: bool = True) -> dict:
+    """Score `vlm` (a pipeline.VLM) on eval rows. Returns overall, per_type, n, and every prediction."""
+    preds = []
+    it = range(0, len(rows), batch_size)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(rows), desc="eval (blind)" if blind else "eval", unit="row", leave=False)
+    vcfg = vlm.model.cfg.vision
+    for start in it:
+        chunk = rows[start:start + batch_size]
+        convs, imgs = [], []
+        for r in chunk:
+            msgs = parse_conversations(r["conversations"])
+            last_user = max(i for i, m in enumerate(msgs) if m["role"] == "user")
+            convs.append(msgs[:last_user + 1])
+            pics = [open_image(b) for b in row_images(r)]
+            imgs.append([blank_image(vcfg) for _ in pics] if blind else pics)
+        replies = vlm.answer_batch(convs, imgs, max_new_tokens=max_new_tokens)
+        for r, reply in zip(chunk, replies):
+            preds.append({"type": row_type(r), "answer": r["answer"], "reply": reply,
+                          "correct": is_correct(reply, r["answer"])})
+        if bar is not None:
+            bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
+    per = defaultdict(list)
+    for p in preds:
+        per[p["type"]].append(p["correct"])
+    return {"overall": sum(p["correct"] for p in preds) / max(1, len(preds)),
+            "per_type": {t: sum(v) / len(v) for t, v in sorted(per.items())},
+            "n": len(preds), "predictions": preds}
+
+
+def format_table(result: dict, blind: dict | None = None, majority: dict | None = None) -> str:
+    """A plain-text table: one line per type, then overall."""
+    cols = ["accuracy"] + (["blind"] if blind else []) + (["majority"] if majority else [])
+    types = list(result["per_type"])
+    w = max([len(t) for t in types] + [8])
+    lines = [f"{'type':<{w}}  " + "  ".join(f"{c:>9}" for c in cols)]
+    for t in types + ["overall"]:
+        vals = [result["per_type"][t] if t != "overall" else result["overall"]]
+        if blind:
+            vals.append(blind["per_type"].get(t, float("nan")) if t != "overall" else blind["overall"])
+        if majority:
+            vals.append(majority["per_type"].get(t, float("nan")) if t != "overall" else majority["overall"])
+        lines.append(f"{t:<{w}}  " + "  ".join(f"{v * 100:8.1f}%" for v in vals))
+    return "\n".join(lines)
+
+
+def write_json(result: dict, path: str | Path) -> None:
+    keep = {k: v for k, v in result.items()}
+    Path(path).write_text(json.dumps(keep, indent=2))

@@ -1,0 +1,46 @@
+"""Scoring rules: is a free-form reply correct for a short reference answer?
+
+The same rules serve `minimind-v eval`, the demo and the emoji benchmark:
+
+1. Normalise both sides: Unicode NFKC, lower case, typographic quotes/apostrophes -> ASCII ('’' -> "'"),
+   hyphens/dashes kept inside words ("medium-light"), every other punctuation mark -> space, spaces collapsed.
+2. yes/no answers (reference "yes" or "no"): the reply's first word decides.
+3. Multiple choice (reference a single letter a-e, or the reply starts with a letter + ')' or '.'):
+   the reply is correct when its first word is that letter (or the option text matches, see 4).
+4. Otherwise the reply is correct when it contains the normalised reference as whole words
+   ("It is medium-light." contains "medium-light"; "reddish" does not contain "red").
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u2032": "'",
+                         "\u2013": "-", "\u2014": "-", "\u2010": "-", "\u2011": "-"})
+
+
+def normalize(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text or "").translate(_QUOTES).lower()
+    text = re.sub(r"[^\w\s'-]", " ", text)          # punctuation -> space (keep ' and - inside words)
+    text = re.sub(r"(?<!\w)['-]|['-](?!\w)", " ", text)  # quotes/dashes not inside a word
+    return " ".join(text.split())
+
+
+def first_word(text: str) -> str:
+    words = normalize(text).split()
+    return words[0] if words else ""
+
+
+def is_correct(reply: str, answer: str) -> bool:
+    ref = normalize(answer)
+    if not ref:
+        return False
+    if ref in ("yes", "no"):
+        return first_word(reply) == ref
+    raw = (reply or "").strip().lower()
+    if len(ref) == 1 and ref.isalpha():                     # multiple-choice letter
+        m = re.match(r"^\(?([a-e])[\).:\s]|^\(?([a-e])$", raw)
+        if m:
+            return (m.group(1) or m.group(2)) == ref
+        return first_word(reply) == ref
+    return re.search(r"(?:^| )" + re.escape(ref) + r"(?: |$)", normalize(reply)) is not None

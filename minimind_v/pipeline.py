@@ -1,0 +1,85 @@
+"""The Python API: load a model folder and talk to it about pictures.
+
+    from minimind_v import VLM
+    vlm = VLM.load("runs/demo/model")
+    print(vlm.answer("What colour is the circle?", images=[PIL.Image.open("x.png")]))
+    for piece in vlm.stream([{"role": "user", "content": "<image>\\nDescribe it."}], images=[img]):
+        print(piece, end="")
+
+Messages use `<image>` markers like the training data; a prompt without a marker but with images gets
+the markers prepended. The CLI's `chat`, `eval` and `serve` are thin layers over this class.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from PIL import Image
+
+from .data.chat import IMAGE_MARKER, count_markers, render
+from .model.folder import load_model
+from .model.generate import SamplingParams, generate, generate_stream
+from .model.vision import image_to_patches
+from .tokenizer import Tokenizer
+
+
+class VLM:
+    def __init__(self, model, tokenizer: Tokenizer, name: str = "minimind-v"):
+        self.model, self.tok, self.name = model, tokenizer, name
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> "VLM":
+        folder = Path(folder)
+        return cls(load_model(folder, device, dtype), Tokenizer.load(folder), folder.name)
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    def params(self, **kw) -> SamplingParams:
+        p = SamplingParams(**kw)
+        p.stop_ids = (self.tok.eos_id,)
+        return p
+
+    def prompt_ids(self, messages: list[dict], n_images: int) -> list[int]:
+        msgs = [dict(m) for m in messages]
+        if n_images and count_markers(msgs) == 0:
+            first = next(m for m in msgs if m["role"] == "user")
+            first["content"] = (IMAGE_MARKER + "\n") * n_images + first["content"]
+        if count_markers(msgs) != n_images:
+            raise ValueError(f"{count_markers(msgs)} <image> marker(s) but {n_images} image(s) given")
+        return render(msgs, self.tok, self.model.cfg.image_token_len, add_generation_prompt=True).ids
+
+    def pixels(self, images: list[Image.Image] | None):
+        if not images:
+            return None
+        return torch.stack([image_to_patches(im, self.model.cfg.vision) for im in images]).to(self.device)
+
+    def stream(self, messages: list[dict], images: list[Image.Image] | None = None, **sampling) -> Iterator[str]:
+        """Yield text pieces as they are generated (whole UTF-8 characters only)."""
+        ids = self.prompt_ids(messages, len(images or []))
+        params = self.params(**sampling)
+        out: list[int] = []
+        shown = ""
+        for nxt in generate_stream(self.model, [ids], params, self.pixels(images)):
+            v = int(nxt[0])
+            if v < 0 or v == self.tok.eos_id:
+                break
+            out.append(v)
+            text = self.tok.decode(out)
+            if not text.endswith("\ufffd") and len(text) > len(shown):
+                yield text[len(shown):]
+                shown = text
+        self.last_usage = (len(ids), len(out))
+
+    def answer(self, prompt: str, images: list[Image.Image] | None = None, **sampling) -> str:
+        return "".join(self.stream([{"role": "user", "content": prompt}], images, **sampling))
+
+    def answer_batch(self, conversations: list[list[dict]], images: list[list[Image.Image]],
+                     **sampling) -> list[str]:
+        """Greedy/sampled replies for many prompts at once (batched decoding)."""
+        prompts = [self.prompt_ids(c, len(im)) for c, im in zip(conversations, images)]
+        flat = [im for ims in images for im in ims]
+        outs = generate(self.model, prompts, self.params(**sampling), self.pixels(flat))
+        return [self.tok.decode(o) for o in outs]

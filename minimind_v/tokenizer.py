@@ -1,0 +1,105 @@
+"""Byte-level BPE tokenizer: training, loading, and the special tokens the chat format needs.
+
+A tokenizer folder is the Hugging Face layout (`tokenizer.json` + `tokenizer_config.json` with a
+ChatML chat template), so the original MiniMind tokenizer folder and ours load the same way, and
+`transformers.AutoTokenizer` can read ours. At run time we use the fast `tokenizers` library directly:
+offsets from it give exact label masks (see data/chat.py).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+from tokenizers import Tokenizer as _HFTokenizer
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>", "<tool_call>",
+                  "</tool_call>", "<tool_response>", "</tool_response>", "<|object_ref_start|>",
+                  "<|object_ref_end|>", "<|box_start|>", "<|image_pad|>"]   # <|image_pad|> = id 12, as the original
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+    "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+class Tokenizer:
+    """Thin wrapper over `tokenizers.Tokenizer` with the ids the model needs."""
+
+    def __init__(self, tok: _HFTokenizer, path: str | None = None):
+        self.tok = tok
+        self.path = path
+        self.pad_id = self._id("<|endoftext|>")
+        self.bos_id = self._id("<|im_start|>")
+        self.eos_id = self._id("<|im_end|>")
+        self.image_id = self._id("<|image_pad|>")
+
+    def _id(self, token: str) -> int:
+        i = self.tok.token_to_id(token)
+        if i is None:
+            raise ValueError(f"tokenizer has no {token!r} token; minimind-v needs it")
+        return i
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Tokenizer":
+        folder = Path(folder)
+        f = folder / "tokenizer.json" if folder.is_dir() else folder
+        if not f.exists():
+            raise FileNotFoundError(f"no tokenizer.json in {folder}")
+        return cls(_HFTokenizer.from_file(str(f)), str(folder))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tok.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=False).ids
+
+    def encode_with_offsets(self, text: str):
+        e = self.tok.encode(text, add_special_tokens=False)
+        return e.ids, e.offsets
+
+    def decode(self, ids, skip_special: bool = True) -> str:
+        return self.tok.decode(list(ids), skip_special_tokens=skip_special)
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        src = Path(self.path) if self.path else None
+        if src is not None and src.is_dir() and (src / "tokenizer_config.json").exists():
+            if src.resolve() != folder.resolve():
+                for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+                    if (src / name).exists():
+                        (folder / name).write_bytes((src / name).read_bytes())
+            return
+        self.tok.save(str(folder / "tokenizer.json"))
+        write_tokenizer_config(folder)
+
+
+def write_tokenizer_config(folder: Path) -> None:
+    cfg = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>", "add_bos_token": False, "add_eos_token": False,
+        "model_max_length": 32768, "clean_up_tokenization_spaces": False,
+        "additional_special_tokens": [t for t in SPECIAL_TOKENS if t not in ("<|endoftext|>",)],
+        "chat_template": CHAT_TEMPLATE,
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 6400, out: str | Path | None = None,
+                    show_progress: bool = True) -> Tokenizer:
+    """Train a byte-level BPE with the special tokens first (ids 0..12) and save it to `out`."""
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+    tok = _HFTokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=show_progress)
+    tok.train_from_iterator(texts, trainer=trainer)
+    t = Tokenizer(tok)
+    if out is not None:
+        t.save(out)
+        t.path = str(out)
+    return t
