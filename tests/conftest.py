@@ -1,0 +1,63 @@
+"""Shared test fixtures: a tiny tokenizer, tiny synthetic data, tiny model folders (all built here).
+
+`shared_dir()` finds ../shared beside the repo root (present in CI and in the dev sandbox, absent in a
+user's clone); tests that need it call `need_shared()` which skips with a clear reason only then.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path:
+    return ROOT.parent / "shared"
+
+
+def need_shared(sub: str = "") -> Path:
+    p = shared_dir() / sub
+    if not p.exists():
+        pytest.skip(f"{p} is absent (the shared fixtures are not in a plain clone of the repo)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tmp_path_factory):
+    from minimind_v.data import synth
+    from minimind_v.tokenizer import train_tokenizer
+    out = tmp_path_factory.mktemp("tok")
+    return train_tokenizer(synth.corpus(300, 0), vocab_size=400, out=out, show_progress=False)
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory):
+    from minimind_v.data import synth
+    out = tmp_path_factory.mktemp("synth")
+    return synth.generate(out, n=64, seed=0, image_size=32, turns=2)
+
+
+def make_tiny_model(tok, seed: int = 0, **overrides):
+    from minimind_v.config import preset
+    from minimind_v.model.vlm import MiniMindVLM
+    torch.manual_seed(seed)
+    cfg = preset("tiny", vocab_size=tok.vocab_size, image_token_id=tok.image_id, pad_token_id=tok.pad_id,
+                 bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, **overrides)
+    return MiniMindVLM(cfg).eval()
+
+
+@pytest.fixture()
+def tiny_model(tiny_tokenizer):
+    return make_tiny_model(tiny_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
+    from minimind_v.model.folder import save_model
+    out = tmp_path_factory.mktemp("model")
+    save_model(make_tiny_model(tiny_tokenizer), out, tiny_tokenizer)
+    return out
