@@ -35,11 +35,13 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--shard-rows", type=int, default=None, metavar="N",
                    help="write files of at most N rows each (default: one file)")
     g.add_argument("--val-fraction", type=float, default=0.0, metavar="F",
-                   help="put this share of the converted rows (chosen by --seed) into a validation file")
+                   help="put this share of the converted pictures (chosen by --seed), with all their rows, "
+                        "into a validation file; rows sharing a picture never straddle train and val")
     g.add_argument("--seed", type=int, default=0,
                    help="seed for the train/val split and for picking caption prompts (default: 0)")
-    g.add_argument("--keep-duplicates", action="store_true",
-                   help="keep rows whose image is identical to an earlier row's (default: drop and count them)")
+    g.add_argument("--dedupe", action="store_true",
+                   help="drop rows whose image is identical (same pixels) to an earlier row's; without it "
+                        "such rows are kept and only counted")
     g.add_argument("--report", default=None, metavar="FILE.json",
                    help="also write the conversion report (counts, every rejected row) as JSON")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -138,7 +140,7 @@ def run_convert(args) -> int:
     from .convert import convert_captions, convert_hf, convert_llava
     opts = dict(max_side=args.max_side, image_format=args.image_format, quality=args.quality,
                 shard_rows=args.shard_rows, val_fraction=args.val_fraction, seed=args.seed,
-                dedupe=not args.keep_duplicates, progress=not args.no_progress, report_json=args.report)
+                dedupe=args.dedupe, progress=not args.no_progress, report_json=args.report)
     try:
         if args.mode == "llava":
             res = convert_llava(args.json, args.images, args.out, keep_columns=args.keep_column, **opts)

@@ -14,12 +14,14 @@ How a conversion runs, and why:
 2. `convert_record` validates each record the way the trainer will (roles alternate, an assistant
    reply exists, one `<image>` marker per image), decodes every image (so a corrupt file is caught here,
    not mid-training), optionally shrinks and re-encodes it, and hashes its pixels.
-3. Rows whose image(s) have the same pixel hash as an earlier row are dropped as duplicates (on by
-   default: a repeated picture would otherwise be trained on twice and could leak into validation).
+3. Rows whose image(s) have the same pixel hash as an earlier row are counted; with `dedupe` they are
+   dropped (off by default: VQA data often asks several questions about one picture, on purpose).
 4. Good rows go to `ShardWriter`, which writes row groups of 256 rows (readers load one group at a time)
    into one file or into shards of `shard_rows` rows, via temporary files renamed when complete.
 5. With a validation fraction, rows are first written to a staging file, so that the split is exact on
-   the rows that survived (round(n * fraction) rows, chosen by seed) and every row keeps its input order.
+   what survived: round(n * fraction) of the n distinct pictures (text-only rows count one each) are
+   chosen by seed, and all rows showing a chosen picture go to validation. Rows sharing a picture thus
+   never straddle train and val (no leak), and every row keeps its input order.
 
 Nothing is dropped silently: every rejected row is listed with its position and reason in
 `ConvertResult.bad` (and every duplicate in `.duplicates`); `report()` prints them at the end.
@@ -68,9 +70,9 @@ class ConvertOptions:
     image_format: str = "keep"       # keep | jpeg | png
     quality: int = 90                # JPEG quality when re-encoding to JPEG
     shard_rows: int | None = None    # rows per output file; None = one file per split
-    val_fraction: float = 0.0        # share of the written rows that go to the validation file
+    val_fraction: float = 0.0        # share of the written pictures (with their rows) for validation
     seed: int = 0                    # for the split and the caption prompts
-    dedupe: bool = True              # drop rows whose image(s) repeat an earlier row's
+    dedupe: bool = False             # drop rows whose image(s) repeat an earlier row's
     row_group_rows: int = ROW_GROUP_ROWS
     progress: bool = True            # tqdm progress bars
     quiet: bool = False              # do not print the report
@@ -118,6 +120,7 @@ class ConvertResult:
     rows_read: int = 0
     bad: list = field(default_factory=list)         # Problem per rejected row
     duplicates: list = field(default_factory=list)  # Problem per row dropped as a duplicate image
+    shared_images: int = 0                          # rows kept although their image(s) repeat (no dedupe)
 
     @property
     def rows_written(self) -> int:
@@ -131,11 +134,12 @@ class ConvertResult:
         return {
             "files": self.files, "written": self.written, "rows_read": self.rows_read,
             "rows_written": self.rows_written, "duplicates": len(self.duplicates),
+            "shared_images": self.shared_images,
             "bad_counts": dict(self.bad_counts),
             "bad": [vars(p) for p in self.bad], "duplicate_rows": [vars(p) for p in self.duplicates],
         }
 
-    def report(self, limit: int = REPORT_LINES) -> str:
+    def report(self, limit: int = REPORT_LINES, dup_limit: int = 10) -> str:
         lines = [f"read {self.rows_read} rows, wrote {self.rows_written}"
                  f" ({', '.join(f'{k}: {v}' for k, v in self.written.items())})"]
         for split, files in self.files.items():
@@ -143,9 +147,12 @@ class ConvertResult:
             lines.append(f"  {split}: {', '.join(str(f) for f in shown)}")
         if self.duplicates:
             lines.append(f"dropped {len(self.duplicates)} row(s) whose image repeats an earlier row:")
-            lines += [f"  {p.where}: {p.msg}" for p in self.duplicates[:limit]]
-            if len(self.duplicates) > limit:
-                lines.append(f"  ... and {len(self.duplicates) - limit} more")
+            lines += [f"  {p.where}: {p.msg}" for p in self.duplicates[:dup_limit]]
+            if len(self.duplicates) > dup_limit:
+                lines.append(f"  ... and {len(self.duplicates) - dup_limit} more")
+        if self.shared_images:
+            lines.append(f"kept {self.shared_images} row(s) whose image repeats an earlier row's "
+                         f"(--dedupe drops them)")
         if self.bad:
             counts = ", ".join(f"{k}: {v}" for k, v in self.bad_counts.most_common())
             lines.append(f"rejected {len(self.bad)} row(s) ({counts}):")
@@ -266,10 +273,10 @@ def read_source(src) -> bytes:
     return path.read_bytes()
 
 
-def prepare_image(data: bytes, opts: ConvertOptions) -> tuple[bytes, str]:
+def prepare_image(data: bytes, opts: ConvertOptions) -> tuple[bytes, bytes]:
     """Validate (decode fully), optionally shrink / re-encode; return (stored bytes, pixel hash)."""
     img = open_image(data)                                     # RGB; raises ImageError if unusable
-    key = hashlib.sha1(f"{img.size}".encode() + img.tobytes()).hexdigest()
+    key = hashlib.sha1(f"{img.size}".encode() + img.tobytes()).digest()
     shrink = opts.max_side is not None and max(img.size) > opts.max_side
     if not shrink and opts.image_format == "keep":
         return data, key                                       # the original file, byte for byte
@@ -289,7 +296,7 @@ def prepare_image(data: bytes, opts: ConvertOptions) -> tuple[bytes, str]:
 
 
 def convert_record(rec: Record, opts: ConvertOptions, multi_image: bool,
-                   extra_columns=()) -> tuple[dict, str | None]:
+                   extra_columns=()) -> tuple[dict, bytes | None]:
     """Record -> (output row, image hash key or None for text-only rows); raises BadRow / ImageError."""
     if rec.error is not None:
         raise rec.error
@@ -316,7 +323,7 @@ def convert_record(rec: Record, opts: ConvertOptions, multi_image: bool,
     }
     for c in extra_columns:
         row[c] = as_text(rec.extra.get(c))
-    return row, ("+".join(keys) if keys else None)
+    return row, (b"".join(keys) if keys else None)
 
 
 def as_text(v) -> str | None:
@@ -336,7 +343,9 @@ def run_conversion(records: Iterable[Record], out, opts: ConvertOptions, multi_i
     staging = stem.with_name(f".{stem.name}.staging")
     sink = ShardWriter(staging if split else stem, schema, None if split else opts.shard_rows,
                        opts.row_group_rows)
-    result, seen = ConvertResult(), {}
+    result = ConvertResult()
+    first_seen = {}      # image hash key -> (row, where) of the first written row showing it
+    groups = []          # per written row: the row that first showed its image(s) (for the split)
     try:
         for rec in tqdm(records, total=total, desc=desc, unit="row", disable=not opts.progress):
             result.rows_read += 1
@@ -345,12 +354,18 @@ def run_conversion(records: Iterable[Record], out, opts: ConvertOptions, multi_i
             except (BadRow, ImageError) as e:
                 result.bad.append(Problem(rec.row, rec.where, e.kind, str(e)))
                 continue
-            if opts.dedupe and key is not None:
-                if key in seen:
+            if key is not None and key in first_seen:
+                first_row, first_where = first_seen[key]
+                if opts.dedupe:
                     result.duplicates.append(Problem(rec.row, rec.where, "duplicate_image",
-                                                     f"same image as {seen[key]}"))
+                                                     f"same image as {first_where}"))
                     continue
-                seen[key] = rec.where
+                result.shared_images += 1
+                groups.append(first_row)
+            else:
+                if key is not None:
+                    first_seen[key] = (rec.row, rec.where)
+                groups.append(rec.row)
             sink.add(row)
         files = sink.close()
     except BaseException:
@@ -358,7 +373,7 @@ def run_conversion(records: Iterable[Record], out, opts: ConvertOptions, multi_i
         raise
     if split:
         try:
-            result.files, result.written = split_file(files[0], stem, schema, opts)
+            result.files, result.written = split_file(files[0], stem, schema, opts, groups)
         finally:
             Path(files[0]).unlink(missing_ok=True)
     else:
@@ -375,18 +390,19 @@ def val_count(n: int, fraction: float) -> int:
     return k
 
 
-def split_file(staging: str, stem: Path, schema: pa.Schema, opts: ConvertOptions):
-    """Copy the staging file into `<stem>_train` / `<stem>_val`, picking the val rows by seed."""
+def split_file(staging: str, stem: Path, schema: pa.Schema, opts: ConvertOptions, groups: list[int]):
+    """Copy the staging file into `<stem>_train` / `<stem>_val`. `groups[i]` names the picture of row i;
+    val_count(distinct pictures) of them are picked by seed, and their rows go to val together."""
     pf = pq.ParquetFile(staging)
-    n = pf.metadata.num_rows
-    val = set(random.Random(opts.seed).sample(range(n), val_count(n, opts.val_fraction)))
+    distinct = sorted(set(groups))
+    val = set(random.Random(opts.seed).sample(distinct, val_count(len(distinct), opts.val_fraction)))
     sinks = {name: ShardWriter(stem.with_name(f"{stem.name}_{name}"), schema, opts.shard_rows,
                                opts.row_group_rows) for name in ("train", "val")}
     i = 0
     try:
         for batch in pf.iter_batches(batch_size=opts.row_group_rows):
             for row in batch.to_pylist():
-                sinks["val" if i in val else "train"].add(row)
+                sinks["val" if groups[i] in val else "train"].add(row)
                 i += 1
         files = {name: s.close() for name, s in sinks.items()}
     except BaseException:
@@ -475,6 +491,8 @@ def convert_llava(json_path, images_dir, out, keep_columns=(), **options) -> Con
     """LLaVA JSON (list of {"image", "conversations": [{"from", "value"}]}) + image folder -> parquet."""
     opts = ConvertOptions(**options)
     json_path, images_dir = Path(json_path), Path(images_dir)
+    if not json_path.is_file():
+        raise FileNotFoundError(f"LLaVA JSON file {json_path} not found")
     if not images_dir.is_dir():
         raise FileNotFoundError(f"image folder {images_dir} not found")
     items = load_llava_items(json_path)

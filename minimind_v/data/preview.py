@@ -91,11 +91,18 @@ def wrap(text: str, font, width: int, max_lines: int) -> list[str]:
         if line:
             lines.append(line)
     if len(lines) > max_lines:
-        last = lines[max_lines - 1]
-        while last and font.getlength(last + "...") > width:
-            last = last[:-1]
-        lines = lines[:max_lines - 1] + [last.rstrip() + "..."]
+        last = lines[max_lines - 1] + " " + lines[max_lines]     # force the cut marker
+        lines = lines[:max_lines - 1] + [clip(last, font, width)]
     return lines
+
+
+def clip(text: str, font, width: int) -> str:
+    """One line: the text cut character by character to fit `width`, ending with '...' when cut."""
+    if font.getlength(text) <= width:
+        return text
+    while text and font.getlength(text + "...") > width:
+        text = text[:-1]
+    return text + "..."
 
 
 def first_turns(raw) -> tuple[str, str]:
@@ -146,7 +153,7 @@ def draw_cell(sheet, draw, row: dict, index: int, x: int, y: int, layout: Layout
     lh, width = line_height(font), thumb
     ty = y + layout.text_top
     info = f"#{index}" + (f"  {row['image_names']}" if row.get("image_names") else "")
-    draw.text((x + PAD, ty), wrap(info, font, width, 1)[0], fill=INFO_COLOUR, font=font)
+    draw.text((x + PAD, ty), clip(info, font, width), fill=INFO_COLOUR, font=font)
     ty += lh
     for text, colour, limit in ((f"Q: {q}", Q_COLOUR, Q_LINES), (f"A: {a}", A_COLOUR, A_LINES)):
         for line in wrap(text, font, width, limit):
@@ -176,7 +183,7 @@ def preview(file, out_png, n: int = 16, random: bool = False, seed: int = 0, thu
     label = Path(file).name if isinstance(file, (str, Path)) else ", ".join(Path(f).name for f in file)
     how = f"random, seed {seed}" if random else "first"
     title = f"{label}: {len(picked)} of {len(rows)} rows ({how})"
-    draw.text((PAD, (HEADER - FONT_SIZE) // 2), wrap(title, font, layout.size[0] - 2 * PAD, 1)[0],
+    draw.text((PAD, (HEADER - FONT_SIZE) // 2), clip(title, font, layout.size[0] - 2 * PAD),
               fill=(0, 0, 0), font=font)
     for k, index in enumerate(picked):
         x = (k % layout.cols) * layout.cell_w

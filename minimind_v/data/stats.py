@@ -54,10 +54,11 @@ def image_size(data) -> tuple[int, int] | None:
 
 
 def load_tokenizer(tokenizer):
-    if tokenizer is None or hasattr(tokenizer, "encode"):
-        return tokenizer
-    from ..tokenizer import Tokenizer
-    return Tokenizer.load(tokenizer)
+    """A Tokenizer is used as given; a folder (str or Path) is loaded."""
+    if isinstance(tokenizer, (str, Path)):
+        from ..tokenizer import Tokenizer
+        return Tokenizer.load(tokenizer)
+    return tokenizer
 
 
 def stats(files, tokenizer=None, max_length: int | None = None, png=None, image_token_len: int = 64,
