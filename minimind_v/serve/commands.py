@@ -1,0 +1,70 @@
+"""`minimind-v serve --model DIR`: the OpenAI-compatible API and the chat page on one port.
+
+    minimind-v serve --model runs/demo/model                        http://127.0.0.1:8000/
+    minimind-v serve --model DIR --host 0.0.0.0 --api-key SECRET    reachable from other machines
+
+`cli.py` registers this command through `add_serve_command` when this module imports.
+"""
+from __future__ import annotations
+
+import os
+
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def add_serve_command(sub) -> None:
+    p = sub.add_parser("serve", help="serve a model: OpenAI-compatible chat API + web chat page",
+                       description="Start one HTTP server (FastAPI + uvicorn) with POST /v1/chat/completions "
+                                   "(streaming or not, images as data URLs), GET /v1/models, GET /health, and a "
+                                   "chat page at /. Requests are decoded together (continuous batching).")
+    p.add_argument("--model", required=True, help="model folder (config.json, model.safetensors, tokenizer)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--name", help="model id clients must send (default: the folder name)")
+    p.add_argument("--api-key", default=os.environ.get("MINIMIND_V_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' on /v1/* (default: $MINIMIND_V_API_KEY, else none)")
+    p.add_argument("--allow-remote-images", action="store_true",
+                   help="let requests name http(s):// image URLs that the server then fetches (off by default)")
+    p.add_argument("--max-image-bytes", type=int, default=10_000_000, help="encoded size limit per image")
+    p.add_argument("--max-image-pixels", type=int, default=25_000_000,
+                   help="width x height limit per image, checked before decoding")
+    p.add_argument("--max-images", type=int, default=8, help="images per request, all messages together")
+    p.add_argument("--max-batch", type=int, default=16, help="requests decoded together")
+    p.add_argument("--max-queue", type=int, default=256, help="waiting requests before 429 'busy'")
+    p.add_argument("--max-context", type=int,
+                   help="prompt + completion tokens per request (default: min(model limit, 2048))")
+    p.add_argument("--max-tokens", type=int, default=512, help="completion tokens when a request names none")
+    p.add_argument("--temperature", type=float, default=0.7, help="default when a request names none")
+    p.add_argument("--top-p", type=float, default=0.9, help="default when a request names none")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is often fastest "
+                                              "for tiny models on a shared machine)")
+    p.add_argument("--dtype", default="fp32", choices=list(DTYPES))
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(a) -> int:
+    import torch
+    import uvicorn
+
+    from ..pipeline import VLM
+    from .app import create_app
+    from .images import ImageLimits
+    from .protocol import Defaults
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    vlm = VLM.load(a.model, device=a.device, dtype=getattr(torch, DTYPES[a.dtype]))
+    app = create_app(vlm, name=a.name, api_key=a.api_key, max_context=a.max_context, max_batch=a.max_batch,
+                     max_queue=a.max_queue,
+                     limits=ImageLimits(max_bytes=a.max_image_bytes, max_pixels=a.max_image_pixels,
+                                        max_images=a.max_images, allow_remote=a.allow_remote_images),
+                     defaults=Defaults(temperature=a.temperature, top_p=a.top_p, max_tokens=a.max_tokens))
+    shown = "localhost" if a.host in ("0.0.0.0", "::") else a.host
+    print(f"serving model '{app.state.name}' at http://{shown}:{a.port}/  (API: /v1/chat/completions)", flush=True)
+    if a.host not in ("127.0.0.1", "localhost", "::1") and not a.api_key:
+        print("note: listening beyond loopback without --api-key: anyone who can reach this port can use it",
+              flush=True)
+    uvicorn.run(app, host=a.host, port=a.port, log_level=a.log_level)
+    return 0

@@ -1,0 +1,62 @@
+"""Take a screenshot of the chat page answering a question about a picture (for the README).
+
+    python -m minimind_v.serve.screenshot --model runs/demo/sft/model --image runs/demo/example.png \\
+        --question "What colour is the circle?" --out docs/serve_page.png
+
+Serves the model on a free loopback port, drives headless Chromium (Debian's `chromium` through
+Playwright, no browser download) through the page: pick the picture, ask, wait for the streamed
+answer, ask the follow-ups, save the PNG. Needs `pip install playwright` and `apt-get install chromium`.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def take(model: str, image: str, questions: list[str], out: str, chromium: str, max_tokens: int = 48,
+         name: str | None = None) -> Path:
+    from playwright.sync_api import sync_playwright
+
+    from ..pipeline import VLM
+    from .app import create_app
+    from .testing import LiveServer
+
+    vlm = VLM.load(model)
+    with LiveServer(create_app(vlm, name=name)) as srv, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1100, "height": 640})
+        page.goto(srv.url + "/")
+        page.wait_for_function("document.getElementById('status').textContent === 'ready'")
+        page.fill("#temperature", "0")
+        page.fill("#max_tokens", str(max_tokens))
+        page.set_input_files("#file", image)
+        for i, q in enumerate(questions):
+            page.fill("#prompt", q)
+            page.click("#send")
+            page.wait_for_function(f"document.querySelectorAll('.msg.assistant')[{i}]?.dataset.finish")
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=out)
+        browser.close()
+    return Path(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--image", required=True)
+    ap.add_argument("--question", action="append", required=True, help="repeat for a multi-turn screenshot")
+    ap.add_argument("--out", default="docs/serve_page.png")
+    ap.add_argument("--name", help="model id shown on the page (default: the folder name)")
+    ap.add_argument("--max-tokens", type=int, default=48)
+    ap.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
+    a = ap.parse_args(argv)
+    print(take(a.model, a.image, a.question, a.out, a.chromium, a.max_tokens, a.name))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
