@@ -150,18 +150,9 @@ def _add_data(sub):
 
 def _data_extensions():
     """Data subcommands that live in their own modules (converters, checks)."""
-    found = []
-    try:
-        from .data.commands import add_data_commands
-        found.append(add_data_commands)
-    except ImportError:
-        pass
-    try:
-        from .data.check import add_check_command
-        found.append(add_check_command)
-    except ImportError:
-        pass
-    return found
+    from .data.check import add_check_command
+    from .data.commands import add_data_commands
+    return [add_data_commands, add_check_command]
 
 
 def _cmd_synth(a) -> int:
@@ -245,14 +236,9 @@ def _cmd_demo(a) -> int:
 
 def _extensions():
     """Top-level commands from their own modules (serve, convert, export)."""
-    found = []
-    for mod, fn in (("serve.commands", "add_serve_command"), ("convert", "add_convert_commands")):
-        try:
-            m = __import__(f"minimind_v.{mod}", fromlist=[fn])
-            found.append(getattr(m, fn))
-        except ImportError:
-            pass
-    return found
+    from .convert import add_convert_commands
+    from .serve.commands import add_serve_command
+    return [add_serve_command, add_convert_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ that is loaded from its own folder). Anything else raises `CheckpointMismatch` n
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -101,7 +102,17 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu", dtype: to
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"{folder} is not a model folder (no config.json)")
     raw = json.loads((folder / "config.json").read_text())
+    if raw.get("model_type") in ("minimind-v", "minimind") and "vision" not in raw:
+        from ..hf.export import load_hf_model      # a Hugging Face folder (`export --to hf`, or the original's)
+        return load_hf_model(folder, vision=vision).to(device=device, dtype=dtype).eval()
     cfg = ModelConfig.from_dict(raw)
+    if vision and cfg.vision.path is None and cfg.vision.siglip is None:
+        logging.getLogger("minimind_v").warning(f"{folder} has no vision encoder (converted without "
+                                                f"--vision-encoder): loaded text-only")
+        vision = False
+    if raw.get("projector") == "fresh":      # written by `convert` for an LLM-only checkpoint
+        logging.getLogger("minimind_v").warning(f"{folder}: the projector (vision_proj) is freshly initialised, "
+                                                f"not trained; run the vlm-pretrain stage before relying on images")
     model = MiniMindVLM(cfg, vision=vision, base_dir=folder)
     model.vision_base = str(folder)
     weights = folder / WEIGHTS

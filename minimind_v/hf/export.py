@@ -1,0 +1,262 @@
+"""Write a model as a Hugging Face folder that plain `transformers` loads, and read such folders back.
+
+    DIR/config.json                     MiniMindVConfig: the original's field names + vision_config, merge, ...
+    DIR/model.safetensors               LLM + projector + SigLIP2 encoder, original parameter names; the tied
+                                        lm_head is stored once (as model.embed_tokens.weight) and re-tied on load
+    DIR/configuration_minimind_v.py     remote code (`trust_remote_code=True`), standalone: needs only
+    DIR/modeling_minimind_v.py            torch + transformers, not this package
+    DIR/image_processing_minimind_v.py
+    DIR/preprocessor_config.json        AutoImageProcessor -> MiniMindVImageProcessor (our exact pixels)
+    DIR/generation_config.json          bos / eos / pad ids
+    DIR/tokenizer.json, tokenizer_config.json
+    DIR/README.md                       model card
+
+Names inside the file are the original's. The encoder's are `vision_encoder.vision_model.*` (how the
+original, under transformers 4, names the Siglip2VisionModel it keeps in `vision_encoder`); in memory we
+wrap it one level deeper (`vision_encoder.encoder.*`) and use whatever names the installed transformers
+gives a Siglip2VisionModel (5.x dropped the `vision_model.` level). `read_hf_folder` also reads the
+original project's converted folders (`model_type: minimind-v`, `pytorch_model.bin` or safetensors,
+possibly sharded).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import transformers
+from safetensors.torch import load_file, save_file
+
+from ..config import ModelConfig
+from .fields import default_vision, model_config_from_original, original_config, siglip_fields
+
+HERE = Path(__file__).resolve().parent
+CODE_FILES = ("configuration_minimind_v.py", "modeling_minimind_v.py", "image_processing_minimind_v.py")
+AUTO_MAP = {"AutoConfig": "configuration_minimind_v.MiniMindVConfig",
+            "AutoModelForCausalLM": "modeling_minimind_v.MiniMindVForCausalLM"}
+OURS_ENC, HF_ENC = "vision_encoder.encoder.", "vision_encoder.vision_model."
+# transformers 4 names a Siglip2VisionModel's weights `vision_model.embeddings...`; 5 flattened them to
+# `embeddings...`. Files always carry the first form; in memory we use what the installed version builds.
+SIGLIP_NESTED = int(transformers.__version__.split(".")[0]) < 5
+
+
+def siglip_name(rest: str) -> str:
+    """A canonical encoder weight name (after `vision_encoder.vision_model.`) -> the installed Siglip2 name."""
+    return ("vision_model." + rest) if SIGLIP_NESTED else rest
+
+
+def canonical_rest(name: str) -> str:
+    """An installed Siglip2VisionModel weight name -> the part after `vision_encoder.vision_model.`."""
+    return name[len("vision_model."):] if name.startswith("vision_model.") else name
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def is_hf_folder(folder: str | Path) -> bool:
+    """A Hugging Face MiniMind-V folder (ours exported, or the original's), not one of our model folders."""
+    f = Path(folder) / "config.json"
+    if not f.exists():
+        return False
+    raw = json.loads(f.read_text())
+    return raw.get("model_type") in ("minimind-v", "minimind") and "vision" not in raw
+
+
+# ---------------------------------------------------------------- export
+
+def hf_config(model) -> dict:
+    """config.json content for the exported folder."""
+    cfg: ModelConfig = model.cfg
+    d = original_config(cfg)
+    d.pop("rope_scaling")            # stored as yarn_scaling: transformers 5 rewrites `rope_scaling`
+    enc = model.vision_encoder.encoder.config if model.vision_encoder is not None else None
+    d.update(yarn_scaling=cfg.rope_scaling, vision_config=siglip_fields(enc) if enc is not None else None,
+             merge=cfg.merge, projector_norm=cfg.projector_norm, image_size=cfg.vision.image_size)
+    return d
+
+
+def hf_state_dict(model, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Our state dict -> the exported names (encoder one level up; tied lm_head dropped), cast to dtype."""
+    out = {}
+    for k, v in model.state_dict().items():
+        if k == "lm_head.weight" and model.cfg.tie_word_embeddings:
+            continue
+        name = HF_ENC + canonical_rest(k[len(OURS_ENC):]) if k.startswith(OURS_ENC) else k
+        out[name] = v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+    return out
+
+
+def model_card(model, hf: dict, dtype: torch.dtype) -> str:
+    n_llm = model.num_parameters()
+    n_enc = model.num_parameters(include_vision=True) - n_llm
+    c = model.cfg
+    llm = (f"{c.hidden_size} hidden, {c.num_hidden_layers} layers, {c.num_attention_heads} heads / "
+           f"{c.num_key_value_heads} KV heads")
+    moe = f", MoE {c.num_experts} experts top-{c.num_experts_per_tok}" if c.use_moe else ""
+    enc = (f"SigLIP2 ({hf['vision_config']['hidden_size']} wide, patch {hf['vision_config']['patch_size']}, "
+           f"{n_enc:,} parameters, frozen)" if hf["vision_config"] else "none (text-only folder)")
+    return f"""---
+library_name: transformers
+pipeline_tag: image-text-to-text
+tags: [minimind-v, vision-language, custom_code]
+---
+
+# MiniMind-V model
+
+A small vision-language model of the MiniMind-V recipe, exported by `minimind-v export --to hf`.
+
+| | |
+|---|---|
+| LLM | {llm}{moe}, vocab {model.cfg.vocab_size} |
+| LLM + projector parameters | {n_llm:,} |
+| vision encoder | {enc} |
+| visual tokens per picture | {model.cfg.image_token_len} (`<|image_pad|>` id {model.cfg.image_token_id}) |
+| weights | {str(dtype).replace('torch.', '')}, safetensors, lm_head tied to the embedding |
+
+## Use with transformers
+
+```python
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer
+
+path = "THIS_FOLDER"
+model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True).eval()
+tok = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
+proc = AutoImageProcessor.from_pretrained(path, trust_remote_code=True)
+
+image = Image.open("picture.png")
+pads = "<|image_pad|>" * model.config.image_token_len        # one run per picture, where <image> was
+prompt = "<|im_start|>user\\n" + pads + "\\nWhat is in the picture?<|im_end|>\\n<|im_start|>assistant\\n"
+ids = tok(prompt, return_tensors="pt").input_ids
+pixel_values = proc(images=[image], return_tensors="pt")["pixel_values"]
+out = model.generate(ids, pixel_values=pixel_values, max_new_tokens=64, do_sample=False)
+print(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+```
+
+Greedy output equals `minimind-v chat --model THIS_FOLDER --greedy`. The folder is also a model folder
+for `minimind-v chat / eval / serve --model THIS_FOLDER`, and `minimind-v convert THIS_FOLDER OUT`
+turns it back into a minimind-v training folder.
+
+Parameter names are the original MiniMind-V ones (`model.layers.N...`, `vision_proj.mlp.0...`); the
+encoder weights are those of a `Siglip2VisionModel` under `vision_encoder.`.
+"""
+
+
+def export_hf(model, out: str | Path, tokenizer=None, dtype: torch.dtype = torch.float32, log=print) -> Path:
+    """Write `model` (a MiniMindVLM, encoder loaded) as a transformers-loadable folder."""
+    from .configuration_minimind_v import MiniMindVConfig
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if model.vision_encoder is None:
+        log("note: this model has no vision encoder; the exported folder is text-only (vision_config null)")
+    hf = hf_config(model)
+    config = MiniMindVConfig(**hf)
+    config.architectures = ["MiniMindVForCausalLM"]
+    config.auto_map = dict(AUTO_MAP)
+    config.save_pretrained(str(out))
+    tensors = hf_state_dict(model, dtype)
+    tmp = out / "model.safetensors.tmp"
+    save_file(tensors, str(tmp), metadata={"format": "pt", "producer": "minimind-v"})
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)       # a folder to share: readable like the other files (safetensors writes 0600)
+    tmp.replace(out / "model.safetensors")
+    for name in CODE_FILES:
+        shutil.copyfile(HERE / name, out / name)
+    (out / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "MiniMindVImageProcessor",
+        "auto_map": {"AutoImageProcessor": "image_processing_minimind_v.MiniMindVImageProcessor"},
+        "image_size": model.cfg.vision.image_size, "patch_size": model.cfg.vision.patch_size,
+        "image_mean": model.cfg.vision.image_mean, "image_std": model.cfg.vision.image_std}, indent=2) + "\n")
+    (out / "generation_config.json").write_text(json.dumps({
+        "bos_token_id": model.cfg.bos_token_id, "eos_token_id": model.cfg.eos_token_id,
+        "pad_token_id": model.cfg.pad_token_id}, indent=2) + "\n")
+    if tokenizer is not None:
+        tokenizer.save(out)
+    else:
+        log("note: no tokenizer given; the folder has none (AutoTokenizer and chat need tokenizer.json)")
+    (out / "README.md").write_text(model_card(model, hf, dtype))
+    log(f"exported {len(tensors)} tensors ({sum(t.numel() for t in tensors.values()):,} values, "
+        f"{str(dtype).replace('torch.', '')}) to {out}")
+    return out
+
+
+# ---------------------------------------------------------------- import
+
+@dataclass
+class HFFolder:
+    """What an HF MiniMind-V folder holds, in our terms."""
+    cfg: ModelConfig                       # vision.siglip = the bundled encoder's config, or no encoder
+    weights: dict[str, torch.Tensor]       # LLM + projector, our names, fp32
+    encoder: dict[str, torch.Tensor]       # Siglip2VisionModel state dict, names as the installed version has them
+    raw: dict                              # config.json as written
+
+
+def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """model.safetensors / pytorch_model.bin, single or sharded (index json); `.bin` via weights_only."""
+    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if (folder / index).exists():
+            files = sorted(set(json.loads((folder / index).read_text())["weight_map"].values()))
+            sd = {}
+            for f in files:
+                sd.update(_read_one(folder / f))
+            return sd
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (folder / name).exists():
+            return _read_one(folder / name)
+    raise FileNotFoundError(f"{folder} has no model.safetensors or pytorch_model.bin")
+
+
+def _read_one(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        return load_file(str(path))
+    return torch.load(str(path), map_location="cpu", weights_only=True)
+
+
+def read_hf_folder(folder: str | Path) -> HFFolder:
+    folder = Path(folder)
+    raw = json.loads((folder / "config.json").read_text())
+    sd = {k: (v.float() if v.is_floating_point() else v) for k, v in read_weights(folder).items()}
+    encoder = {siglip_name(k[len(HF_ENC):]): v for k, v in sd.items() if k.startswith(HF_ENC)}
+    weights = {k: v for k, v in sd.items() if not k.startswith("vision_encoder.")}
+    stray = sorted(k for k in sd if k.startswith("vision_encoder.") and not k.startswith(HF_ENC))
+    if stray:
+        raise ValueError(f"{folder}: encoder tensors outside vision_encoder.vision_model.*: {stray[:6]}")
+    venc = raw.get("vision_config")
+    if venc:
+        pre = folder / "preprocessor_config.json"
+        pp = json.loads(pre.read_text()) if pre.exists() else {}
+        vision = dict(path=None, siglip=siglip_fields(venc), hidden_size=venc["hidden_size"],
+                      patch_size=venc["patch_size"], image_size=raw.get("image_size", pp.get("image_size", 256)),
+                      image_mean=pp.get("image_mean", 0.5), image_std=pp.get("image_std", 0.5))
+        if not encoder:
+            raise ValueError(f"{folder}: config.json has a vision_config but the weights hold no vision_encoder.* "
+                             f"tensors")
+    else:
+        vision = default_vision(raw)
+    cfg = model_config_from_original(raw, vision)
+    return HFFolder(cfg, weights, encoder, raw)
+
+
+def load_hf_model(folder: str | Path, vision: bool = True):
+    """An HF MiniMind-V folder -> our MiniMindVLM, loaded strictly (this is what `load_model` uses)."""
+    from ..model.folder import strict_load
+    from ..model.vlm import MiniMindVLM
+    folder = Path(folder)
+    hf = read_hf_folder(folder)
+    if hf.encoder and hf.cfg.vision.siglip is None:
+        raise ValueError(f"{folder} holds {len(hf.encoder)} vision_encoder.* tensors but config.json has no "
+                         f"vision_config to build the encoder from; convert it with `minimind-v convert {folder} OUT "
+                         f"--vision-encoder SIGLIP2_DIR`")
+    with_encoder = vision and hf.cfg.vision.siglip is not None
+    model = MiniMindVLM(hf.cfg, vision=with_encoder, base_dir=folder)
+    sd = dict(hf.weights)
+    allow = set()
+    if with_encoder:
+        sd.update({OURS_ENC + k: v for k, v in hf.encoder.items()})
+    else:
+        allow = {k for k in model.state_dict() if k.startswith("vision_encoder.")}
+    strict_load(model, sd, allow, source=str(folder))
+    return model
