@@ -57,6 +57,8 @@ def _add_train(sub):
     p.add_argument("--resume", help="checkpoint folder, or 'auto' for the newest valid one in --out")
     p.add_argument("--logger", default="none", choices=["none", "wandb", "swanlab"])
     p.add_argument("--max-bad-steps", type=int, default=20, help="abort after N non-finite losses in a row")
+    p.add_argument("--trace-rows", action="store_true",
+                   help="write OUT/rows-rank<R>.jsonl: the data rows each optimizer step trained on")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_train)
 
@@ -78,9 +80,11 @@ def _cmd_train(a) -> int:
                       unfreeze_vision=a.unfreeze_vision, dtype=a.dtype, device=a.device,
                       num_workers=a.num_workers, seed=a.seed, log_every=a.log_every, save_every=a.save_every,
                       keep_last=a.keep_last, resume=a.resume, logger=a.logger, max_bad_steps=a.max_bad_steps,
-                      progress=not a.no_progress)
+                      progress=not a.no_progress, trace_rows=a.trace_rows)
     summary = train(cfg)
-    return 0 if summary else 1
+    if summary.get("stopped"):
+        return 143          # stopped by SIGTERM/SIGINT after writing a checkpoint: a retry loop goes on
+    return 0
 
 
 def _add_tokenizer(sub):
@@ -256,12 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from .train.loop import NonFiniteLoss
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
+    except NonFiniteLoss as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     except (FileNotFoundError, ValueError, KeyError) as e:
-        if getattr(args, "command", None) == "train" and "--debug" in (argv or sys.argv):
-            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
 

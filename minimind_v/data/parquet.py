@@ -15,11 +15,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
 
-from ..model.vision import DEFAULT_MAX_PIXELS, ImageError, image_to_patches, open_image
+from ..model.vision import (DEFAULT_MAX_PIXELS, TRAIN_MAX_ASPECT, TRAIN_MIN_SIDE, ImageError, image_to_patches,
+                            open_image)
 from .chat import BadRow, check_order, count_markers, parse_conversations, render
 
 
@@ -46,9 +48,11 @@ class ParquetRows:
         self.files = [str(f) for f in ([files] if isinstance(files, (str, Path)) else files)]
         self.columns = columns
         self._starts, self._groups = [], []     # global row index where each row group starts
+        self._metas = []                         # parsed footers: reopening a file costs no footer read
         n = 0
         for fi, f in enumerate(self.files):
             meta = pq.ParquetFile(f).metadata
+            self._metas.append(meta)
             for g in range(meta.num_row_groups):
                 self._starts.append(n)
                 self._groups.append((fi, g))
@@ -61,12 +65,16 @@ class ParquetRows:
     def __len__(self):
         return self.n
 
-    def _file(self, fi: int):
-        if self._pid != os.getpid():      # a forked worker must open its own handles
+    def _read_group(self, fi: int, g: int, cols):
+        """Map the file, read one row group, unmap it. A mapping kept open would let the file's pages pile
+        up in this process's resident memory as random reads touch them (toward the whole file's size)."""
+        if self._pid != os.getpid():      # a forked worker starts with nothing cached
             self._pid, self._handles, self._cached = os.getpid(), {}, (None, None)
-        if fi not in self._handles:
-            self._handles[fi] = pq.ParquetFile(self.files[fi], memory_map=True)
-        return self._handles[fi]
+        pf = pq.ParquetFile(self.files[fi], memory_map=True, metadata=self._metas[fi])
+        try:
+            return pf.read_row_group(g, columns=cols)
+        finally:
+            pf.close()
 
     def __getitem__(self, i: int) -> dict:
         if not 0 <= i < self.n:
@@ -75,16 +83,44 @@ class ParquetRows:
         if self._pid != os.getpid() or self._cached[0] != k:
             fi, g = self._groups[k]
             cols = [c for c in self.columns if c in self.available] if self.columns else None
-            table = self._file(fi).read_row_group(g, columns=cols)
+            table = self._read_group(fi, g, cols)
             self._cached = (k, table)
         table = self._cached[1]
         j = i - self._starts[k]
-        return {name: table.column(name)[j].as_py() for name in table.column_names}
+        return {name: _cell(table.column(name)[j]) for name in table.column_names}
 
     def __getstate__(self):                  # do not pickle open handles into workers
         d = dict(self.__dict__)
         d["_handles"], d["_cached"], d["_pid"] = {}, (None, None), None
         return d
+
+
+def _cell(scalar):
+    """A parquet cell as a Python value; a string cell holding invalid UTF-8 comes back as its raw bytes
+    (so that the row is skipped as `invalid_utf8` instead of crashing the reader)."""
+    try:
+        return scalar.as_py()
+    except UnicodeDecodeError:
+        return scalar.cast(pa.binary()).as_py()
+
+
+def validate_row(row: dict) -> tuple[list[dict], list]:
+    """The checks that need no tokenizer: conversations parse, roles alternate with a non-empty reply,
+    and there is one non-null image per `<image>` marker. Returns (messages, image bytes); raises BadRow."""
+    msgs = parse_conversations(row.get("conversations"))
+    check_order(msgs)
+    raw = row.get("image_bytes")
+    images = row_images(row)
+    n_markers = count_markers(msgs)
+    if any(b is None for b in images):
+        raise BadRow("null_image", "a null image in the image list")
+    if n_markers and not images:
+        if isinstance(raw, (bytes, bytearray)):
+            raise BadRow("empty_image", f"{n_markers} <image> marker(s) but the image has zero bytes")
+        raise BadRow("null_image", f"{n_markers} <image> marker(s) but no image (null or an empty list)")
+    if n_markers != len(images):
+        raise BadRow("marker_mismatch", f"{n_markers} <image> marker(s) but {len(images)} image(s)")
+    return msgs, images
 
 
 def row_images(row: dict) -> list:
@@ -94,6 +130,12 @@ def row_images(row: dict) -> list:
     if isinstance(imgs, (bytes, bytearray)):
         return [imgs] if len(imgs) else []
     return list(imgs)
+
+
+def image_key(data: bytes) -> str:
+    """Content hash of an image's bytes: the key of the frozen-encoder cache (train/encoder_cache.py)."""
+    import hashlib
+    return hashlib.sha256(data).hexdigest()
 
 
 class VLMDataset(Dataset):
@@ -111,24 +153,20 @@ class VLMDataset(Dataset):
     def __getitem__(self, i: int):
         try:
             row = self.rows[i]
+        except (OSError, pa.ArrowException) as e:       # a corrupt page or row group
+            return Skipped("unreadable_row", i, str(e))
+        try:
             return self.build(row, i)
         except (BadRow, ImageError) as e:
             return Skipped(e.kind, i, str(e))
 
     def build(self, row: dict, i: int) -> Sample:
-        msgs = parse_conversations(row.get("conversations"))
-        check_order(msgs)
-        images = row_images(row)
-        n_markers = count_markers(msgs)
-        if any(b is None for b in images):
-            raise BadRow("null_image", "a null image in the image list")
-        if n_markers != len(images):
-            kind = "null_image" if n_markers and not images else "marker_mismatch"
-            raise BadRow(kind, f"{n_markers} <image> marker(s) but {len(images)} image(s)")
+        msgs, images = validate_row(row)
         r = render(msgs, self.tok, self.cfg.image_token_len, self.max_length, think_block=self.think_block)
-        pics = [open_image(b, self.max_pixels) for b in images[:r.n_images]]
+        pics = [open_image(b, self.max_pixels, TRAIN_MIN_SIDE, TRAIN_MAX_ASPECT) for b in images[:r.n_images]]
         if self.blind:
             from ..model.vision import blank_image
             pics = [blank_image(self.cfg.vision) for _ in pics]
         pv = torch.stack([image_to_patches(p, self.cfg.vision) for p in pics]) if pics else None
-        return Sample(torch.tensor(r.ids), torch.tensor(r.labels), pv, i)
+        keys = ["blank"] * len(pics) if self.blind else [image_key(b) for b in images[:len(pics)]]
+        return Sample(torch.tensor(r.ids), torch.tensor(r.labels), pv, i, image_keys=keys)

@@ -24,6 +24,10 @@ from ..config import VisionConfig
 
 Image.MAX_IMAGE_PIXELS = None     # we enforce our own limit before decoding (see `open_image`)
 DEFAULT_MAX_PIXELS = 64_000_000
+# Training refuses pictures that carry no usable content once resized to a square: a side under 8 px
+# (1x1 tracking pixels, spacer GIFs) or one side over 10x the other (banners, which the squeeze destroys).
+TRAIN_MIN_SIDE = 8
+TRAIN_MAX_ASPECT = 10.0
 
 
 class ImageError(ValueError):
@@ -34,8 +38,12 @@ class ImageError(ValueError):
         self.kind = kind
 
 
-def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode image bytes into an RGB PIL image, refusing bombs before decoding pixels."""
+def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = 1,
+               max_aspect: float | None = None) -> Image.Image:
+    """Decode image bytes into an RGB PIL image, refusing bombs before decoding pixels.
+
+    The size checks read only the header: `too_many_pixels` (decompression bomb), `tiny_image` (a side
+    under `min_side`), `extreme_aspect` (longer side over `max_aspect` x the shorter one)."""
     if data is None or len(data) == 0:
         raise ImageError("empty_image", "zero-byte image")
     try:
@@ -45,6 +53,10 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
         raise ImageError("bad_image", f"undecodable image: {e}") from None
     if w * h > max_pixels:
         raise ImageError("too_many_pixels", f"image of {w}x{h} pixels exceeds the limit of {max_pixels}")
+    if min(w, h) < min_side:
+        raise ImageError("tiny_image", f"image of {w}x{h} pixels has a side under {min_side}")
+    if max_aspect is not None and max(w, h) > max_aspect * min(w, h):
+        raise ImageError("extreme_aspect", f"image of {w}x{h} pixels has an aspect ratio over {max_aspect:g}:1")
     try:
         img.load()
     except Exception as e:  # noqa: BLE001

@@ -1,7 +1,12 @@
 """Process-group setup for `torchrun` (DDP): NCCL on GPUs, gloo on the CPU.
 
-`torchrun --nproc_per_node N -m minimind_v.cli train ...` sets RANK / WORLD_SIZE / LOCAL_RANK; without
-them everything runs in one process and these helpers are no-ops.
+    torchrun --nproc_per_node 4 -m minimind_v.cli train ...                         one machine, 4 GPUs
+    torchrun --nnodes 2 --node_rank 0 --nproc_per_node 8 \\
+             --rdzv_backend c10d --rdzv_endpoint HOST0:29500 -m minimind_v.cli train ...   (and node_rank 1)
+
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK (and the rendezvous address); without them everything
+runs in one process and these helpers do nothing. Rank 0 writes checkpoints, metrics and the model;
+every rank reads its own slice of each global batch (see sampler.py).
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ class Dist:
 
 
 def setup(device_type: str) -> Dist:
+    """Join the process group torchrun describes (a no-op for a single process)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
@@ -46,9 +52,19 @@ def cleanup() -> None:
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum `t` over all ranks in place (returns it)."""
     if dist.is_initialized():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def gather_objects(obj) -> list:
+    """Every rank's `obj` (picklable, small: counters, RNG states), in rank order, on every rank."""
+    if not dist.is_initialized():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def barrier() -> None:

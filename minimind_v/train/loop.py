@@ -8,6 +8,12 @@ non-finite losses skipped, metrics logged every `log_every` optimizer steps with
 samples/s, real (non-pad) tokens/s and MFU, checkpoints every `save_every` steps and on SIGTERM/SIGINT,
 and the final model folder written to OUT/model.
 
+Resume is exact on the CPU: a checkpoint (checkpoint.py) holds the step, the position in the data
+(epoch, rows consumed: sampler.py) and every process's RNG state, the lr is a function of the step, and
+rows draw their random numbers from (seed, epoch, row). Under torchrun every collective (the per-step
+"finite loss / stop requested" all-reduce, the metric sums, the skip-count and RNG gathers at log and
+save time) happens at the same step on every rank, so a stop signal or a NaN never leaves a rank waiting.
+
     from minimind_v import TrainConfig, train
     train(TrainConfig(stage="vlm-sft", data=["sft.parquet"], out="runs/sft", init_from="runs/pt/model"))
 """
@@ -32,10 +38,10 @@ from ..model.folder import load_model, save_model
 from ..model.vlm import MiniMindVLM
 from ..tokenizer import Tokenizer
 from . import checkpoint as ckpt
-from .distributed import all_reduce_sum, cleanup, setup
+from .distributed import all_reduce_sum, cleanup, gather_objects, setup
 from .flops import measure_peak, train_flops
 from .metrics import MetricsLog, plot_curves, read_metrics
-from .sampler import StepSampler
+from .sampler import SeededRows, StepSampler, row_seed
 from .stages import TRAINABLE_CHOICES, get_stage, set_trainable
 
 
@@ -72,13 +78,15 @@ class TrainConfig:
     resume: str | None = None             # checkpoint folder, or "auto" (newest valid in OUT, else start)
     logger: str = "none"                  # none | wandb | swanlab
     max_bad_steps: int = 20               # abort after this many non-finite losses in a row
+    trace_rows: bool = False              # write OUT/rows-rank<R>.jsonl: the rows each optimizer step trained on
+    encoder_cache: str | None = None      # folder caching frozen-encoder outputs by image hash (train/encoder_cache.py)
     think_block: bool = False
     progress: bool = True
     save_final: bool = True
     plot: bool = True
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return json.loads(json.dumps(asdict(self), default=str))     # paths -> strings
 
 
 def _device(name: str) -> torch.device:
@@ -164,7 +172,7 @@ def train(cfg: TrainConfig) -> dict:
     out = Path(cfg.out)
     log = (lambda msg: print(f"[train] {msg}", flush=True)) if dist.main else (lambda msg: None)
     stage = get_stage(cfg.stage)
-    torch.manual_seed(cfg.seed)
+    _seed_all(cfg.seed)                   # the same initial weights on every rank
 
     tok_dir = cfg.tokenizer or cfg.init_from
     if tok_dir is None:
@@ -174,6 +182,7 @@ def train(cfg: TrainConfig) -> dict:
     mcfg = model.cfg
     prefixes = TRAINABLE_CHOICES[cfg.trainable] if cfg.trainable else stage.trainable
     n_train = set_trainable(model, prefixes, cfg.unfreeze_vision)
+    _seed_all(cfg.seed + dist.rank)       # training randomness (dropout...) differs between ranks
     dtype = _dtype(cfg.dtype, device)
     model.to(device)
     log(f"stage {stage.name}: {n_train:,} trainable of {model.num_parameters(include_vision=True):,} parameters "
@@ -191,12 +200,19 @@ def train(cfg: TrainConfig) -> dict:
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     autocast = (torch.autocast(device_type=device.type, dtype=dtype) if dtype != torch.float32
                 else contextlib.nullcontext())
+    enc_cache = None
+    if cfg.encoder_cache:
+        from .encoder_cache import EncoderCache
+        enc_cache = EncoderCache(cfg.encoder_cache, model, dtype)
+        log(f"frozen-encoder cache: {enc_cache.dir}")
 
     ddp_model = model
     if dist.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
+        # A text-only batch leaves the projector (and a trainable encoder) without gradients, and MoE
+        # experts can go unused: DDP must then look for unused parameters.
         ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
-                        find_unused_parameters=mcfg.use_moe)
+                        find_unused_parameters=mcfg.use_moe or stage.vision or cfg.unfreeze_vision)
 
     sampler = StepSampler(len(ds), cfg.batch_size, cfg.grad_accum, dist.world, dist.rank, cfg.seed)
     steps_per_epoch = sampler.steps_per_epoch()
@@ -204,42 +220,58 @@ def train(cfg: TrainConfig) -> dict:
 
     # ---- resume ----
     step, epoch, consumed = 0, 0, 0
-    skipped_total, bad_steps_total = Counter(), 0
-    resume = cfg.resume
-    if resume == "auto":
-        found = ckpt.latest_valid(out, warn=log)
-        resume = str(found) if found else None
-        if resume is None:
-            log(f"--resume auto: no checkpoint in {out}, starting the run")
-    if resume:
-        st = ckpt.load_checkpoint(resume, model, opt, scaler)
+    bad_in_row, bad_steps_total = 0, 0
+    skipped_base, skipped_local = Counter(), Counter()   # before the resume (all ranks) / this process since
+    found = _find_resume(cfg.resume, out, dist, log)
+    if cfg.resume == "auto" and found is None:
+        log(f"--resume auto: no checkpoint in {out / 'checkpoints'} yet, starting the run")
+    if found:
+        st = ckpt.load_checkpoint(found, model, opt, scaler)
         step, epoch, consumed = st["step"], st["epoch"], st["consumed"]
-        skipped_total = Counter(st.get("skipped", {}))
-        bad_steps_total = st.get("bad_steps", 0)
-        g = sampler.global_batch
-        if st.get("world", 1) != dist.world or st.get("global_batch", g) != g:
-            aligned = (consumed // g) * g
-            log(f"resuming with world size {dist.world} (was {st.get('world')}), global batch {g} "
-                f"(was {st.get('global_batch')}): continuing at row {aligned} of epoch {epoch}"
-                + (f" ({consumed - aligned} rows will be seen again)" if aligned != consumed else ""))
-            consumed = aligned
-        ckpt.set_rng_state(st["rng"])
-        log(f"resumed from {resume} at step {step} (epoch {epoch}, row {consumed})")
+        bad_in_row, bad_steps_total = st.get("bad_in_row", 0), st.get("bad_steps", 0)
+        if dist.main:
+            skipped_base = Counter(st.get("skipped", {}))
+        total_steps = _resumed_total(cfg, st, sampler, step, epoch, consumed, total_steps, log)
+        _restore_rng(st.get("rng"), cfg.seed, step, dist, log)
+        for change in _config_changes(st.get("config", {}), cfg):
+            log(f"warning: resuming with a changed setting, the run will not match an uninterrupted one: {change}")
+        if dist.main:
+            out.mkdir(parents=True, exist_ok=True)
+            for moved in ckpt.set_aside_newer(out, step):
+                log(f"checkpoint newer than the resume point set aside: {moved}")
+        log(f"resumed from {found} at step {step} of {total_steps} (epoch {epoch}, {consumed} of {len(ds)} rows "
+            f"consumed)")
 
     metrics = MetricsLog(out / "metrics.jsonl", cfg.logger, f"{stage.name}", cfg.to_json(), enabled=dist.main)
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(cfg.to_json(), indent=2))
-    peak = measure_peak(device, dtype if dtype != torch.float16 else torch.float16) if dist.main else 0.0
+        _drop_metrics_after(out / "metrics.jsonl", step)      # steps to be trained (again) from here
+    peak = 0.0
+    if dist.main:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):   # no RNG draw leaks
+            peak = measure_peak(device, dtype)
+    trace = None
+    if cfg.trace_rows:
+        out.mkdir(parents=True, exist_ok=True)
+        trace = open(out / f"rows-rank{dist.rank}.jsonl", "a")
 
-    def state_dict_extra():
-        return {"epoch": epoch, "consumed": consumed, "world": dist.world, "global_batch": sampler.global_batch,
-                "skipped": dict(skipped_total), "bad_steps": bad_steps_total, "config": cfg.to_json(),
-                "total_steps": total_steps}
+    def skipped_totals() -> Counter:
+        """Skipped rows by kind over all ranks and the run before any resume (a collective call)."""
+        total = Counter(skipped_base)
+        for c in gather_objects(dict(skipped_local)):
+            total.update(c)
+        return total
 
     def save_ck():
+        """A collective call: every rank hands over its RNG state and skip counts, rank 0 writes."""
+        rngs = gather_objects(ckpt.rng_state())
+        extra = {"epoch": epoch, "consumed": consumed, "world": dist.world, "global_batch": sampler.global_batch,
+                 "total_steps": total_steps, "skipped": dict(skipped_totals()), "bad_steps": bad_steps_total,
+                 "bad_in_row": bad_in_row, "loader_seed": cfg.seed + epoch,
+                 "row_seed": "row_seed(seed, epoch, row) (train/sampler.py)", "config": cfg.to_json()}
         if dist.main:
-            p = ckpt.save_checkpoint(out, step, model, opt, scaler, state_dict_extra(), cfg.keep_last)
+            p = ckpt.save_checkpoint(out, step, model, opt, scaler, extra, cfg.keep_last, rng=rngs)
             log(f"checkpoint written: {p}")
 
     bar = None
@@ -250,31 +282,34 @@ def train(cfg: TrainConfig) -> dict:
     ddp_model.train()
     window = {"loss": torch.zeros((), device=device), "n": 0, "samples": 0, "real": 0, "tokens": 0,
               "labels": 0, "images": 0, "t0": time.perf_counter(), "steps": 0, "len_sum": 0.0}
-    bad_in_row = 0
     last_loss = float("nan")
     stopped_by_signal = False
+    collate = Collator(tok.pad_id, cfg.padding, max_length)
     with _Stop() as stopper:
         while step < total_steps:
             sampler.epoch, sampler.start = epoch, consumed
-            loader = torch.utils.data.DataLoader(
-                ds, batch_sampler=sampler, collate_fn=Collator(tok.pad_id, cfg.padding, max_length),
-                num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
-                persistent_workers=False, worker_init_fn=_worker_init if cfg.num_workers else None,
-                generator=torch.Generator().manual_seed(cfg.seed + epoch))
+            loader = make_loader(ds, sampler, collate, cfg.seed, epoch, cfg.num_workers, device)
             micro = 0
             step_loss = torch.zeros((), device=device)
+            step_rows = []
             for batch in loader:
-                skipped_total.update(batch.skipped)
+                skipped_local.update(batch.skipped)
+                step_rows += batch.indices
                 batch.to(device, non_blocking=True)
                 last_micro = micro == cfg.grad_accum - 1
+                # gradient accumulation: DDP all-reduces only on the last micro-step
                 sync_ctx = ddp_model.no_sync() if (dist.enabled and not last_micro) else contextlib.nullcontext()
                 with sync_ctx:
                     with autocast:
                         if batch.input_ids.shape[0] == 0:      # every row of this micro-batch was bad
-                            loss = sum(p.sum() for p in params) * 0.0
+                            loss = _zero_loss(ddp_model, tok, device)
                         else:
-                            o = ddp_model(batch.input_ids, labels=batch.labels, pixel_values=batch.pixel_values,
-                                          position_ids=batch.position_ids, seq_ids=batch.seq_ids)
+                            pv, feats = batch.pixel_values, None
+                            if enc_cache is not None and pv is not None:
+                                pv, feats = None, enc_cache.features(model, pv, batch.image_keys)
+                            o = ddp_model(batch.input_ids, labels=batch.labels, pixel_values=pv,
+                                          vision_features=feats, position_ids=batch.position_ids,
+                                          seq_ids=batch.seq_ids, label_index=batch.label_index)
                             loss = o.loss + (o.aux_loss if o.aux_loss is not None else 0.0)
                     scaled = loss / cfg.grad_accum
                     (scaler.scale(scaled) if scaler else scaled).backward()
@@ -289,18 +324,23 @@ def train(cfg: TrainConfig) -> dict:
                     continue
                 micro = 0
                 consumed += sampler.global_batch
-                # ---- optimizer step ----
-                finite = torch.isfinite(step_loss)
+                # ---- optimizer step: one collective decides "finite on every rank" and "stop requested" ----
+                flags = torch.stack([torch.isfinite(step_loss).float(),
+                                     torch.tensor(float(stopper.flag), device=device)])
                 if dist.enabled:
-                    finite = all_reduce_sum(finite.float()) == dist.world
-                if not bool(finite):
+                    all_reduce_sum(flags)
+                finite_ranks, stop_ranks = flags.tolist()          # one host sync per optimizer step
+                if finite_ranks < dist.world:
                     bad_in_row += 1
                     bad_steps_total += 1
                     opt.zero_grad(set_to_none=True)
-                    log(f"non-finite loss at step {step}: update skipped ({bad_in_row} in a row)")
+                    log(f"warning: non-finite loss at step {step + 1}: update skipped ({bad_in_row} in a row, "
+                        f"{bad_steps_total} in the run)")
                     if bad_in_row >= cfg.max_bad_steps:
-                        raise RuntimeError(f"{bad_in_row} non-finite losses in a row: aborting (lower the lr, "
-                                           f"check the data, or raise --max-bad-steps)")
+                        raise NonFiniteLoss(
+                            f"{bad_in_row} non-finite losses in a row (step {step + 1}): aborting. Lower the lr, "
+                            f"check the data, or raise --max-bad-steps; --resume auto continues from the last "
+                            f"checkpoint")
                 else:
                     bad_in_row = 0
                     cur_lr = cosine_lr(step, total_steps, lr, min_lr, cfg.warmup_steps)
@@ -321,14 +361,18 @@ def train(cfg: TrainConfig) -> dict:
                 step += 1
                 window["steps"] += 1
                 step_loss = torch.zeros((), device=device)
+                if trace is not None:
+                    trace.write(json.dumps({"step": step, "epoch": epoch, "rank": dist.rank, "rows": step_rows}) + "\n")
+                    trace.flush()
+                step_rows = []
                 if bar is not None:
                     bar.update(1)
                 if step % cfg.log_every == 0 or step == total_steps:
                     last_loss = _log_window(window, step, total_steps, epoch, cfg, mcfg, peak, metrics,
-                                            bar, log, skipped_total, dist, opt, model)
+                                            bar, log, skipped_totals(), dist, opt, model, bad_steps_total)
                 if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
                     save_ck()
-                if stopper.flag:
+                if stop_ranks:
                     stopped_by_signal = True
                     break
                 if step >= total_steps:
@@ -339,19 +383,24 @@ def train(cfg: TrainConfig) -> dict:
             break
     if bar is not None:
         bar.close()
+    if trace is not None:
+        trace.close()
     if stopped_by_signal:
-        log("stop signal received: writing a checkpoint and exiting")
+        log(f"stop signal received: writing a checkpoint at step {step} and exiting "
+            f"(continue with --resume auto)")
         save_ck()
+        metrics.close()
         cleanup()
-        return {"stopped": True, "step": step}
+        return {"stopped": True, "step": step, "out": str(out)}
     if window["steps"]:
         last_loss = _log_window(window, step, total_steps, epoch, cfg, mcfg, peak, metrics, bar, log,
-                                skipped_total, dist, opt, model)
-    summary = {"stage": stage.name, "steps": step, "final_loss": last_loss, "skipped": dict(skipped_total),
+                                skipped_totals(), dist, opt, model, bad_steps_total)
+    skipped = skipped_totals()
+    summary = {"stage": stage.name, "steps": step, "final_loss": last_loss, "skipped": dict(skipped),
                "bad_steps": bad_steps_total, "out": str(out)}
+    if cfg.save_every:
+        save_ck()
     if dist.main:
-        if cfg.save_every:
-            save_ck()
         if cfg.save_final:
             summary["model"] = str(save_model(model, out / "model", tok))
             log(f"model folder written: {summary['model']}")
@@ -359,30 +408,129 @@ def train(cfg: TrainConfig) -> dict:
             recs = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
             plot_curves({stage.name: [(r["step"], r["loss"]) for r in recs]}, out / "loss.png",
                         title=f"{stage.name} loss")
-        if skipped_total:
-            log("skipped rows by kind: " + ", ".join(f"{k}={v}" for k, v in sorted(skipped_total.items())))
+        log("skipped rows by kind: " + (", ".join(f"{k}={v}" for k, v in sorted(skipped.items())) or "none")
+            + f" ({sum(skipped.values())} in all); non-finite steps skipped: {bad_steps_total}")
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     metrics.close()
     cleanup()
     return summary
 
 
-def _worker_init(worker_id: int) -> None:
+class NonFiniteLoss(RuntimeError):
+    """Too many non-finite losses in a row: the run is diverging or the data is broken."""
+
+
+def _seed_all(seed: int) -> None:
     import random
 
     import numpy as np
-    seed = torch.initial_seed() % 2**32
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
-def _log_window(w, step, total, epoch, cfg, mcfg, peak, metrics, bar, log, skipped, dist, opt, model):
+def make_loader(ds, sampler: StepSampler, collate, seed: int, epoch: int, num_workers: int, device):
+    """The DataLoader for one epoch from the sampler's position. Rows are read through `SeededRows`, so
+    any random draw a row makes depends on (seed, epoch, row) only, whichever worker reads it; the
+    workers' own base seed comes from `seed + epoch` (stored in checkpoints as `loader_seed`)."""
+    return torch.utils.data.DataLoader(
+        SeededRows(ds, seed, epoch), batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
+        pin_memory=device.type == "cuda", persistent_workers=False,
+        worker_init_fn=_worker_init if num_workers else None,
+        generator=torch.Generator().manual_seed(seed + epoch))
+
+
+def _worker_init(worker_id: int) -> None:
+    _seed_all(torch.initial_seed() % 2**63)       # torch seeds each worker with base_seed + worker_id
+
+
+def _zero_loss(ddp_model, tok, device) -> torch.Tensor:
+    """A zero loss that still runs the model (a 2-token dummy row), for a micro-batch whose rows were all
+    skipped: every rank must run forward and backward so that DDP's all-reduce stays in step."""
+    ids = torch.tensor([[tok.bos_id, tok.eos_id]], device=device)
+    return ddp_model(ids, labels=ids.clone()).loss * 0.0
+
+
+def _find_resume(resume, out: Path, dist, log) -> str | None:
+    """Rank 0 picks the checkpoint (verifying checksums once) and every rank gets its answer, error included."""
+    found, err = None, None
+    if dist.main:
+        try:
+            p = ckpt.resolve_resume(resume, out, warn=log)
+            found = str(p) if p else None
+        except (OSError, ValueError) as e:
+            err = e
+    found, err = gather_objects((found, err))[0]
+    if err is not None:
+        raise err
+    return found
+
+
+def _resumed_total(cfg, st, sampler, step, epoch, consumed, total, log) -> int:
+    """Total optimizer steps after a resume. With another world size (so another global batch) an
+    epoch-based run is recounted so that it still ends at the same place in the data."""
+    g, old_g = sampler.global_batch, st.get("global_batch", sampler.global_batch)
+    old_world = st.get("world", 1)
+    if old_g == g and old_world == sampler.world:
+        return total
+    if cfg.max_steps:
+        new_total = cfg.max_steps
+        note = f"--max-steps {cfg.max_steps} now counts steps of {g} rows"
+    else:
+        new_total = step + sampler.steps_left(consumed) + (cfg.epochs - 1 - epoch) * sampler.steps_per_epoch()
+        note = f"the run still ends after {cfg.epochs} epoch(s)"
+    log(f"world size {old_world} -> {sampler.world}, global batch {old_g} -> {g} rows: continuing at row "
+        f"{consumed} of epoch {epoch}'s order (no row repeated or skipped); {note}: {new_total - step} "
+        f"step(s) left, {new_total} in all")
+    return new_total
+
+
+def _restore_rng(rngs, seed: int, step: int, dist, log) -> None:
+    """Each rank takes back its own generator states; with another world size there is no state to take
+    back for some ranks, so every rank is reseeded from (seed, step, rank) instead."""
+    if isinstance(rngs, dict):
+        rngs = [rngs]
+    if rngs and len(rngs) == dist.world:
+        ckpt.set_rng_state(rngs[dist.rank])
+        return
+    _seed_all(row_seed(seed, step, dist.rank))
+    log(f"RNG states were saved for {len(rngs or [])} process(es), this run has {dist.world}: generators "
+        f"reseeded from (seed, step, rank)")
+
+
+# settings whose change makes a resumed run differ from an uninterrupted one
+_RUN_KEYS = ("stage", "data", "init_from", "preset", "model_overrides", "batch_size", "grad_accum", "lr", "min_lr",
+             "warmup_steps", "weight_decay", "grad_clip", "max_length", "padding", "trainable", "unfreeze_vision",
+             "dtype", "seed", "epochs", "max_steps", "think_block")
+
+
+def _config_changes(old: dict, cfg) -> list[str]:
+    new = cfg.to_json()
+    return [f"{k}: {old[k]!r} -> {new[k]!r}" for k in _RUN_KEYS if k in old and old[k] != new[k]]
+
+
+def _drop_metrics_after(path: Path, step: int) -> None:
+    """After a resume, forget metric records of steps that will be trained again."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step]
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.replace(path)
+
+
+def _log_window(w, step, total, epoch, cfg, mcfg, peak, metrics, bar, log, skipped, dist, opt, model,
+                bad_steps=0):
+    """Log one interval: the numbers are summed over ranks (a collective call), rank 0 writes them."""
     dt = time.perf_counter() - w["t0"]
-    stats = torch.tensor([w["samples"], w["real"], w["tokens"], w["images"]], dtype=torch.float64)
+    loss_sum = w["loss"].detach().double().reshape(1)
+    stats = torch.cat([loss_sum, torch.tensor([w["n"], w["samples"], w["real"], w["tokens"], w["images"]],
+                                              dtype=torch.float64, device=loss_sum.device)])
     if dist.enabled:
         stats = all_reduce_sum(stats)
-    samples, real, tokens, images = stats.tolist()
-    loss = float(w["loss"] / max(1, w["n"])) if w["n"] else float("nan")    # the only host sync per window
+    loss_sum, n, samples, real, tokens, images = stats.tolist()
+    loss = loss_sum / n if n else float("nan")
     steps = max(1, w["steps"])
     mean_len = real / max(1.0, samples)
     flops = train_flops(mcfg, int(real), int(real * 0.3), mean_len, int(images), model.vision_trainable)
@@ -391,14 +539,17 @@ def _log_window(w, step, total, epoch, cfg, mcfg, peak, metrics, bar, log, skipp
            "real_tokens_per_s": round(real / dt, 1), "tokens_per_s": round(tokens / dt, 1),
            "pad_fraction": round(1 - real / max(1.0, tokens), 3),
            "mfu": round(flops / dt / peak / dist.world, 4) if peak else None,
-           "skipped": sum(skipped.values())}
+           "skipped": sum(skipped.values()), "skipped_by_kind": dict(sorted(skipped.items())),
+           "bad_steps": bad_steps}
     metrics.log(rec)
     if bar is not None:
-        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{rec['lr']:.2e}", tok_s=f"{rec['real_tokens_per_s']:.0f}")
+        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{rec['lr']:.2e}", tok_s=f"{rec['real_tokens_per_s']:.0f}",
+                        skipped=rec["skipped"])
     elif dist.main:
-        log(json.dumps(rec))
-    if skipped and dist.main and bar is None:
-        log("skipped so far: " + ", ".join(f"{k}={v}" for k, v in sorted(skipped.items())))
+        log(json.dumps({k: v for k, v in rec.items() if k != "skipped_by_kind"}))
+    if skipped and dist.main:
+        line = "skipped rows so far: " + ", ".join(f"{k}={v}" for k, v in sorted(skipped.items()))
+        (bar.write if bar is not None else log)(line if bar is None else f"[train] {line}")
     w.update(loss=torch.zeros_like(w["loss"]), n=0, samples=0, real=0, tokens=0, labels=0, images=0,
              t0=time.perf_counter(), steps=0, len_sum=0.0)
     return loss
