@@ -53,9 +53,9 @@ def make_scene(rng: random.Random, max_objects: int = 3) -> list[Obj]:
         cells = [(rng.choice([0, 2]), cells[0][1])]
     objs = []
     for s, c, (col, row) in zip(shapes, colours, cells):
-        r = rng.uniform(0.10, 0.14)
-        cx = (col + 0.5) / 3 + rng.uniform(-0.04, 0.04)
-        cy = (row + 0.5) / 3 + rng.uniform(-0.04, 0.04)
+        r = rng.uniform(0.09, 0.12)             # half size; with the jitter it stays inside its cell
+        cx = (col + 0.5) / 3 + rng.uniform(-0.03, 0.03)
+        cy = (row + 0.5) / 3 + rng.uniform(-0.03, 0.03)
         objs.append(Obj(s, c, cx, cy, r, col))
     return objs
 
@@ -82,36 +82,48 @@ def where(o: Obj) -> str:
 
 
 def caption(objs: list[Obj], rng: random.Random) -> str:
-    objs = sorted(objs, key=lambda o: o.cx)
-    parts = [f"a {o.colour} {o.shape} {where(o)}" for o in objs]
+    """What is there, then where. The first part lists the shapes and the colours present in a fixed
+    order (no binding needed: it trains the encoder to see shape and colour at all); the second names
+    each object left to right, colour-first ("a red circle") or shape-first ("a circle in red") at
+    random, which teaches binding both ways."""
     n = len(objs)
-    head = f"There {'is' if n == 1 else 'are'} {NUMBERS[n]} shape{'s' if n > 1 else ''}: "
-    return head + ", ".join(parts) + "."
+    shapes = [s for s in SHAPES if any(o.shape == s for o in objs)]
+    colours = [c for c in COLOURS if any(o.colour == c for o in objs)]
+    head = (f"There {'is' if n == 1 else 'are'} {NUMBERS[n]} shape{'s' if n > 1 else ''}. "
+            f"Shapes: {', '.join(shapes)}. Colours: {', '.join(colours)}. ")
+    objs = sorted(objs, key=lambda o: o.cx)
+    parts = [(f"a {o.colour} {o.shape}" if rng.random() < 0.5 else f"a {o.shape} in {o.colour}") + f" {where(o)}"
+             for o in objs]
+    return head + (", ".join(parts) + ".").capitalize()
 
 
 def question(objs: list[Obj], qtype: str, rng: random.Random) -> tuple[str, str, str]:
-    """(question, reply, short answer) of one type about the scene."""
+    """(question, reply, short answer) of one type about the scene. Replies are short: the answer word
+    is most of what the model is trained to say, so each step teaches mostly looking, not phrasing."""
     if qtype == "count":
         n = len(objs)
-        return ("How many shapes are there?",
-                f"There {'is' if n == 1 else 'are'} {NUMBERS[n]}.", NUMBERS[n])
+        return "How many shapes are there?", f"{NUMBERS[n].capitalize()}.", NUMBERS[n]
     if qtype == "colour":
         o = rng.choice(objs)
-        return f"What colour is the {o.shape}?", f"The {o.shape} is {o.colour}.", o.colour
+        return f"What colour is the {o.shape}?", f"{o.colour.capitalize()}.", o.colour
     if qtype == "shape":
         o = rng.choice(objs)
-        return f"What shape is the {o.colour} object?", f"It is a {o.shape}.", o.shape
+        return f"What shape is the {o.colour} object?", f"A {o.shape}.", o.shape
     # position
     pairs = [(a, b) for a in objs for b in objs if a.col != b.col]
     if not pairs:
         o = rng.choice(objs)
         side = "left" if o.cx < 0.5 else "right"
         return (f"Is the {o.colour} {o.shape} on the left or the right side of the picture?",
-                f"It is on the {side} side.", side)
+                f"On the {side}.", side)
     a, b = rng.choice(pairs)
     side = "left" if a.cx < b.cx else "right"
     return (f"Is the {a.colour} {a.shape} to the left or to the right of the {b.colour} {b.shape}?",
-            f"It is to the {side}.", side)
+            f"To the {side}.", side)
+
+
+# SFT turns lean towards the questions that need binding an attribute to a named object (the hard part)
+SFT_MIX = {"colour": 0.3, "shape": 0.3, "position": 0.25, "count": 0.15}
 
 
 def png_bytes(img: Image.Image) -> bytes:
@@ -126,7 +138,8 @@ def _write(rows: list[dict], path: Path) -> None:
 
 
 def generate(out: str | Path, n: int = 2000, seed: int = 0, image_size: int = 64, kind: str = "all",
-             turns: int = 4, max_objects: int = 3, progress: bool = False) -> dict[str, Path]:
+             turns: int = 4, max_objects: int = 3, progress: bool = False,
+             image_last: bool = False) -> dict[str, Path]:
     """Write `pretrain.parquet` (captions), `sft.parquet` (multi-turn QA) and/or `eval.parquet`
     (one question per row, with `answer` and `type`) under `out`. Returns the paths written."""
     out = Path(out)
@@ -148,17 +161,19 @@ def generate(out: str | Path, n: int = 2000, seed: int = 0, image_size: int = 64
             rows["pretrain"].append({"conversations": json.dumps(conv), "image_bytes": data, "image_names": name})
         if "sft" in rows:
             conv = []
-            types = rng.sample(QTYPES, len(QTYPES))[:turns] if turns <= len(QTYPES) else \
-                [rng.choice(QTYPES) for _ in range(turns)]
+            types = rng.choices(list(SFT_MIX), weights=list(SFT_MIX.values()), k=turns)
             for t, qt in enumerate(types):
                 q, a, _ = question(objs, qt, rng)
-                conv += [{"role": "user", "content": ("<image>\n" if t == 0 else "") + q},
+                if t == 0:
+                    q = f"{q}\n<image>" if image_last else f"<image>\n{q}"
+                conv += [{"role": "user", "content": q},
                          {"role": "assistant", "content": a}]
             rows["sft"].append({"conversations": json.dumps(conv), "image_bytes": data, "image_names": name})
         if "eval" in rows:
             qt = QTYPES[i % len(QTYPES)]
             q, a, short = question(objs, qt, rng)
-            conv = [{"role": "user", "content": "<image>\n" + q}, {"role": "assistant", "content": a}]
+            q = f"{q}\n<image>" if image_last else f"<image>\n{q}"
+            conv = [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
             rows["eval"].append({"conversations": json.dumps(conv), "image_bytes": data, "image_names": name,
                                  "answer": short, "type": qt})
     paths = {}

@@ -1,0 +1,24 @@
+"""The demo end to end in its one-minute form: every artefact it promises is written and consistent."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+@pytest.mark.slow
+def test_quick_demo_writes_summary_model_and_curve(tmp_path, capsys):
+    from minimind_v.demo import run_demo
+    from minimind_v.pipeline import VLM
+    summary = run_demo(tmp_path / "demo", quick=True)
+    saved = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    for key in ("overall", "per_type", "blind", "majority_baseline", "wall_clock_s", "parameters", "model"):
+        assert key in saved
+    assert saved["overall"] == summary["overall"]
+    assert set(saved["per_type"]) == {"colour", "shape", "count", "position"}
+    assert 0.0 <= saved["blind"] <= 1.0 and 0.0 < saved["majority_baseline"] <= 1.0
+    assert (tmp_path / "demo" / "loss.png").stat().st_size > 1000
+    out = capsys.readouterr().out
+    assert "overall" in out and "blind" in out and out.count("  Q: ") == 3
+    vlm = VLM.load(saved["model"])
+    assert vlm.model.num_parameters(include_vision=True) == saved["parameters"]
