@@ -52,7 +52,7 @@ def tiny_model(tok, moe=False, encoder=True, seed=0) -> MiniMindVLM:
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.dim() > 1 and not name.startswith("vision_encoder."):
-                p.normal_(0, 0.1)
+                p.normal_(0, 0.3)        # large enough that greedy output varies with the input
     return model
 
 
@@ -233,7 +233,8 @@ def test_bf16_export_is_smaller_and_close(exported, tmp_path):
     a, b = load_model(ours), load_model(tmp_path / "bf16")         # read back as fp32
     ids = torch.tensor([[1, 60, 61, 62]])
     with torch.no_grad():
-        assert torch.allclose(a(ids).logits, b(ids).logits, atol=0.05)
+        la, lb = a(ids).logits, b(ids).logits
+        assert (la - lb).abs().max() <= 0.03 * la.abs().max()       # bf16 keeps ~3 significant digits
 
 
 @needs_ref

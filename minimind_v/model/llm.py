@@ -259,7 +259,9 @@ class MiniMindLM(nn.Module):
         offset = cache.pos if cache is not None else 0
         if position_ids is None:
             position_ids = torch.arange(offset, offset + t, device=h.device)[None].expand(b, t)
-        self._ensure_rope(int(position_ids.max()) + 1 if position_ids.numel() else 1)
+        # every caller's positions are <= the absolute index (they restart per packed row or skip left
+        # padding), so offset + t bounds them without reading position_ids back from the device
+        self._ensure_rope(offset + t)
         cos = self.rope_cos[position_ids][:, None].to(h.dtype)
         sin = self.rope_sin[position_ids][:, None].to(h.dtype)
         mask = None

@@ -95,17 +95,24 @@ class MiniMindVLM(MiniMindLM):
 
     def forward(self, input_ids, labels=None, pixel_values=None, vision_features=None, visual_tokens=None,
                 position_ids=None, seq_ids=None, key_mask=None, cache: KVCache | None = None,
-                logits_to_keep: int = 0, check: bool = False) -> VLMOutput:
+                logits_to_keep: int = 0, check: bool = False, label_index=None) -> VLMOutput:
         h = self.embed(input_ids, pixel_values, vision_features, visual_tokens, check)
         hidden = self.decode(h, position_ids=position_ids, seq_ids=seq_ids, key_mask=key_mask, cache=cache)
         out = VLMOutput(hidden_states=hidden, aux_loss=self.aux_loss())
         if labels is not None:
             # Only labelled positions go through lm_head: the shift pairs hidden[t] with labels[t+1].
             tgt = labels[:, 1:]
-            sel = tgt != -100
-            logits = self.lm_head(hidden[:, :-1][sel])
-            out.loss = F.cross_entropy(logits.float(), tgt[sel], reduction="sum") / sel.sum().clamp(min=1)
-            out.n_label_tokens = sel.sum()
+            if label_index is not None:
+                # flat positions of the labels, found by the collator on the host: a boolean mask here
+                # would make the device report its count to the host in the middle of the step
+                flat = hidden[:, :-1].reshape(-1, hidden.shape[-1]).index_select(0, label_index)
+                tgt_sel, count = tgt.reshape(-1).index_select(0, label_index), torch.tensor(label_index.numel())
+            else:
+                sel = tgt != -100
+                flat, tgt_sel, count = hidden[:, :-1][sel], tgt[sel], sel.sum()
+            logits = self.lm_head(flat)
+            out.loss = F.cross_entropy(logits.float(), tgt_sel, reduction="sum") / count.clamp(min=1)
+            out.n_label_tokens = count
         else:
             hk = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
             out.logits = self.lm_head(hk)

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# One prepared GPU check (a lent H100 / H200, ~15 device-minutes per session): full-size training
+# throughput in bf16 for both VLM stages (dense and MoE, ours against the original's way, batch 4 and
+# 16), torch.compile on the dense SFT step, and generation (time to first token, decode tokens/s at
+# batch 1 and 8). Every part runs under its own `timeout`, so the whole script ends in under 8 minutes
+# even if a part hangs; the JSON lines land in $OUT (the device tool brings that folder back).
+#
+#   bash benchmarks/gpu.sh                    # on the GPU machine (uses python3 there, PYTHONPATH=.)
+#   DRY_RUN=1 bash benchmarks/gpu.sh          # here, on CPU: the tiny preset, one step, checks the plumbing
+#
+# Then copy the JSON lines into benchmarks/results/ and the numbers into docs/perf.md.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+PY=${PY:-python3}
+OUT=${OUT:-benchmarks/results/gpu-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$OUT"
+LOG="$OUT/log.txt"
+
+if [ "${DRY_RUN:-0}" = 1 ]; then
+  DEV=(--device cpu --dtype fp32 --threads 1)
+  PRESETS=(tiny)
+  STEPS=(--warmup 1 --steps 1)
+  BATCHES=(4)
+  GEN=(--preset tiny --tokens 8 --repeats 1 --device cpu --dtype fp32 --threads 1)
+  T_TRAIN=300 T_COMPILE=300 T_GEN=120
+else
+  DEV=(--device cuda --dtype bf16)
+  PRESETS=(minimind-3v minimind-3v-moe)
+  STEPS=(--warmup 3 --steps 10)
+  BATCHES=(4 16)
+  GEN=(--preset minimind-3v minimind-3v-moe --tokens 100 --repeats 3 --device cuda --dtype bf16)
+  T_TRAIN=270 T_COMPILE=100 T_GEN=90
+fi
+
+{
+  echo "== $(date -u +%FT%TZ) $(uname -a)"
+  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+  "$PY" -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__)"
+} 2>&1 | tee "$OUT/machine.txt"
+
+status=0
+run() {   # run NAME SECONDS CMD...: log stderr, keep going when one part fails or times out
+  local name=$1 secs=$2
+  shift 2
+  echo "== $name (limit ${secs}s): $*" | tee -a "$LOG"
+  local t0=$SECONDS
+  timeout --signal=INT --kill-after=10 "$secs" "$@" 2>>"$LOG"
+  local rc=$?
+  echo "== $name: rc=$rc after $((SECONDS - t0))s" | tee -a "$LOG"
+  [ $rc -eq 0 ] || status=1
+}
+
+run train "$T_TRAIN" "$PY" benchmarks/train_throughput.py "${DEV[@]}" "${STEPS[@]}" \
+    --stage vlm-sft vlm-pretrain --preset "${PRESETS[@]}" --batch-size "${BATCHES[@]}" \
+    --modes original longest pack pack+cache --out "$OUT/train.jsonl"
+run compile "$T_COMPILE" "$PY" benchmarks/train_throughput.py "${DEV[@]}" "${STEPS[@]}" \
+    --stage vlm-sft --preset "${PRESETS[0]}" --batch-size "${BATCHES[-1]}" \
+    --modes pack pack+compile --out "$OUT/train_compile.jsonl"
+run generate "$T_GEN" "$PY" benchmarks/generate.py "${GEN[@]}" --out "$OUT/generate.jsonl"
+
+echo "== done: $(ls "$OUT")" | tee -a "$LOG"
+exit $status
