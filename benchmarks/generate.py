@@ -23,15 +23,22 @@ CPU only: steadier than wall time on a shared machine), prompt_tokens, batch_siz
 """
 from __future__ import annotations
 
-import argparse
-import json
-import random
-import statistics
-import sys
-import time
-from pathlib import Path
+import os
 
-import torch
+# Threads that wait at the end of a parallel region sleep instead of spinning (libgomp's default spins).
+# On a shared, oversubscribed CPU the spinning thread steals the core its partner needs: measured 5-10x
+# slower steps there (docs/perf.md). Set before torch loads OpenMP; OMP_WAIT_POLICY=ACTIVE overrides.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import random  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

@@ -29,10 +29,10 @@ Modes run interleaved (step i of every mode, then step i+1 ...), so a busy share
 alike; compare modes as ratios within one run. Timing covers collation, encoder, forward, backward, grad
 clipping and the AdamW step (data decoding is done before timing, as DataLoader workers would).
 
-Fields: stage, preset, mode, batch_size, sec_per_step (mean of timed steps; _min/_max too),
+Fields: stage, preset, mode, batch_size, sec_per_step (mean of timed steps; _min/_max/_median too),
 cpu_sec_per_step (process CPU time, CPU only), samples_per_s, useful_tokens_per_s (non-padding tokens),
 padded_tokens_per_s (every token processed, padding included), pad_fraction, phase_s (encoder / forward
-/ backward / optimizer seconds per step), mfu (useful FLOPs / time / peak; FLOP count in
+/ backward / optimizer seconds per step, medians), mfu (useful FLOPs / time / peak; FLOP count in
 minimind_v/train/flops.py, the encoder forward included and also reported apart as encoder_gflop),
 mfu_llm (LLM + projector FLOPs over the step time minus the encoder phase), peak_gflops (the matmul
 GFLOP/s this script measures on this machine), mfu_cpu_time (CPU only: useful FLOPs per second of
@@ -42,21 +42,28 @@ during that mode's steps; GPU: torch max_memory_allocated), loss (first timed st
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
-import io
-import json
 import os
-import platform
-import random
-import sys
-import tempfile
-import threading
-import time
-from pathlib import Path
 
-import torch
-import torch.nn.functional as F
+# Threads that wait at the end of a parallel region sleep instead of spinning (libgomp's default spins).
+# On a shared, oversubscribed CPU the spinning thread steals the core its partner needs: measured 5-10x
+# slower steps there (docs/perf.md). Set before torch loads OpenMP; OMP_WAIT_POLICY=ACTIVE overrides.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import random  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -415,8 +422,11 @@ def summarise(args, bench, mode, bs, st, peak, compile_s) -> dict:
     labels = sum(b.n_label_tokens for b in batches) / n
     images = sum(b.n_images for b in batches) / n
     sum_sq = sum(b.sum_sq_len for b in batches) / n
-    parts = flops_breakdown(bench.cfg, real, labels, sum_sq, images, bench.trainable_fraction)
-    phases = {k: round(sum(p[k] for p in st["phases"]) / n, 4) for k in st["phases"][0]}
+    parts = flops_breakdown(bench.cfg, real, labels, sum_sq, images, bench.trainable_fraction,
+                            head_trained=bench.model.lm_head.weight.requires_grad)
+    # phases: medians over the timed steps (one step descheduled by other people's work would
+    # otherwise dominate a mean)
+    phases = {k: round(statistics.median(p[k] for p in st["phases"]), 4) for k in st["phases"][0]}
     if mode == "pack+cache":
         parts["encoder"] = 0.0        # read from the cache: the step does not run the encoder
     total_flops = sum(parts.values())
@@ -427,6 +437,7 @@ def summarise(args, bench, mode, bs, st, peak, compile_s) -> dict:
         "max_length": bench.max_length, "steps": n, "warmup": args.warmup,
         "sec_per_step": round(sec, 4), "sec_per_step_min": round(min(st["times"]), 4),
         "sec_per_step_max": round(max(st["times"]), 4),
+        "sec_per_step_median": round(statistics.median(st["times"]), 4),
         "cpu_sec_per_step": round(sum(st["cpu"]) / n, 4) if bench.device.type == "cpu" else None,
         "mfu_cpu_time": (round(total_flops / (sum(st["cpu"]) / n) / args.peak_cpu, 4)
                          if bench.device.type == "cpu" else None),
@@ -455,7 +466,8 @@ def summarise(args, bench, mode, bs, st, peak, compile_s) -> dict:
 
 
 def machine_info(device) -> dict:
-    info = {"torch": torch.__version__, "python": platform.python_version(), "cpus": os.cpu_count()}
+    info = {"torch": torch.__version__, "python": platform.python_version(), "cpus": os.cpu_count(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
     try:
         for line in open("/proc/cpuinfo"):
             if line.startswith("model name"):

@@ -9,6 +9,10 @@ The same rules serve `minimind-v eval`, the demo and the emoji benchmark:
    the reply is correct when its first word is that letter (or the option text matches, see 4).
 4. Otherwise the reply is correct when it contains the normalised reference as whole words
    ("It is medium-light." contains "medium-light"; "reddish" does not contain "red").
+5. Competing answers (optional `others`: the other reference answers of the same question type): a
+   match that lies inside a longer competing answer does not count. Without it, the emoji `kind`
+   answer "person" was credited to "It is a person in a role or job: ..." (4 such replies of 76 in a
+   trained model's run); with it, only a "person" outside "person in a role or job" counts.
 """
 from __future__ import annotations
 
@@ -31,7 +35,12 @@ def first_word(text: str) -> str:
     return words[0] if words else ""
 
 
-def is_correct(reply: str, answer: str) -> bool:
+def _spans(phrase: str, text: str) -> list[tuple[int, int]]:
+    """(start, end) of every whole-word occurrence of `phrase` in `text` (both normalised)."""
+    return [(m.start(1), m.end(1)) for m in re.finditer(r"(?:^| )(" + re.escape(phrase) + r")(?= |$)", text)]
+
+
+def is_correct(reply: str, answer: str, others=()) -> bool:
     ref = normalize(answer)
     if not ref:
         return False
@@ -43,4 +52,8 @@ def is_correct(reply: str, answer: str) -> bool:
         if m:
             return (m.group(1) or m.group(2)) == ref
         return first_word(reply) == ref
-    return re.search(r"(?:^| )" + re.escape(ref) + r"(?: |$)", normalize(reply)) is not None
+    text = normalize(reply)
+    hits = _spans(ref, text)
+    longer = {o for o in map(normalize, others) if o != ref and _spans(ref, o)}   # rule 5
+    taken = [s for o in longer for s in _spans(o, text)]
+    return any(not any(a <= h0 and h1 <= b for a, b in taken) for h0, h1 in hits)

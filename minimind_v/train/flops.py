@@ -59,17 +59,18 @@ def projector_flops_per_image(cfg) -> float:
 
 
 def flops_breakdown(cfg, n_tokens: int, n_label_tokens: int, sum_sq_len: float, n_images: int,
-                    trainable_fraction: float = 1.0, encoder_trained: bool = False) -> dict:
+                    trainable_fraction: float = 1.0, encoder_trained: bool = False,
+                    head_trained: bool = True) -> dict:
     """FLOPs of one training step by part: llm, lm_head, projector (all with backward), encoder.
 
     n_tokens: real (non-pad) tokens; n_label_tokens: positions with a label after the shift;
     sum_sq_len: sum of squared row lengths; n_images: real images (not a text row's dummy);
-    trainable_fraction: share of LLM block weights that train (1.0 in SFT, 1/8 for layer 0 of 8)."""
+    trainable_fraction: share of LLM block weights that train (1.0 in SFT, 1/8 for layer 0 of 8);
+    head_trained: whether lm_head (tied to the embedding) trains (not in VLM-pretrain)."""
     bwd = 1.0 + trainable_fraction
     body = 2.0 * llm_matmul_params(cfg) * n_tokens + 2.0 * cfg.num_hidden_layers * cfg.hidden_size * sum_sq_len
     head = 2.0 * cfg.hidden_size * cfg.vocab_size * n_label_tokens
-    # lm_head is tied to the embedding, which trains whenever any of the LLM does
-    head_bwd = 2.0 if trainable_fraction > 0 else 1.0
+    head_bwd = 2.0 if head_trained else 1.0
     return {
         "llm": body * (1 + bwd),
         "lm_head": head * (1 + head_bwd),

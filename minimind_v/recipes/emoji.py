@@ -1,0 +1,407 @@
+"""The emoji recipe: train a small VLM from nothing on real emoji artwork, then measure what it learned.
+
+    python -m minimind_v.recipes.emoji --data ../shared/data --out runs/emoji     (or recipes/emoji.sh)
+
+Steps (CPU, nothing downloaded; the data is ../shared/data/emoji_{train,val}.parquet):
+  1. tokenizer: a byte-level BPE trained on the training conversations' text;
+  2. captions: one short caption per training picture, mined from the training conversations
+     themselves ("The image shows the beaver emoji. It is a mammal from the Animals & Nature
+     category."); facts missing from a picture's own row are taken from the other art style's row of
+     the same emoji (same code points) and, for kind and category, from its other skin tones; the
+     validation file is never read for training;
+  3. vlm-pretrain on those captions: the tiny SigLIP2 encoder (trained from scratch), projector and LLM
+     together; short rows, so every picture is seen with its name, kind and category several times
+     cheaply;
+  4. vlm-sft on the full 3-turn training conversations (names, categories, yes/no, multiple choice,
+     skin tones, flags, keywords);
+  5. evaluation on emoji_val (rules in eval/score.py, with each task's other answers competing: rule 5),
+     again with every picture blanked (the blind baseline), next to the majority-answer baseline per
+     task; summary.json, predictions.jsonl, loss.png, examples.
+
+Why these settings (docs/emoji.md has the measurements): a 64 px emoji cut into 8 px patches gives 64
+patches, merged 4 by 4 into 16 visual tokens, which keeps a row short (16 + ~115 text tokens); rows are
+padded to the batch's longest (packing with per-row attention masks was slower on the CPU); the caption
+stage gives every picture its category and kind at about half the cost of a full conversation row.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from ..config import VisionConfig
+
+TRAIN_FILE = "emoji_train.parquet"
+VAL_FILE = "emoji_val.parquet"
+CAPTION_PROMPT = "Describe this emoji."
+
+
+@dataclass
+class EmojiRecipe:
+    vocab_size: int = 1024
+    hidden: int = 128
+    layers: int = 3
+    heads: int = 4
+    kv_heads: int = 2
+    image_size: int = 64           # the pictures are 64 x 64
+    patch_size: int = 8            # 8 x 8 = 64 patches -> 16 visual tokens after the 4-merge
+    enc_hidden: int = 128
+    enc_layers: int = 3
+    enc_heads: int = 4
+    caption_epochs: float = 2.5    # vlm-pretrain passes over the mined captions (0: skip the stage)
+    sft_epochs: float = 2.0        # vlm-sft passes over the training conversations
+    batch_size: int = 16           # rows per optimizer step
+    max_length: int = 512          # longest row is ~200 tokens: nothing is cut
+    padding: str = "longest"
+    lr: float = 2e-3
+    sft_lr: float = 1.5e-3
+    warmup_steps: int = 60
+    train_rows: int | None = None  # use only the first N training rows (smoke runs)
+    val_rows: int | None = None    # evaluate only N validation rows (smoke runs)
+    max_new_tokens: int = 32
+
+    def model_overrides(self) -> dict:
+        n = (self.image_size // self.patch_size) ** 2
+        vision = VisionConfig(
+            path=None, image_size=self.image_size, patch_size=self.patch_size, hidden_size=self.enc_hidden,
+            siglip=dict(hidden_size=self.enc_hidden, intermediate_size=self.enc_hidden * 4,
+                        num_hidden_layers=self.enc_layers, num_attention_heads=self.enc_heads,
+                        patch_size=self.patch_size, num_patches=n, vision_use_head=False))
+        return dict(hidden_size=self.hidden, num_hidden_layers=self.layers, num_attention_heads=self.heads,
+                    num_key_value_heads=self.kv_heads, vision=vision, max_position_embeddings=1024)
+
+
+# A one-minute smoke version: same pipeline, a small model, 400 training rows, 60 validation rows.
+QUICK = EmojiRecipe(vocab_size=512, hidden=64, layers=2, heads=2, kv_heads=1, enc_hidden=64, enc_layers=1,
+                    enc_heads=2, caption_epochs=1.0, sft_epochs=5.0, batch_size=16, warmup_steps=5,
+                    train_rows=400, val_rows=60, max_new_tokens=24)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Captions mined from the training conversations
+# ---------------------------------------------------------------------------------------------------
+
+_DESCRIBE = re.compile(r"^The image shows the (.+?)\. It is (an? .+?) from the (.+?) category\.")
+_BELONGS = re.compile(r"^It belongs to the (.+?) category\.$")
+_KIND = re.compile(r"^It is (an? .+?): the (.+)\.$")
+_THIS_IS = re.compile(r"^(?:Yes, |No, )?this is the (.+?)(?:, not the .+)?\.$", re.IGNORECASE)
+_CATEGORY_LIST = "Which of these categories"
+
+
+def emoji_key(image_name: str) -> str:
+    """'google/1f44b-1f3fd.png' -> '1f44b-1f3fd': the same emoji in every art style."""
+    return image_name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+
+
+_SKIN_TONES = {"1f3fb", "1f3fc", "1f3fd", "1f3fe", "1f3ff"}
+
+
+def family_key(image_name: str) -> str:
+    """The emoji without skin-tone modifiers: '1f44b-1f3fd' -> '1f44b' (all tones share kind and category)."""
+    return "-".join(c for c in emoji_key(image_name).split("-") if c not in _SKIN_TONES)
+
+
+def row_facts(conversation: list[dict]) -> dict:
+    """The subject ('beaver emoji', 'flag of Zambia'), kind ('an animal') and category a row states."""
+    facts: dict = {}
+    for q, a in zip(conversation[::2], conversation[1::2]):
+        text = a["content"].strip()
+        if m := _DESCRIBE.match(text):
+            facts.update(subject=m[1], kind=m[2], category=m[3])
+        elif m := _BELONGS.match(text):
+            facts["category"] = m[1]
+        elif m := _KIND.match(text):
+            facts.setdefault("kind", m[1])
+            facts.setdefault("subject", m[2])
+        elif q["content"].replace("<image>", "").strip().startswith(_CATEGORY_LIST):
+            facts["category"] = text
+        elif m := _THIS_IS.match(text):
+            facts.setdefault("subject", m[1])
+    return facts
+
+
+def caption(facts: dict) -> str | None:
+    """One sentence in the data's own 'Describe' wording, or None when the subject is unknown."""
+    if "subject" not in facts:
+        return None
+    text = f"The image shows the {facts['subject']}."
+    if "kind" in facts and "category" in facts:
+        text += f" It is {facts['kind']} from the {facts['category']} category."
+    elif "category" in facts:
+        text += f" It belongs to the {facts['category']} category."
+    elif "kind" in facts:
+        text += f" It is {facts['kind']}."
+    return text
+
+
+def mine_captions(rows: list[dict]) -> tuple[list[dict], dict]:
+    """Caption rows for every training picture whose subject is known. Facts missing from a row are taken
+    from rows of the same emoji in another style, and kind / category also from its other skin tones.
+    Returns (rows, counts)."""
+    per_row = [row_facts(json.loads(r["conversations"])) for r in rows]
+    by_emoji: dict[str, dict] = defaultdict(dict)
+    by_family: dict[str, dict] = defaultdict(dict)
+    for r, f in zip(rows, per_row):
+        for k, v in f.items():
+            by_emoji[emoji_key(r["image_names"])].setdefault(k, v)
+            if k != "subject":
+                by_family[family_key(r["image_names"])].setdefault(k, v)
+    out, counts = [], {"pictures": len(rows), "captioned": 0, "with_category": 0, "with_kind": 0}
+    for r, f in zip(rows, per_row):
+        full = {**by_family[family_key(r["image_names"])], **by_emoji[emoji_key(r["image_names"])], **f}
+        text = caption(full)
+        if text is None:
+            continue
+        counts["captioned"] += 1
+        counts["with_category"] += "category" in full
+        counts["with_kind"] += "kind" in full
+        conv = [{"role": "user", "content": "<image>\n" + CAPTION_PROMPT}, {"role": "assistant", "content": text}]
+        out.append({"conversations": json.dumps(conv, ensure_ascii=False), "image_bytes": r["image_bytes"],
+                    "image_names": r["image_names"]})
+    return out, counts
+
+
+# ---------------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------------
+
+def _read_rows(path: Path, limit: int | None = None) -> list[dict]:
+    import pyarrow.parquet as pq
+    t = pq.read_table(path, columns=["conversations", "image_bytes", "image_names"])
+    if limit is not None:
+        t = t.slice(0, limit)
+    return t.to_pylist()
+
+
+def _write_rows(rows: list[dict], path: Path) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def training_texts(rows: list[dict]):
+    """Every turn's text (the <image> marker removed): the tokenizer's training corpus."""
+    for r in rows:
+        for m in json.loads(r["conversations"]):
+            yield m["content"].replace("<image>", "").strip()
+
+
+def _steps(n_rows: int, epochs: float, batch_size: int) -> int:
+    return max(1, round(n_rows * epochs / batch_size))
+
+
+def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool = False, seed: int = 0,
+              recipe: EmojiRecipe | None = None, threads: int | None = None, examples: int = 6) -> dict:
+    """Train from nothing on DATA_DIR/emoji_train.parquet, evaluate on emoji_val.parquet; the final model
+    folder is OUT/model. Returns the summary (also written to OUT/summary.json)."""
+    import torch
+
+    from ..eval.evaluate import evaluate, format_table, load_eval_rows, majority_baseline
+    from ..pipeline import VLM
+    from ..tokenizer import train_tokenizer
+    from ..train.loop import TrainConfig, train
+    from ..train.metrics import plot_curves, read_metrics
+
+    r = recipe or (QUICK if quick else EmojiRecipe())
+    data_dir, out = Path(data_dir), Path(out)
+    for name in (TRAIN_FILE, VAL_FILE):
+        if not (data_dir / name).exists():
+            raise FileNotFoundError(f"{data_dir / name} not found: DATA_DIR must hold {TRAIN_FILE} and {VAL_FILE}")
+    out.mkdir(parents=True, exist_ok=True)
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    t0, cpu0 = time.time(), time.process_time()
+    say = lambda msg: print(f"[emoji {time.time() - t0:6.0f}s] {msg}", flush=True)  # noqa: E731
+    timings = {}
+
+    rows = _read_rows(data_dir / TRAIN_FILE, r.train_rows)
+    train_file = data_dir / TRAIN_FILE
+    if r.train_rows is not None:
+        train_file = _write_rows(rows, out / "data" / "train_subset.parquet")
+    say(f"1/5 tokenizer: byte-level BPE, vocab {r.vocab_size}, on {len(rows)} training conversations")
+    tok_dir = out / "tokenizer"
+    train_tokenizer(training_texts(rows), r.vocab_size, tok_dir, show_progress=False)
+
+    caps, cap_counts = mine_captions(rows)
+    cap_file = _write_rows(caps, out / "data" / "captions.parquet")
+    say(f"2/5 captions mined for {cap_counts['captioned']} of {cap_counts['pictures']} pictures "
+        f"({cap_counts['with_category']} with a category, {cap_counts['with_kind']} with a kind)")
+
+    common = dict(batch_size=r.batch_size, unfreeze_vision=True, trainable="all", seed=seed, log_every=20,
+                  num_workers=0, padding=r.padding, max_length=r.max_length)
+    stages = []
+    init = None
+    if r.caption_epochs > 0:
+        steps = _steps(len(caps), r.caption_epochs, r.batch_size)
+        say(f"3/5 vlm-pretrain on captions: {steps} steps ({r.caption_epochs:g} epochs)")
+        t = time.time()
+        train(TrainConfig(stage="vlm-pretrain", data=[str(cap_file)], out=str(out / "pretrain"),
+                          tokenizer=str(tok_dir), preset="tiny", model_overrides=r.model_overrides(),
+                          max_steps=steps, lr=r.lr, warmup_steps=r.warmup_steps, **common))
+        timings["vlm_pretrain_s"] = round(time.time() - t, 1)
+        stages.append(("pretrain", steps))
+        init = str(out / "pretrain" / "model")
+    steps = _steps(len(rows), r.sft_epochs, r.batch_size)
+    say(f"4/5 vlm-sft on the conversations: {steps} steps ({r.sft_epochs:g} epochs)")
+    t = time.time()
+    sft_model = dict(init_from=init) if init else dict(tokenizer=str(tok_dir), preset="tiny",
+                                                        model_overrides=r.model_overrides())
+    train(TrainConfig(stage="vlm-sft", data=[str(train_file)], out=str(out / "sft"), max_steps=steps,
+                      lr=r.sft_lr, warmup_steps=0 if init else r.warmup_steps, **sft_model, **common))
+    timings["vlm_sft_s"] = round(time.time() - t, 1)
+    stages.append(("sft", steps))
+    train_wall, train_cpu = time.time() - t0, time.process_time() - cpu0
+    final = _publish(out / "sft" / "model", out / "model")
+
+    say("5/5 evaluating on emoji_val (and blind)")
+    t = time.time()
+    vlm = VLM.load(final)
+    val = load_eval_rows([data_dir / VAL_FILE])
+    if r.val_rows is not None:
+        val = stratified(val, r.val_rows)
+    res = evaluate(vlm, val, max_new_tokens=r.max_new_tokens, progress=False)
+    blind = evaluate(vlm, val, blind=True, max_new_tokens=r.max_new_tokens, progress=False)
+    res, blind = with_competing_answers(res, val), with_competing_answers(blind, val)
+    maj = majority_baseline(val)
+    timings["eval_s"] = round(time.time() - t, 1)
+
+    _plot(out, stages, plot_curves, read_metrics)
+    summary = {"overall": res["overall"], "per_type": res["per_type"], "blind": blind["overall"],
+               "blind_per_type": blind["per_type"], "majority_baseline": maj["overall"],
+               "majority_per_type": maj["per_type"], "n_eval": res["n"],
+               "n_per_type": _counts(res["predictions"]), "train_wall_clock_s": round(train_wall, 1),
+               "train_cpu_s": round(train_cpu, 1),
+               "wall_clock_s": round(time.time() - t0, 1), "timings": timings, "threads": torch.get_num_threads(),
+               "captions": cap_counts, "parameters": vlm.model.num_parameters(include_vision=True),
+               "model": str(final.resolve()), "recipe": asdict(r), "quick": quick, "seed": seed}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "predictions.jsonl").write_text("".join(json.dumps(p, ensure_ascii=False) + "\n"
+                                                   for p in res["predictions"]))
+    print()
+    print(format_table(res, blind, maj))
+    print(f"\nvalidation questions: {res['n']}   training: {train_wall:.0f} s wall clock, {train_cpu:.0f} s CPU   "
+          f"total: {summary['wall_clock_s']:.0f} s   threads: {summary['threads']}   "
+          f"parameters: {summary['parameters']:,}")
+    print("blind = every picture replaced by a blank one; majority = always the most frequent answer per task\n")
+    _show_examples(val, res["predictions"], examples)
+    print(f"\nmodel folder: {final}\nloss curve:   {out / 'loss.png'}\nsummary:      {out / 'summary.json'}")
+    return summary
+
+
+def stratified(rows: list[dict], n: int) -> list[dict]:
+    """The first n rows taken task by task in turn, so that a small subset still holds every task."""
+    from ..eval.evaluate import row_type
+    by: dict[str, list] = defaultdict(list)
+    for row in rows:
+        by[row_type(row)].append(row)
+    queues = [iter(v) for v in by.values()]
+    out: list[dict] = []
+    while len(out) < min(n, len(rows)):
+        for q in queues:
+            row = next(q, None)
+            if row is not None and len(out) < n:
+                out.append(row)
+    return out
+
+
+def with_competing_answers(result: dict, rows: list[dict]) -> dict:
+    """Re-score `evaluate()`'s predictions with rule 5 of eval/score.py: the other answers of the same
+    task compete, so the `kind` answer "person" is not credited to "a person in a role or job"."""
+    from ..eval.evaluate import row_type
+    from ..eval.score import is_correct
+    others: dict[str, set] = defaultdict(set)
+    for row in rows:
+        others[row_type(row)].add(row["answer"])
+    preds = [dict(p, correct=is_correct(p["reply"], p["answer"], others[p["type"]])) for p in result["predictions"]]
+    per: dict[str, list] = defaultdict(list)
+    for p in preds:
+        per[p["type"]].append(p["correct"])
+    return dict(result, predictions=preds, overall=sum(p["correct"] for p in preds) / max(1, len(preds)),
+                per_type={t: sum(v) / len(v) for t, v in sorted(per.items())})
+
+
+def _publish(src: Path, dst: Path) -> Path:
+    """Copy the last stage's model folder to OUT/model (the folder the recipe promises)."""
+    import shutil
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _counts(preds: list[dict]) -> dict:
+    c: dict = defaultdict(int)
+    for p in preds:
+        c[p["type"]] += 1
+    return dict(sorted(c.items()))
+
+
+def _plot(out: Path, stages, plot_curves, read_metrics) -> None:
+    curves, offset = {}, 0
+    for name, steps in stages:
+        recs = [x for x in read_metrics(out / name / "metrics.jsonl") if "loss" in x]
+        curves[f"vlm-{name}"] = [(x["step"] + offset, x["loss"]) for x in recs]
+        offset += steps
+    plot_curves(curves, out / "loss.png", title="emoji training loss (vlm-pretrain on captions, then vlm-sft)")
+
+
+def _show_examples(val: list[dict], preds: list[dict], n: int) -> None:
+    seen = set()
+    for row, p in zip(val, preds):
+        if len(seen) >= n:
+            break
+        if p["type"] in seen:
+            continue
+        seen.add(p["type"])
+        q = json.loads(row["conversations"])[0]["content"].replace("<image>\n", "")
+        print(f"  [{p['type']}] Q: {q}\n    A: {p['reply']}   (reference: {p['answer']}, "
+              f"{'right' if p['correct'] else 'wrong'})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m minimind_v.recipes.emoji", description=__doc__.split("\n")[0])
+    ap.add_argument("--data", required=True, help=f"folder holding {TRAIN_FILE} and {VAL_FILE}")
+    ap.add_argument("--out", default="runs/emoji", help="run folder; the final model folder is OUT/model")
+    ap.add_argument("--quick", action="store_true", help="a one-minute smoke run (small model, 300 rows)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                    help="override recipe fields, e.g. --set sft_epochs=2 hidden=128")
+    a = ap.parse_args(argv)
+    r = QUICK if a.quick else EmojiRecipe()
+    if a.set:
+        r = replace(r, **_parse_overrides(r, a.set))
+    run_emoji(a.data, a.out, quick=a.quick, seed=a.seed, recipe=r, threads=a.threads)
+    return 0
+
+
+def _parse_overrides(r: EmojiRecipe, items: list[str]) -> dict:
+    fields = asdict(r)
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if key not in fields:
+            raise SystemExit(f"unknown recipe field {key!r}; fields: {', '.join(fields)}")
+        cur = fields[key]
+        if value.lower() == "none":
+            out[key] = None
+        elif isinstance(cur, bool):
+            out[key] = value.lower() in ("1", "true", "yes")
+        elif isinstance(cur, int) or (cur is None and value.isdigit()):
+            out[key] = int(value)
+        elif isinstance(cur, float):
+            out[key] = float(value)
+        else:
+            out[key] = value
+    return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

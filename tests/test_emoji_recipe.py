@@ -1,0 +1,165 @@
+"""The emoji recipe: caption mining on hand-made rows, and a one-minute smoke run of recipes/emoji.sh.
+
+The full recipe is not run here (too long); `--quick` runs the same pipeline end to end with a small
+model on 400 training rows and 60 validation rows read from ../shared/data (about 20 s of CPU time), and
+the test checks what a user relies on: the model folder loads and answers, every task is scored against
+the blind and majority baselines, the loss went down, and replies take the form the question asks for.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, need_shared
+from minimind_v.recipes.emoji import (caption, emoji_key, family_key, mine_captions, row_facts, stratified,
+                                      with_competing_answers)
+
+
+def _conv(*pairs):
+    msgs = []
+    for q, a in pairs:
+        msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    msgs[0]["content"] = "<image>\n" + msgs[0]["content"]
+    return msgs
+
+
+def _row(name, *pairs):
+    return {"conversations": json.dumps(_conv(*pairs)), "image_bytes": b"png:" + name.encode(), "image_names": name}
+
+
+def test_row_facts_reads_every_template():
+    facts = row_facts(_conv(
+        ("Describe this image.", "The image shows the beaver emoji. It is a mammal from the Animals & Nature "
+                                 "category. Related words: dam."),
+        ("Is this a person?", "No, this is the beaver emoji.")))
+    assert facts == {"subject": "beaver emoji", "kind": "a mammal", "category": "Animals & Nature"}
+    facts = row_facts(_conv(
+        ("What kind of thing is this?", "It is a person in a role or job: the cook emoji with dark skin tone."),
+        ("Which of these categories does this emoji belong to: Flags, People & Body or Objects?", "People & Body")))
+    assert facts == {"kind": "a person in a role or job", "subject": "cook emoji with dark skin tone",
+                     "category": "People & Body"}
+    facts = row_facts(_conv(("Does this image show the flag of Chad?",
+                             "No, this is the flag of Romania, not the flag of Chad.")))
+    assert facts == {"subject": "flag of Romania"}          # not "flag of Chad"
+    assert row_facts(_conv(("Give some keywords for this emoji.", "dam, teeth."))) == {}
+
+
+def test_caption_wording():
+    assert caption({"subject": "beaver emoji", "kind": "a mammal", "category": "Animals & Nature"}) == \
+        "The image shows the beaver emoji. It is a mammal from the Animals & Nature category."
+    assert caption({"subject": "flag of Chad", "category": "Flags"}) == \
+        "The image shows the flag of Chad. It belongs to the Flags category."
+    assert caption({"kind": "a mammal"}) is None
+
+
+def test_keys_group_styles_and_skin_tones():
+    assert emoji_key("google/1f44b-1f3fd.png") == emoji_key("twitter/1f44b-1f3fd.png") == "1f44b-1f3fd"
+    assert family_key("twitter/1f44b-1f3fd.png") == family_key("google/1f44b.png") == "1f44b"
+    assert family_key("google/1f468-200d-1f373.png") == "1f468-200d-1f373"
+
+
+def test_mine_captions_fills_facts_from_other_style_and_tone():
+    rows = [
+        _row("google/1f9d1-1f3fd-200d-1f373.png",
+             ("What emoji is this?", "This is the cook emoji with medium skin tone."),
+             ("Which category does this emoji belong to?", "It belongs to the People & Body category.")),
+        _row("twitter/1f9d1-1f3fd-200d-1f373.png",
+             ("What type of emoji is this?", "It is a person in a role or job: the cook emoji with medium skin tone.")),
+        _row("twitter/1f9d1-1f3ff-200d-1f373.png",       # another tone: kind and category, not the subject
+             ("Name this emoji.", "This is the cook emoji with dark skin tone.")),
+        _row("google/1f9ab.png", ("Give some keywords for this emoji.", "dam, teeth.")),   # no subject: left out
+    ]
+    caps, counts = mine_captions(rows)
+    assert counts == {"pictures": 4, "captioned": 3, "with_category": 3, "with_kind": 3}
+    texts = {r["image_names"]: json.loads(r["conversations"]) for r in caps}
+    assert set(texts) == {r["image_names"] for r in rows[:3]}
+    want = "It is a person in a role or job from the People & Body category."
+    assert texts["google/1f9d1-1f3fd-200d-1f373.png"][1]["content"] == \
+        "The image shows the cook emoji with medium skin tone. " + want
+    assert texts["twitter/1f9d1-1f3ff-200d-1f373.png"][1]["content"] == \
+        "The image shows the cook emoji with dark skin tone. " + want
+    assert texts["google/1f9d1-1f3fd-200d-1f373.png"][0]["content"].startswith("<image>\n")
+    assert [r["image_bytes"] for r in caps] == [r["image_bytes"] for r in rows[:3]]
+
+
+def test_stratified_subset_keeps_every_task():
+    rows = [{"task": t, "i": i} for i, t in enumerate("aaaaabbc")]
+    assert [r["i"] for r in stratified(rows, 5)] == [0, 5, 7, 1, 6]
+    assert sorted(r["i"] for r in stratified(rows, 100)) == list(range(8))
+
+
+def test_competing_answers_rescore():
+    rows = [{"task": "kind", "answer": "person"}, {"task": "kind", "answer": "person in a role or job"},
+            {"task": "yesno", "answer": "yes"}]
+    preds = [{"type": "kind", "answer": "person", "reply": "It is a person in a role or job: the cook emoji."},
+             {"type": "kind", "answer": "person in a role or job", "reply": "It is a person in a role or job: ..."},
+             {"type": "yesno", "answer": "yes", "reply": "Yes, this is the cook emoji."}]
+    res = with_competing_answers({"predictions": preds, "n": 3}, rows)
+    assert [p["correct"] for p in res["predictions"]] == [False, True, True]
+    assert res["per_type"] == {"kind": 0.5, "yesno": 1.0} and res["overall"] == pytest.approx(2 / 3)
+
+
+def test_script_needs_two_arguments():
+    p = subprocess.run(["bash", str(ROOT / "recipes" / "emoji.sh"), "only-one"], capture_output=True, text=True)
+    assert p.returncode == 2 and "usage" in p.stderr
+
+
+def test_missing_data_is_a_clear_error(tmp_path):
+    from minimind_v.recipes.emoji import run_emoji
+    with pytest.raises(FileNotFoundError, match="emoji_train.parquet"):
+        run_emoji(tmp_path, tmp_path / "out", quick=True)
+
+
+def test_quick_recipe_smoke(tmp_path):
+    """recipes/emoji.sh --quick: the whole pipeline in about a minute on one thread."""
+    data = need_shared("data")
+    if not (data / "emoji_train.parquet").exists():
+        pytest.skip(f"{data / 'emoji_train.parquet'} is absent")
+    out = tmp_path / "run"
+    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1")
+    p = subprocess.run(["bash", str(ROOT / "recipes" / "emoji.sh"), str(data), str(out), "--quick", "--threads", "1"],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "majority" in p.stdout and "model folder:" in p.stdout
+
+    s = json.loads((out / "summary.json").read_text())
+    tasks = {"yesno", "name_yesno", "name", "name_short", "mc", "kind", "category", "category_list", "skin_tone",
+             "flag_place"}
+    assert set(s["per_type"]) == tasks == set(s["blind_per_type"]) == set(s["majority_per_type"])
+    assert s["n_eval"] == 60 and sum(s["n_per_type"].values()) == 60
+    assert s["captions"]["captioned"] > 0.9 * 400
+    assert (out / "loss.png").stat().st_size > 1000
+
+    # the majority baseline is what it says: each task's most frequent answer's share
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    for task in ("yesno", "category"):
+        answers = Counter(p["answer"] for p in preds if p["type"] == task)
+        assert s["majority_per_type"][task] == pytest.approx(answers.most_common(1)[0][1] / sum(answers.values()))
+
+    # training worked: the vlm-sft loss fell, and the reply's form follows the question (the data's
+    # templates for category and kind questions), so the model reads the prompt, not only the picture
+    sft = [json.loads(line) for line in (out / "sft" / "metrics.jsonl").read_text().splitlines()]
+    pre = [json.loads(line) for line in (out / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+    assert sft[-1]["loss"] < sft[0]["loss"] - 1.0 and pre[-1]["loss"] < pre[0]["loss"]
+
+    def share(task, prefix):
+        replies = [p["reply"] for p in preds if p["type"] == task]
+        return sum(r.startswith(prefix) for r in replies) / len(replies)
+    assert share("category", "It belongs to the ") >= 0.8
+    assert share("kind", "It is a") >= 0.8
+    assert share("category", "It is a") == 0
+
+    # OUT/model is a complete model folder that loads and answers about a picture
+    from minimind_v.data.parquet import ParquetRows, row_images
+    from minimind_v.model.vision import open_image
+    from minimind_v.pipeline import VLM
+    vlm = VLM.load(out / "model")
+    img = open_image(row_images(ParquetRows([data / "emoji_val.parquet"])[0])[0])
+    reply = vlm.answer("What emoji category is this in?", [img], max_new_tokens=16)
+    assert reply.startswith("It belongs to the "), reply
