@@ -38,7 +38,9 @@ mfu_llm (LLM + projector FLOPs over the step time minus the encoder phase), peak
 GFLOP/s this script measures on this machine), mfu_cpu_time (CPU only: useful FLOPs per second of
 process CPU time over the same for a large matmul, which other people's load on a shared machine
 barely moves), peak_mem_mb (CPU: peak resident memory of the process
-during that mode's steps; GPU: torch max_memory_allocated), loss (first timed step: modes must agree).
+during that mode's steps; GPU: torch max_memory_allocated), loss (first timed step; the modes share one
+model and take turns updating it, so losses drift apart a little: exactness is what tests/test_packing.py
+checks).
 """
 from __future__ import annotations
 

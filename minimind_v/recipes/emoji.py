@@ -52,8 +52,8 @@ class EmojiRecipe:
     enc_hidden: int = 128
     enc_layers: int = 3
     enc_heads: int = 4
-    caption_epochs: float = 2.5    # vlm-pretrain passes over the mined captions (0: skip the stage)
-    sft_epochs: float = 2.0        # vlm-sft passes over the training conversations
+    caption_epochs: float = 8.0    # vlm-pretrain passes over the mined captions (0: skip the stage)
+    sft_epochs: float = 7.0        # vlm-sft passes over the training conversations
     batch_size: int = 16           # rows per optimizer step
     max_length: int = 512          # longest row is ~200 tokens: nothing is cut
     padding: str = "longest"
