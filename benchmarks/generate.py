@@ -49,8 +49,8 @@ from minimind_v.data.chat import render  # noqa: E402
 from minimind_v.model import generate as gen  # noqa: E402
 from minimind_v.model.vision import image_to_patches  # noqa: E402
 from minimind_v.model.vlm import MiniMindVLM  # noqa: E402
-from train_throughput import (cpu_seconds, load_tokenizer, machine_info, random_image, random_text,  # noqa: E402
-                              text_pieces)
+from train_throughput import (cpu_seconds, load_tokenizer, machine_info, model_vocab, random_image,  # noqa: E402
+                              random_text, text_pieces)
 
 
 class ConcatKVCache:
@@ -188,7 +188,7 @@ def main(argv=None) -> int:
     info = machine_info(device)
     for name in args.preset:
         torch.manual_seed(args.seed)
-        cfg = preset(name, vocab_size=tok.vocab_size, image_token_id=tok.image_id, pad_token_id=tok.pad_id,
+        cfg = preset(name, vocab_size=model_vocab(tok), image_token_id=tok.image_id, pad_token_id=tok.pad_id,
                      bos_token_id=tok.bos_id, eos_token_id=tok.eos_id)
         model = MiniMindVLM(cfg).to(device=device, dtype=dtype).eval()
         for b in args.batch_size:

@@ -18,6 +18,12 @@ OUT=${OUT:-benchmarks/results/gpu-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 LOG="$OUT/log.txt"
 
+# The reference MiniMind tokenizer lives in ../shared, which does not travel to a lent machine: copy it
+# into the repo (e.g. `cp -r ../shared/fixtures/reference/tokenizer .bench-tokenizer`, carried) and
+# pass TOKENIZER=.bench-tokenizer; without it the scripts train a small stand-in tokenizer.
+TOK=()
+[ -n "${TOKENIZER:-}" ] && TOK=(--tokenizer "$TOKENIZER")
+
 if [ "${DRY_RUN:-0}" = 1 ]; then
   DEV=(--device cpu --dtype fp32 --threads 1)
   PRESETS=(tiny)
@@ -52,13 +58,13 @@ run() {   # run NAME SECONDS CMD...: log stderr, keep going when one part fails 
   [ $rc -eq 0 ] || status=1
 }
 
-run train "$T_TRAIN" "$PY" benchmarks/train_throughput.py "${DEV[@]}" "${STEPS[@]}" \
+run train "$T_TRAIN" "$PY" benchmarks/train_throughput.py "${DEV[@]}" "${STEPS[@]}" "${TOK[@]}" \
     --stage vlm-sft vlm-pretrain --preset "${PRESETS[@]}" --batch-size "${BATCHES[@]}" \
     --modes original longest pack pack+cache --out "$OUT/train.jsonl"
-run compile "$T_COMPILE" "$PY" benchmarks/train_throughput.py "${DEV[@]}" "${STEPS[@]}" \
+run compile "$T_COMPILE" "$PY" benchmarks/train_throughput.py "${DEV[@]}" "${STEPS[@]}" "${TOK[@]}" \
     --stage vlm-sft --preset "${PRESETS[0]}" --batch-size "${BATCHES[-1]}" \
     --modes pack pack+compile --out "$OUT/train_compile.jsonl"
-run generate "$T_GEN" "$PY" benchmarks/generate.py "${GEN[@]}" --out "$OUT/generate.jsonl"
+run generate "$T_GEN" "$PY" benchmarks/generate.py "${GEN[@]}" "${TOK[@]}" --out "$OUT/generate.jsonl"
 
 echo "== done: $(ls "$OUT")" | tee -a "$LOG"
 exit $status

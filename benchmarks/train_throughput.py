@@ -96,8 +96,16 @@ def load_tokenizer(path: str | None) -> Tokenizer:
         return Tokenizer.load(REF_TOKENIZER)
     from minimind_v.data import synth
     from minimind_v.tokenizer import train_tokenizer
+    print(f"[bench] {REF_TOKENIZER} is absent: training a small tokenizer on the synthetic corpus (row "
+          f"lengths are then counted in its tokens; pass --tokenizer for the real one)", file=sys.stderr)
     out = Path(tempfile.mkdtemp(prefix="bench-tok-"))
     return train_tokenizer(synth.corpus(2000, 0), vocab_size=6400, out=out, show_progress=False)
+
+
+def model_vocab(tok: Tokenizer) -> int:
+    """The recipe's 6400 rows of embedding / lm_head even when the fallback tokenizer is smaller, so
+    that the model (and its FLOPs) is the real one."""
+    return max(tok.vocab_size, 6400)
 
 
 def text_pieces(tok: Tokenizer) -> list[str]:
@@ -282,7 +290,7 @@ class Bench:
         self.args, self.device, self.dtype = args, device, dtype
         self.preset_name, self.data_name, self.cache_fill_s = preset_name, data_name, 0.0
         self.stage = get_stage(stage)
-        over = dict(vocab_size=tok.vocab_size, image_token_id=tok.image_id, pad_token_id=tok.pad_id,
+        over = dict(vocab_size=model_vocab(tok), image_token_id=tok.image_id, pad_token_id=tok.pad_id,
                     bos_token_id=tok.bos_id, eos_token_id=tok.eos_id)
         cfg = preset(preset_name, **over)
         if args.encoder_layers:

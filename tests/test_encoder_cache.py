@@ -96,6 +96,17 @@ def test_cache_refuses_a_trained_encoder_and_missing_keys(tmp_path, tiny_tokeniz
         cache.path("../escape")
 
 
+def test_a_damaged_cache_file_is_recomputed(tmp_path, tiny_tokenizer):
+    model = make_tiny_model(tiny_tokenizer)
+    pv = _pixels(model, 1)
+    cache = EncoderCache(tmp_path, model)
+    want = cache.features(model, pv, ["d"])
+    cache.path("d").write_bytes(b"not a safetensors file")
+    again = cache.features(model, pv, ["d"])
+    assert torch.equal(again, want) and cache.damaged == 1
+    assert torch.equal(cache.get("d"), want[0])                     # rewritten
+
+
 def test_dataset_keys_images_by_content_hash(tiny_tokenizer, synth_data):
     import pyarrow.parquet as pq
 

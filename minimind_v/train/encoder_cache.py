@@ -72,6 +72,7 @@ class EncoderCache:
             _atomic_write_bytes(manifest, (json.dumps(info, indent=2) + "\n").encode())
         self.hits = 0
         self.misses = 0
+        self.damaged = 0
 
     def path(self, key: str) -> Path:
         if not key or "/" in key or key.startswith("."):
@@ -79,10 +80,16 @@ class EncoderCache:
         return self.dir / key[:2] / f"{key}.safetensors"
 
     def get(self, key: str) -> torch.Tensor | None:
+        """The stored features, or None when absent or unreadable (a damaged file is then recomputed
+        and rewritten, and counted in `self.damaged`)."""
         p = self.path(key)
         if not p.exists():
             return None
-        return load_file(str(p))["features"]
+        try:
+            return load_file(str(p))["features"]
+        except Exception:  # noqa: BLE001 - safetensors raises several types for a damaged file
+            self.damaged += 1
+            return None
 
     def put(self, key: str, features: torch.Tensor) -> None:
         p = self.path(key)
