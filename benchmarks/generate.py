@@ -50,7 +50,7 @@ from minimind_v.model import generate as gen  # noqa: E402
 from minimind_v.model.vision import image_to_patches  # noqa: E402
 from minimind_v.model.vlm import MiniMindVLM  # noqa: E402
 from train_throughput import (cpu_seconds, load_tokenizer, machine_info, model_vocab, random_image,  # noqa: E402
-                              random_text, text_pieces)
+                              random_text, setup_device, text_pieces)
 
 
 class ConcatKVCache:
@@ -178,11 +178,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="also append the JSON lines to this file")
     args = p.parse_args(argv)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(args.dtype) or (
-        torch.bfloat16 if device.type == "cuda" else torch.float32)
-    if device.type == "cpu":
-        torch.set_num_threads(args.threads)
+    device, dtype = setup_device(args)
     tok = load_tokenizer(args.tokenizer)
     pieces = text_pieces(tok)
     info = machine_info(device)

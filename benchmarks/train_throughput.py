@@ -536,13 +536,19 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def setup_device(args):
+    """(device, dtype) from --device / --dtype (auto: bf16 on CUDA, fp32 on CPU); CPU threads from --threads."""
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(args.dtype) or (
         torch.bfloat16 if device.type == "cuda" else torch.float32)
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
+    return device, dtype
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device, dtype = setup_device(args)
     tok = load_tokenizer(args.tokenizer)
     info = machine_info(device)
     peak = measure_peak(device, dtype, n=1024 if device.type == "cpu" else 8192, seconds=0.5, repeats=3)

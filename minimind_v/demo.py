@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config import VisionConfig, preset
+from .config import tiny_siglip
 
 
 @dataclass
@@ -48,12 +48,7 @@ class DemoRecipe:
     turns: int = 4
 
     def model_overrides(self) -> dict:
-        n = (self.image_size // self.patch_size) ** 2
-        vision = VisionConfig(
-            path=None, image_size=self.image_size, patch_size=self.patch_size, hidden_size=self.enc_hidden,
-            siglip=dict(hidden_size=self.enc_hidden, intermediate_size=self.enc_hidden * 4,
-                        num_hidden_layers=self.enc_layers, num_attention_heads=self.enc_heads,
-                        patch_size=self.patch_size, num_patches=n, vision_use_head=False))
+        vision = tiny_siglip(self.enc_hidden, self.enc_layers, self.enc_heads, self.image_size, self.patch_size)
         return dict(merge=self.merge, hidden_size=self.hidden, num_hidden_layers=self.layers, num_attention_heads=self.heads,
                     num_key_value_heads=self.kv_heads, vision=vision, max_position_embeddings=1024)
 

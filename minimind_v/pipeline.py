@@ -21,6 +21,7 @@ from .data.chat import IMAGE_MARKER, count_markers, render
 from .model.folder import load_model
 from .model.generate import SamplingParams, generate, generate_stream
 from .model.vision import image_to_patches
+from .textstream import TextStream
 from .tokenizer import Tokenizer
 
 
@@ -60,18 +61,17 @@ class VLM:
         """Yield text pieces as they are generated (whole UTF-8 characters only)."""
         ids = self.prompt_ids(messages, len(images or []))
         params = self.params(**sampling)
-        out: list[int] = []
-        shown = ""
+        text = TextStream(self.tok)
         for nxt in generate_stream(self.model, [ids], params, self.pixels(images)):
             v = int(nxt[0])
             if v < 0 or v == self.tok.eos_id:
                 break
-            out.append(v)
-            text = self.tok.decode(out)
-            if not text.endswith("\ufffd") and len(text) > len(shown):
-                yield text[len(shown):]
-                shown = text
-        self.last_usage = (len(ids), len(out))
+            piece = text.push(v)
+            if piece:
+                yield piece
+        rest = text.finish()
+        if rest:
+            yield rest
 
     def answer(self, prompt: str, images: list[Image.Image] | None = None, **sampling) -> str:
         return "".join(self.stream([{"role": "user", "content": prompt}], images, **sampling))

@@ -18,15 +18,6 @@ from PIL import Image
 from minimind_v.train.loop import NonFiniteLoss, TrainConfig, train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread for the in-process runs: on a busy 2-core machine two OpenMP threads are far slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ---------------------------------------------------------------- building broken data
 def _png(img: Image.Image, fmt: str = "PNG") -> bytes:
     buf = io.BytesIO()

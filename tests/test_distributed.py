@@ -53,14 +53,6 @@ WRAPPER = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _launch(tmp: Path, nproc: int, out: Path, args: list[str]) -> str:
     """Run the wrapper under torchrun (nproc > 1) or plainly; returns rank 0's output (all of it for 1)."""
     script = tmp / "wrapper.py"

@@ -16,8 +16,7 @@ from collections import Counter
 import pytest
 
 from conftest import ROOT, need_shared
-from minimind_v.recipes.emoji import (caption, emoji_key, family_key, mine_captions, row_facts, stratified,
-                                      with_competing_answers)
+from minimind_v.recipes.emoji import caption, emoji_key, family_key, mine_captions, row_facts, stratified
 
 
 def _conv(*pairs):
@@ -94,12 +93,16 @@ def test_stratified_subset_keeps_every_task():
 
 
 def test_competing_answers_rescore():
-    rows = [{"task": "kind", "answer": "person"}, {"task": "kind", "answer": "person in a role or job"},
-            {"task": "yesno", "answer": "yes"}]
-    preds = [{"type": "kind", "answer": "person", "reply": "It is a person in a role or job: the cook emoji."},
-             {"type": "kind", "answer": "person in a role or job", "reply": "It is a person in a role or job: ..."},
-             {"type": "yesno", "answer": "yes", "reply": "Yes, this is the cook emoji."}]
-    res = with_competing_answers({"predictions": preds, "n": 3}, rows)
+    """evaluate() scores with rule 5: the other answers of the same task compete."""
+    from types import SimpleNamespace
+    from minimind_v.eval.evaluate import evaluate
+    replies = ["It is a person in a role or job: the cook emoji.", "It is a person in a role or job: ...",
+               "Yes, this is the cook emoji."]
+    rows = [{"task": t, "answer": a, "conversations": json.dumps([{"role": "user", "content": "Which?"}])}
+            for t, a in (("kind", "person"), ("kind", "person in a role or job"), ("yesno", "yes"))]
+    vlm = SimpleNamespace(model=SimpleNamespace(cfg=SimpleNamespace(vision=None)),
+                          answer_batch=lambda convs, imgs, **kw: replies[:len(convs)])
+    res = evaluate(vlm, rows, progress=False)
     assert [p["correct"] for p in res["predictions"]] == [False, True, True]
     assert res["per_type"] == {"kind": 0.5, "yesno": 1.0} and res["overall"] == pytest.approx(2 / 3)
 

@@ -13,15 +13,6 @@ from conftest import make_tiny_model
 from minimind_v.train.encoder_cache import EncoderCache
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread (and lose a lot on a busy shared machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _count_calls(module):
     calls = []
     module.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))

@@ -11,15 +11,6 @@ from minimind_v.model.generate import SamplingParams, generate
 from minimind_v.model.llm import KVCache
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread (and lose a lot on a busy shared machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def lively(tok, **kw):
     """A tiny model with larger random weights: well-separated logits, so greedy choices are not ties."""
     m = make_tiny_model(tok, seed=kw.pop("seed", 0), **kw)

@@ -22,16 +22,6 @@ IMG = 12          # image token id
 L_IMG = 4         # 16 patches / merge 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a shared, busy machine every two-thread op
-    waits for the other thread to be scheduled (measured: 50x slower steps); restore afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_cfg(**kw) -> ModelConfig:
     return ModelConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                        vocab_size=300, vision=tiny_siglip(hidden=32, layers=1, heads=2, image_size=16, patch=4),

@@ -39,16 +39,6 @@ def _jsonl_sft(path: Path, n: int = 48) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """In-process runs use one thread, like the subprocesses (OMP_NUM_THREADS=1): on a busy 2-core machine
-    two OpenMP threads per process are several times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _same_weights(a: Path, b: Path) -> None:
     """Every tensor of the two final model folders is bitwise equal (the files' metadata order may differ)."""
     wa, wb = load_file(str(a / "model" / "model.safetensors")), load_file(str(b / "model" / "model.safetensors"))

@@ -142,10 +142,10 @@ class VLMDataset(Dataset):
     """Parquet rows -> `Sample` (tokens, labels, image patches) or `Skipped`."""
 
     def __init__(self, files, tokenizer, cfg, max_length: int, think_block: bool = False,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, blind: bool = False):
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
         self.rows = ParquetRows(files, ["conversations", "image_bytes"])
         self.tok, self.cfg, self.max_length = tokenizer, cfg, max_length
-        self.think_block, self.max_pixels, self.blind = think_block, max_pixels, blind
+        self.think_block, self.max_pixels = think_block, max_pixels
 
     def __len__(self):
         return len(self.rows)
@@ -164,9 +164,6 @@ class VLMDataset(Dataset):
         msgs, images = validate_row(row)
         r = render(msgs, self.tok, self.cfg.image_token_len, self.max_length, think_block=self.think_block)
         pics = [open_image(b, self.max_pixels, TRAIN_MIN_SIDE, TRAIN_MAX_ASPECT) for b in images[:r.n_images]]
-        if self.blind:
-            from ..model.vision import blank_image
-            pics = [blank_image(self.cfg.vision) for _ in pics]
         pv = torch.stack([image_to_patches(p, self.cfg.vision) for p in pics]) if pics else None
-        keys = ["blank"] * len(pics) if self.blind else [image_key(b) for b in images[:len(pics)]]
+        keys = [image_key(b) for b in images[:len(pics)]]
         return Sample(torch.tensor(r.ids), torch.tensor(r.labels), pv, i, image_keys=keys)

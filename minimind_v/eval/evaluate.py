@@ -7,9 +7,7 @@ majority-answer baseline (always giving each type's most frequent answer), which
 """
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
-from pathlib import Path
 
 from ..data.chat import parse_conversations
 from ..data.parquet import ParquetRows, row_images
@@ -41,7 +39,13 @@ def majority_baseline(rows: list[dict]) -> dict:
 
 def evaluate(vlm, rows: list[dict], blind: bool = False, batch_size: int = 32, max_new_tokens: int = 32,
              progress: bool = True) -> dict:
-    """Score `vlm` (a pipeline.VLM) on eval rows. Returns overall, per_type, n, and every prediction."""
+    """Score `vlm` (a pipeline.VLM) on eval rows. Returns overall, per_type, n, and every prediction.
+
+    The other answers of the same type compete (rule 5 of score.py): "person" is not credited to a
+    reply that says "a person in a role or job" when that is another answer of the task."""
+    others = defaultdict(set)
+    for r in rows:
+        others[row_type(r)].add(r["answer"])
     preds = []
     it = range(0, len(rows), batch_size)
     bar = None
@@ -61,7 +65,7 @@ def evaluate(vlm, rows: list[dict], blind: bool = False, batch_size: int = 32, m
         replies = vlm.answer_batch(convs, imgs, max_new_tokens=max_new_tokens)
         for r, reply in zip(chunk, replies):
             preds.append({"type": row_type(r), "answer": r["answer"], "reply": reply,
-                          "correct": is_correct(reply, r["answer"])})
+                          "correct": is_correct(reply, r["answer"], others[row_type(r)])})
         if bar is not None:
             bar.update(len(chunk))
     if bar is not None:
@@ -88,8 +92,3 @@ def format_table(result: dict, blind: dict | None = None, majority: dict | None 
             vals.append(majority["per_type"].get(t, float("nan")) if t != "overall" else majority["overall"])
         lines.append(f"{t:<{w}}  " + "  ".join(f"{v * 100:8.1f}%" for v in vals))
     return "\n".join(lines)
-
-
-def write_json(result: dict, path: str | Path) -> None:
-    keep = {k: v for k, v in result.items()}
-    Path(path).write_text(json.dumps(keep, indent=2))

@@ -33,7 +33,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from ..config import VisionConfig
+from ..config import tiny_siglip
 
 TRAIN_FILE = "emoji_train.parquet"
 VAL_FILE = "emoji_val.parquet"
@@ -65,12 +65,7 @@ class EmojiRecipe:
     max_new_tokens: int = 32
 
     def model_overrides(self) -> dict:
-        n = (self.image_size // self.patch_size) ** 2
-        vision = VisionConfig(
-            path=None, image_size=self.image_size, patch_size=self.patch_size, hidden_size=self.enc_hidden,
-            siglip=dict(hidden_size=self.enc_hidden, intermediate_size=self.enc_hidden * 4,
-                        num_hidden_layers=self.enc_layers, num_attention_heads=self.enc_heads,
-                        patch_size=self.patch_size, num_patches=n, vision_use_head=False))
+        vision = tiny_siglip(self.enc_hidden, self.enc_layers, self.enc_heads, self.image_size, self.patch_size)
         return dict(hidden_size=self.hidden, num_hidden_layers=self.layers, num_attention_heads=self.heads,
                     num_key_value_heads=self.kv_heads, vision=vision, max_position_embeddings=1024)
 
@@ -268,7 +263,6 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
         val = stratified(val, r.val_rows)
     res = evaluate(vlm, val, max_new_tokens=r.max_new_tokens, progress=False)
     blind = evaluate(vlm, val, blind=True, max_new_tokens=r.max_new_tokens, progress=False)
-    res, blind = with_competing_answers(res, val), with_competing_answers(blind, val)
     maj = majority_baseline(val)
     timings["eval_s"] = round(time.time() - t, 1)
 
@@ -309,22 +303,6 @@ def stratified(rows: list[dict], n: int) -> list[dict]:
             if row is not None and len(out) < n:
                 out.append(row)
     return out
-
-
-def with_competing_answers(result: dict, rows: list[dict]) -> dict:
-    """Re-score `evaluate()`'s predictions with rule 5 of eval/score.py: the other answers of the same
-    task compete, so the `kind` answer "person" is not credited to "a person in a role or job"."""
-    from ..eval.evaluate import row_type
-    from ..eval.score import is_correct
-    others: dict[str, set] = defaultdict(set)
-    for row in rows:
-        others[row_type(row)].add(row["answer"])
-    preds = [dict(p, correct=is_correct(p["reply"], p["answer"], others[p["type"]])) for p in result["predictions"]]
-    per: dict[str, list] = defaultdict(list)
-    for p in preds:
-        per[p["type"]].append(p["correct"])
-    return dict(result, predictions=preds, overall=sum(p["correct"] for p in preds) / max(1, len(preds)),
-                per_type={t: sum(v) / len(v) for t, v in sorted(per.items())})
 
 
 def _publish(src: Path, dst: Path) -> Path:

@@ -104,9 +104,8 @@ def _dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def build_model(cfg: TrainConfig, tok: Tokenizer, log) -> MiniMindVLM:
-    stage = get_stage(cfg.stage)
     if cfg.init_from:
-        model = load_model(cfg.init_from, vision=stage.vision or True)
+        model = load_model(cfg.init_from)   # with its encoder: the folder saved at the end keeps it
         log(f"initialised from {cfg.init_from}")
         return model
     mcfg: ModelConfig = preset(cfg.preset, **cfg.model_overrides)
