@@ -112,6 +112,28 @@ def test_tiny_siglip2_folder_loads_through_user_path(tmp_path, tiny_tokenizer):
     torch.testing.assert_close(m2.vision_encoder(pix), expected)
 
 
+
+def test_unfrozen_pretrained_encoder_is_saved_with_the_model(tmp_path, tiny_tokenizer):
+    """A SigLIP2 folder trained further (unfreeze_vision) must not be saved as a pointer to the old weights."""
+    from transformers import Siglip2VisionConfig, Siglip2VisionModel
+    Siglip2VisionModel(Siglip2VisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                           num_attention_heads=2, patch_size=8, num_patches=16)
+                       ).save_pretrained(tmp_path / "siglip")
+    vcfg = VisionConfig(path=str(tmp_path / "siglip"), image_size=32, patch_size=8, hidden_size=64)
+    m = MiniMindVLM(preset("tiny", vocab_size=tiny_tokenizer.vocab_size, vision=vcfg))
+    m.set_vision_trainable(True)
+    with torch.no_grad():                                     # stands for training steps on the encoder
+        for p in m.vision_encoder.parameters():
+            p.add_(0.01)
+    save_model(m, tmp_path / "vlm", tiny_tokenizer)
+    assert (tmp_path / "vlm" / "vision_encoder" / "config.json").exists()
+    m2 = load_model(tmp_path / "vlm")
+    pix = torch.randn(1, 16, 3 * 64)
+    torch.testing.assert_close(m2.vision_encoder(pix), m.vision_encoder(pix), rtol=0, atol=0)
+    untouched = load_model(tmp_path / "vlm").vision_encoder.encoder.state_dict()
+    original = Siglip2VisionModel.from_pretrained(str(tmp_path / "siglip")).state_dict()
+    assert any(not torch.equal(untouched[k], original[k]) for k in original)
+
 def test_patches_match_siglip2_image_processor():
     import numpy as np
     from PIL import Image

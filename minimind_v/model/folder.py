@@ -68,7 +68,8 @@ def strict_load(model: MiniMindVLM, sd: dict, allow_missing: set[str] | None = N
 
 def save_model(model: MiniMindVLM, out: str | Path, tokenizer=None, bundle_encoder: bool = False) -> Path:
     """Write a model folder. A trained-from-scratch encoder goes into model.safetensors; a pretrained
-    one stays a pointer to its folder unless `bundle_encoder` copies it into DIR/vision_encoder."""
+    one stays a pointer to its folder unless `bundle_encoder` copies it into DIR/vision_encoder. A
+    pretrained encoder that was trained further (unfrozen) is always copied: a pointer would lose it."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = model.cfg
@@ -77,7 +78,7 @@ def save_model(model: MiniMindVLM, out: str | Path, tokenizer=None, bundle_encod
     vcfg = cfg.vision
     if vcfg.path is not None:
         skip |= {k for k in sd if k.startswith("vision_encoder.")}
-        if bundle_encoder and model.vision_encoder is not None:
+        if (bundle_encoder or model.vision_trainable) and model.vision_encoder is not None:
             dst = out / "vision_encoder"
             model.vision_encoder.encoder.save_pretrained(str(dst))
             cfg = cfg.replace(vision=dict(vcfg.__dict__, path="vision_encoder"))
