@@ -4,16 +4,19 @@ Steps (all local, nothing downloaded):
   1. draw the synthetic shapes set (data/synth.py): training pictures with captions and multi-turn
      questions, and a held-out evaluation split drawn with another seed;
   2. train a small byte-level BPE tokenizer on the data's text;
-  3. vlm-pretrain: captions that name every object with its place, training the (tiny, from-scratch)
-     SigLIP2 encoder, the projector and the LLM together;
-  4. vlm-sft: multi-turn questions about colour, shape, count and relative position;
-  5. evaluate on the held-out split, again with every image blanked (the blind baseline), and print
+  3. warm up the tiny, from-scratch SigLIP2 encoder on one-object pictures named by their short
+     caption (train/encoder_warmup.py: the stand-in for SigLIP's own pretraining) and save it as a
+     SigLIP2 folder, the way a real encoder is given to the real recipe;
+  4. vlm-pretrain: captions that name every object with its place, training the encoder, the
+     projector and the LLM together;
+  5. vlm-sft: multi-turn questions about colour, shape, count and relative position;
+  6. evaluate on the held-out split, again with every image blanked (the blind baseline), and print
      both next to the majority-answer baseline; write summary.json, loss.png and example answers.
 
-The recipe: several questions per picture, so every encoded image pays for four answers; captions
-that first list the shapes and colours present and then name each object left to right; the encoder
-trained from scratch together with everything else (`trainable="all"`, `unfreeze_vision`). What it
-reaches, and the designs we measured against it, are in docs/demo.md.
+The recipe: 48 px pictures cut into 16 px patches, so each cell of the scenes' 3 x 3 layout is one
+patch and one visual token (no merge); several questions per picture, so every encoded image pays for
+four answers; the encoder warmed up first, then trained on with everything else (`trainable="all"`,
+`unfreeze_vision`). What it reaches, and the designs we measured against it, are in docs/demo.md.
 """
 from __future__ import annotations
 
@@ -29,8 +32,8 @@ from .config import tiny_siglip
 class DemoRecipe:
     n_train: int = 6000           # training pictures
     n_eval: int = 400             # held-out pictures (one question each)
-    image_size: int = 64
-    patch_size: int = 8
+    image_size: int = 48          # 3 x 3 patches of 16 px: one patch per layout cell
+    patch_size: int = 16
     vocab_size: int = 512
     hidden: int = 128
     layers: int = 4
@@ -39,9 +42,11 @@ class DemoRecipe:
     enc_hidden: int = 128
     enc_layers: int = 2
     enc_heads: int = 4
-    merge: int = 4
-    pretrain_steps: int = 300
-    sft_steps: int = 700
+    merge: int = 1
+    warmup_pictures: int = 3000   # one-object pictures for the encoder warm-up
+    warmup_steps: int = 300
+    pretrain_steps: int = 200
+    sft_steps: int = 900
     batch_size: int = 32
     lr: float = 2e-3
     sft_lr: float = 1.5e-3
@@ -53,7 +58,8 @@ class DemoRecipe:
                     num_key_value_heads=self.kv_heads, vision=vision, max_position_embeddings=1024)
 
 
-QUICK = DemoRecipe(n_train=600, n_eval=80, pretrain_steps=20, sft_steps=40, layers=2)
+QUICK = DemoRecipe(n_train=600, n_eval=80, warmup_pictures=300, warmup_steps=20, pretrain_steps=20, sft_steps=40,
+                   layers=2)
 
 
 def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0,
@@ -61,9 +67,11 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0,
     import torch
 
     from .data import synth
+    from .model.vision import VisionEncoder
     from .eval.evaluate import evaluate, format_table, load_eval_rows, majority_baseline
     from .pipeline import VLM
     from .tokenizer import train_tokenizer
+    from .train.encoder_warmup import warm_up_encoder
     from .train.loop import TrainConfig, train
     from .train.metrics import plot_curves, read_metrics
 
@@ -74,29 +82,39 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0,
     torch.manual_seed(seed)
     say = lambda msg: print(f"[demo {time.time() - t0:5.0f}s] {msg}", flush=True)  # noqa: E731
 
-    say(f"1/5 drawing {r.n_train} training and {r.n_eval} held-out pictures ({r.image_size}px)")
+    say(f"1/6 drawing {r.n_train} training and {r.n_eval} held-out pictures ({r.image_size}px)")
     train_paths = synth.generate(out / "data", r.n_train, seed=seed, image_size=r.image_size,
                                  kind="all", turns=r.turns, progress=True)
     eval_path = synth.generate(out / "heldout", r.n_eval, seed=seed + 1000, image_size=r.image_size,
                                kind="eval")["eval"]
 
-    say("2/5 training the tokenizer")
+    say("2/6 training the tokenizer")
     tok_dir = out / "tokenizer"
     train_tokenizer(synth.corpus(2000, seed), r.vocab_size, tok_dir, show_progress=False)
 
+    overrides = r.model_overrides()
+    say(f"3/6 encoder warm-up: naming the lone object in {r.warmup_pictures} one-object pictures")
+    encoder = VisionEncoder(overrides["vision"])
+    pics, names = synth.lone_objects(r.warmup_pictures, seed=seed + 2000, image_size=r.image_size)
+    warm = warm_up_encoder(encoder, pics, names, steps=r.warmup_steps, batch_size=r.batch_size, seed=seed)
+    say(f"    object named right in {warm['accuracy']:.0%} of the last batch, patch place in "
+        f"{warm['position_accuracy']:.0%}")
+    encoder.encoder.save_pretrained(str(out / "encoder"))
+
     common = dict(batch_size=r.batch_size, unfreeze_vision=True, trainable="all", seed=seed,
                   log_every=20, num_workers=0)
-    say(f"3/5 vlm-pretrain: captions, {r.pretrain_steps} steps")
+    say(f"4/6 vlm-pretrain: captions, {r.pretrain_steps} steps")
     train(TrainConfig(stage="vlm-pretrain", data=[str(train_paths["pretrain"])], out=str(out / "pretrain"),
-                      tokenizer=str(tok_dir), preset="tiny", model_overrides=r.model_overrides(),
-                      max_steps=r.pretrain_steps, lr=r.lr, warmup_steps=20, **common))
-    say(f"4/5 vlm-sft: questions, {r.sft_steps} steps")
+                      tokenizer=str(tok_dir), preset="tiny", model_overrides=overrides,
+                      vision_encoder=str(out / "encoder"), max_steps=r.pretrain_steps, lr=r.lr,
+                      warmup_steps=20, **common))
+    say(f"5/6 vlm-sft: questions, {r.sft_steps} steps")
     train(TrainConfig(stage="vlm-sft", data=[str(train_paths["sft"])], out=str(out / "sft"),
                       init_from=str(out / "pretrain" / "model"), max_steps=r.sft_steps, lr=r.sft_lr,
                       **common))
     model_dir = out / "sft" / "model"
 
-    say("5/5 evaluating on the held-out split (and blind)")
+    say("6/6 evaluating on the held-out split (and blind)")
     vlm = VLM.load(model_dir)
     rows = load_eval_rows([eval_path])
     res = evaluate(vlm, rows, max_new_tokens=16, progress=False)
@@ -115,7 +133,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0,
                "blind_per_type": blind["per_type"], "majority_baseline": maj["overall"],
                "majority_per_type": maj["per_type"], "n_eval": res["n"], "wall_clock_s": round(wall, 1),
                "parameters": vlm.model.num_parameters(include_vision=True), "model": str(model_dir.resolve()),
-               "recipe": asdict(r), "quick": quick}
+               "encoder_warmup": warm, "recipe": asdict(r), "quick": quick}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print()
     print(format_table(res, blind, maj))

@@ -183,6 +183,16 @@ def generate(out: str | Path, n: int = 2000, seed: int = 0, image_size: int = 64
     return paths
 
 
+def lone_objects(n: int, seed: int = 0, image_size: int = 64) -> tuple[list[Image.Image], list[str]]:
+    """`n` one-object pictures and their short captions ("red circle"): the encoder warm-up's data."""
+    rng = random.Random(seed)
+    pics, names = [], []
+    for _ in range(n):
+        objs = make_scene(rng, max_objects=1)
+        pics.append(draw_scene(objs, image_size))
+        names.append(f"{objs[0].colour} {objs[0].shape}")
+    return pics, names
+
 def corpus(n: int = 2000, seed: int = 0) -> list[str]:
     """Texts for training the demo tokenizer: every question/answer/caption form the data uses."""
     rng = random.Random(seed)
