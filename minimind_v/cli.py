@@ -57,6 +57,10 @@ def _add_train(sub):
     p.add_argument("--resume", help="checkpoint folder, or 'auto' for the newest valid one in --out")
     p.add_argument("--logger", default="none", choices=["none", "wandb", "swanlab"])
     p.add_argument("--max-bad-steps", type=int, default=20, help="abort after N non-finite losses in a row")
+    p.add_argument("--encoder-cache", metavar="DIR",
+                   help="cache the frozen encoder's outputs on disk by image hash and reuse them across epochs "
+                        "and runs (faster when pictures repeat; refused with --unfreeze-vision: a trained encoder's "
+                        "outputs change)")
     p.add_argument("--trace-rows", action="store_true",
                    help="write OUT/rows-rank<R>.jsonl: the data rows each optimizer step trained on")
     p.add_argument("--no-progress", action="store_true")
@@ -80,7 +84,7 @@ def _cmd_train(a) -> int:
                       unfreeze_vision=a.unfreeze_vision, dtype=a.dtype, device=a.device,
                       num_workers=a.num_workers, seed=a.seed, log_every=a.log_every, save_every=a.save_every,
                       keep_last=a.keep_last, resume=a.resume, logger=a.logger, max_bad_steps=a.max_bad_steps,
-                      progress=not a.no_progress, trace_rows=a.trace_rows)
+                      progress=not a.no_progress, trace_rows=a.trace_rows, encoder_cache=a.encoder_cache)
     summary = train(cfg)
     if summary.get("stopped"):
         return 143          # stopped by SIGTERM/SIGINT after writing a checkpoint: a retry loop goes on

@@ -127,3 +127,13 @@ def test_training_with_the_cache_gives_the_same_losses(tmp_path, tiny_tokenizer,
     for a, b in zip(base, cached):
         assert abs(a - b) <= 1e-5 * abs(a), (base, cached)
     assert len(list(cache_dir.rglob("*.safetensors"))) == 64    # one file per distinct image
+
+
+def test_train_cli_fills_the_cache(tmp_path, tiny_tokenizer, synth_data):
+    from minimind_v.cli import main
+    cache_dir = tmp_path / "enc"
+    code = main(["train", "--stage", "vlm-sft", "--data", str(synth_data["sft"]), "--out", str(tmp_path / "run"),
+                 "--tokenizer", tiny_tokenizer.path, "--max-steps", "2", "--batch-size", "4",
+                 "--encoder-cache", str(cache_dir), "--no-progress"])
+    assert code == 0
+    assert len(list(cache_dir.rglob("*.safetensors"))) == 8     # 2 steps x 4 rows, each with its own picture
