@@ -116,7 +116,14 @@ class VisionEncoder(nn.Module):
                 raise FileNotFoundError(
                     f"vision encoder folder {path} has no config.json; point --vision-encoder at a local "
                     f"SigLIP2 folder (for example siglip2-base-p16-ve)")
-            self.encoder = Siglip2VisionModel.from_pretrained(str(path), dtype=torch.float32)
+            from transformers.utils import logging as hf_logging
+            bar = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()          # a 'Loading weights' bar on every chat start is noise
+            try:
+                self.encoder = Siglip2VisionModel.from_pretrained(str(path), dtype=torch.float32)
+            finally:
+                if bar:
+                    hf_logging.enable_progress_bar()
             c = self.encoder.config
             if c.patch_size != vcfg.patch_size or c.hidden_size != vcfg.hidden_size:
                 raise ValueError(f"encoder at {path} has patch {c.patch_size} / width {c.hidden_size}, config says "
