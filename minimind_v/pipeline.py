@@ -8,9 +8,14 @@
 
 Messages use `<image>` markers like the training data; a prompt without a marker but with images gets
 the markers prepended. The CLI's `chat`, `eval` and `serve` are thin layers over this class.
+
+A conversation sends its pictures again with every turn; `stream` keeps the visual tokens of the last
+few pictures (keyed by their pixels), so the encoder runs once per picture, not once per turn.
 """
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator
 
@@ -20,14 +25,17 @@ from PIL import Image
 from .data.chat import IMAGE_MARKER, count_markers, render
 from .model.folder import load_model
 from .model.generate import SamplingParams, generate, generate_stream
-from .model.vision import image_to_patches
+from .model.vision import image_to_patches, to_rgb
 from .textstream import TextStream
 from .tokenizer import Tokenizer
 
 
 class VLM:
+    VISUAL_CACHE = 16      # pictures whose visual tokens are kept between turns
+
     def __init__(self, model, tokenizer: Tokenizer, name: str = "minimind-v"):
         self.model, self.tok, self.name = model, tokenizer, name
+        self._visual: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     @classmethod
     def load(cls, folder: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> "VLM":
@@ -57,12 +65,29 @@ class VLM:
             return None
         return torch.stack([image_to_patches(im, self.model.cfg.vision) for im in images]).to(self.device)
 
+    def visual_tokens(self, images: list[Image.Image] | None) -> torch.Tensor | None:
+        """(n_images, image_token_len, hidden) for the pictures, encoding only those not seen lately."""
+        if not images:
+            return None
+        out = []
+        for im in images:
+            im = to_rgb(im)
+            key = hashlib.sha256(f"{im.size}".encode() + im.tobytes()).hexdigest()
+            if key not in self._visual:
+                with torch.no_grad():
+                    self._visual[key] = self.model.encode_images(self.pixels([im]))[0]
+                if len(self._visual) > self.VISUAL_CACHE:
+                    self._visual.popitem(last=False)
+            self._visual.move_to_end(key)
+            out.append(self._visual[key])
+        return torch.stack(out)
+
     def stream(self, messages: list[dict], images: list[Image.Image] | None = None, **sampling) -> Iterator[str]:
         """Yield text pieces as they are generated (whole UTF-8 characters only)."""
         ids = self.prompt_ids(messages, len(images or []))
         params = self.params(**sampling)
         text = TextStream(self.tok)
-        for nxt in generate_stream(self.model, [ids], params, self.pixels(images)):
+        for nxt in generate_stream(self.model, [ids], params, visual_tokens=self.visual_tokens(images)):
             v = int(nxt[0])
             if v < 0 or v == self.tok.eos_id:
                 break

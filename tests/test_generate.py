@@ -122,3 +122,27 @@ def test_stop_token_and_seeded_sampling(tiny_tokenizer):
     assert top1 == ref
     s = SamplingParams(max_new_tokens=10, temperature=1.0, top_p=0.9, seed=11)
     assert generate(model, [p], s)[0] == generate(model, [p], s)[0]
+
+
+def test_a_picture_is_encoded_once_per_conversation(tiny_tokenizer):
+    """Every chat turn resends the picture; the encoder must run for it only on the first turn, and the
+    replies must be those of a fresh encoding."""
+    from PIL import Image
+
+    from minimind_v.pipeline import VLM
+    model = make_tiny_model(tiny_tokenizer, seed=4)
+    vlm = VLM(model, tiny_tokenizer)
+    side = model.cfg.vision.image_size
+    pic, other = Image.new("RGB", (side, side), (200, 30, 30)), Image.new("RGB", (side, side), (30, 30, 200))
+    calls = []
+    real = model.encode_images
+    model.encode_images = lambda pv: (calls.append(pv.shape[0]), real(pv))[1]
+    turn1 = [{"role": "user", "content": "What colour is it?"}]
+    first = "".join(vlm.stream(turn1, [pic], temperature=0, max_new_tokens=6))
+    turn2 = turn1 + [{"role": "assistant", "content": first}, {"role": "user", "content": "And now?"}]
+    second = "".join(vlm.stream(turn2, [pic], temperature=0, max_new_tokens=6))
+    assert calls == [1]                                            # turn 2 reused the visual tokens
+    "".join(vlm.stream(turn1, [other], temperature=0, max_new_tokens=6))
+    assert calls == [1, 1]                                         # a new picture is encoded
+    fresh = VLM(make_tiny_model(tiny_tokenizer, seed=4), tiny_tokenizer)
+    assert "".join(fresh.stream(turn2, [pic], temperature=0, max_new_tokens=6)) == second
