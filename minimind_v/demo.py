@@ -67,8 +67,8 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0,
     import torch
 
     from .data import synth
-    from .model.vision import VisionEncoder
     from .eval.evaluate import evaluate, format_table, load_eval_rows, majority_baseline
+    from .model.vision import VisionEncoder
     from .pipeline import VLM
     from .tokenizer import train_tokenizer
     from .train.encoder_warmup import warm_up_encoder

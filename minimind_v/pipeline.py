@@ -73,13 +73,16 @@ class VLM:
         for im in images:
             im = to_rgb(im)
             key = hashlib.sha256(f"{im.size}".encode() + im.tobytes()).hexdigest()
-            if key not in self._visual:
+            tokens = self._visual.get(key)
+            if tokens is None:
                 with torch.no_grad():
-                    self._visual[key] = self.model.encode_images(self.pixels([im]))[0]
-                if len(self._visual) > self.VISUAL_CACHE:
+                    tokens = self.model.encode_images(self.pixels([im]))[0]
+                self._visual[key] = tokens
+                while len(self._visual) > self.VISUAL_CACHE:
                     self._visual.popitem(last=False)
-            self._visual.move_to_end(key)
-            out.append(self._visual[key])
+            else:
+                self._visual.move_to_end(key)
+            out.append(tokens)
         return torch.stack(out)
 
     def stream(self, messages: list[dict], images: list[Image.Image] | None = None, **sampling) -> Iterator[str]:

@@ -193,6 +193,7 @@ def lone_objects(n: int, seed: int = 0, image_size: int = 64) -> tuple[list[Imag
         names.append(f"{objs[0].colour} {objs[0].shape}")
     return pics, names
 
+
 def corpus(n: int = 2000, seed: int = 0) -> list[str]:
     """Texts for training the demo tokenizer: every question/answer/caption form the data uses."""
     rng = random.Random(seed)
