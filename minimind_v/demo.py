@@ -138,7 +138,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0,
     print()
     print(format_table(res, blind, maj))
     print(f"\nheld-out questions: {res['n']}   wall clock: {wall:.0f} s   parameters: {summary['parameters']:,}")
-    print(f"blind = every picture replaced by a blank one; majority = always the most frequent answer per type\n")
+    print("blind = every picture replaced by a blank one; majority = always the most frequent answer per type\n")
     shown = 0
     for row, p in zip(rows, res["predictions"]):
         if shown >= examples:

@@ -22,7 +22,7 @@ openai = pytest.importorskip("openai")
 from minimind_v.pipeline import VLM  # noqa: E402
 from minimind_v.serve.app import create_app  # noqa: E402
 from minimind_v.serve.images import ImageLimits  # noqa: E402
-from minimind_v.serve.testing import LiveServer, build_tiny_model, torch_threads  # noqa: E402
+from minimind_v.serve.testing import LiveServer, build_tiny_model  # noqa: E402
 
 N = 16          # tokens per answer in most tests: enough to differ, quick on a CPU
 CONTEXT = 512
@@ -50,12 +50,6 @@ def image_part(img):
 def greedy(vlm, messages, images=None, n=N) -> str:
     """What the model itself answers (the reference every served answer is compared with)."""
     return "".join(vlm.stream(messages, images or [], temperature=0, max_new_tokens=n))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    with torch_threads(1):
-        yield
 
 
 @pytest.fixture(scope="module")

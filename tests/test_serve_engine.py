@@ -8,7 +8,7 @@ from PIL import Image
 
 from minimind_v.pipeline import VLM
 from minimind_v.serve.engine import Engine, Job, QueueFull, TextStream
-from minimind_v.serve.testing import build_tiny_model, torch_threads
+from minimind_v.serve.testing import build_tiny_model
 
 
 class CharTok:
@@ -32,12 +32,6 @@ def test_text_stream_stop_strings_and_holding_back():
     assert push_all(ts, "ax") == ["a", ""] and ts.finish() == "x"     # the end releases what was held
     ts = TextStream(CharTok(), [])
     assert ts.push(0xFFFD) == "" and ts.push(ord("a")) == "\ufffda"    # half characters wait for the rest
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    with torch_threads(1):
-        yield
 
 
 def test_text_stream_equals_decoding_everything_each_time(tmp_path):

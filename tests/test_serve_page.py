@@ -12,7 +12,7 @@ from PIL import Image
 
 from minimind_v.pipeline import VLM
 from minimind_v.serve.app import create_app
-from minimind_v.serve.testing import LiveServer, build_tiny_model, torch_threads
+from minimind_v.serve.testing import LiveServer, build_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("MINIMIND_V_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -33,53 +33,52 @@ def browser():
 
 
 def test_chat_page_upload_ask_stream_continue_clear(browser, tmp_path):
-    with torch_threads(1):
-        vlm = VLM.load(build_tiny_model(tmp_path / "tiny-vlm"))
-        img = Image.new("RGB", (64, 48), (230, 40, 40))
-        img.paste((40, 90, 230), (30, 10, 56, 36))
-        pic = tmp_path / "shapes.png"
-        img.save(pic)
-        q1, q2 = "What colour is the square?", "And the background?"
-        want1 = vlm.answer(q1, images=[img], temperature=0, max_new_tokens=N)
-        want2 = "".join(vlm.stream([{"role": "user", "content": "<image>\n" + q1},
-                                    {"role": "assistant", "content": want1},
-                                    {"role": "user", "content": q2}], [img], temperature=0, max_new_tokens=N))
-        with LiveServer(create_app(vlm)) as srv:
-            page = browser.new_page(viewport={"width": 1100, "height": 720})
-            errors = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("requestfailed", lambda r: errors.append("request failed: " + r.url))
-            page.goto(srv.url + "/")
-            page.wait_for_function("document.getElementById('model').textContent === 'tiny-vlm'")
-            assert page.locator("#status").inner_text() == "ready"
-            page.fill("#temperature", "0")
-            page.fill("#max_tokens", str(N))
+    vlm = VLM.load(build_tiny_model(tmp_path / "tiny-vlm"))
+    img = Image.new("RGB", (64, 48), (230, 40, 40))
+    img.paste((40, 90, 230), (30, 10, 56, 36))
+    pic = tmp_path / "shapes.png"
+    img.save(pic)
+    q1, q2 = "What colour is the square?", "And the background?"
+    want1 = vlm.answer(q1, images=[img], temperature=0, max_new_tokens=N)
+    want2 = "".join(vlm.stream([{"role": "user", "content": "<image>\n" + q1},
+                                {"role": "assistant", "content": want1},
+                                {"role": "user", "content": q2}], [img], temperature=0, max_new_tokens=N))
+    with LiveServer(create_app(vlm)) as srv:
+        page = browser.new_page(viewport={"width": 1100, "height": 720})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("requestfailed", lambda r: errors.append("request failed: " + r.url))
+        page.goto(srv.url + "/")
+        page.wait_for_function("document.getElementById('model').textContent === 'tiny-vlm'")
+        assert page.locator("#status").inner_text() == "ready"
+        page.fill("#temperature", "0")
+        page.fill("#max_tokens", str(N))
 
-            page.set_input_files("#file", str(pic))
-            page.wait_for_selector("#pending img")
-            page.fill("#prompt", q1)
-            page.click("#send")
-            first = page.locator(".msg.assistant").nth(0)
-            page.wait_for_function("document.querySelector('.msg.assistant')?.dataset.finish === 'length'")
-            assert page.locator(".msg.user img").count() == 1                       # the picture is shown
-            assert int(first.get_attribute("data-chunks")) > 1                      # arrived piece by piece
-            state = page.evaluate("window.chatState.messages")
-            assert state[1] == {"role": "assistant", "content": want1}
-            assert first.locator(".text").evaluate("e => e.textContent") == want1
-            assert "completion tokens" in first.locator(".meta").inner_text()
+        page.set_input_files("#file", str(pic))
+        page.wait_for_selector("#pending img")
+        page.fill("#prompt", q1)
+        page.click("#send")
+        first = page.locator(".msg.assistant").nth(0)
+        page.wait_for_function("document.querySelector('.msg.assistant')?.dataset.finish === 'length'")
+        assert page.locator(".msg.user img").count() == 1                       # the picture is shown
+        assert int(first.get_attribute("data-chunks")) > 1                      # arrived piece by piece
+        state = page.evaluate("window.chatState.messages")
+        assert state[1] == {"role": "assistant", "content": want1}
+        assert first.locator(".text").evaluate("e => e.textContent") == want1
+        assert "completion tokens" in first.locator(".meta").inner_text()
 
-            page.fill("#prompt", q2)
-            page.press("#prompt", "Enter")
-            page.wait_for_function("document.querySelectorAll('.msg.assistant')[1]?.dataset.finish === 'length'")
-            assert page.evaluate("window.chatState.messages")[3]["content"] == want2
+        page.fill("#prompt", q2)
+        page.press("#prompt", "Enter")
+        page.wait_for_function("document.querySelectorAll('.msg.assistant')[1]?.dataset.finish === 'length'")
+        assert page.evaluate("window.chatState.messages")[3]["content"] == want2
 
-            out = ROOT / "test-artifacts"
-            out.mkdir(exist_ok=True)
-            page.screenshot(path=str(out / "serve_page.png"), full_page=True)
-            assert (out / "serve_page.png").stat().st_size > 5000
+        out = ROOT / "test-artifacts"
+        out.mkdir(exist_ok=True)
+        page.screenshot(path=str(out / "serve_page.png"), full_page=True)
+        assert (out / "serve_page.png").stat().st_size > 5000
 
-            page.click("#clear")
-            assert page.locator(".msg").count() == 0
-            assert page.evaluate("window.chatState.messages.length") == 0
-            assert not errors, errors
-            page.close()
+        page.click("#clear")
+        assert page.locator(".msg").count() == 0
+        assert page.evaluate("window.chatState.messages.length") == 0
+        assert not errors, errors
+        page.close()

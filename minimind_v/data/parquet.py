@@ -58,7 +58,7 @@ class ParquetRows:
                 self._groups.append((fi, g))
                 n += meta.row_group(g).num_rows
         self.n = n
-        self._pid, self._handles, self._cached = None, {}, (None, None)
+        self._pid, self._cached = None, (None, None)
         schema = pq.read_schema(self.files[0]) if self.files else None
         self.available = set(schema.names) if schema is not None else set()
 
@@ -69,7 +69,7 @@ class ParquetRows:
         """Map the file, read one row group, unmap it. A mapping kept open would let the file's pages pile
         up in this process's resident memory as random reads touch them (toward the whole file's size)."""
         if self._pid != os.getpid():      # a forked worker starts with nothing cached
-            self._pid, self._handles, self._cached = os.getpid(), {}, (None, None)
+            self._pid, self._cached = os.getpid(), (None, None)
         pf = pq.ParquetFile(self.files[fi], memory_map=True, metadata=self._metas[fi])
         try:
             return pf.read_row_group(g, columns=cols)
@@ -89,9 +89,9 @@ class ParquetRows:
         j = i - self._starts[k]
         return {name: _cell(table.column(name)[j]) for name in table.column_names}
 
-    def __getstate__(self):                  # do not pickle open handles into workers
+    def __getstate__(self):                  # do not pickle the cached row group into workers
         d = dict(self.__dict__)
-        d["_handles"], d["_cached"], d["_pid"] = {}, (None, None), None
+        d["_cached"], d["_pid"] = (None, None), None
         return d
 
 

@@ -138,8 +138,7 @@ def _write(rows: list[dict], path: Path) -> None:
 
 
 def generate(out: str | Path, n: int = 2000, seed: int = 0, image_size: int = 64, kind: str = "all",
-             turns: int = 4, max_objects: int = 3, progress: bool = False,
-             image_last: bool = False) -> dict[str, Path]:
+             turns: int = 4, max_objects: int = 3, progress: bool = False) -> dict[str, Path]:
     """Write `pretrain.parquet` (captions), `sft.parquet` (multi-turn QA) and/or `eval.parquet`
     (one question per row, with `answer` and `type`) under `out`. Returns the paths written."""
     out = Path(out)
@@ -165,14 +164,14 @@ def generate(out: str | Path, n: int = 2000, seed: int = 0, image_size: int = 64
             for t, qt in enumerate(types):
                 q, a, _ = question(objs, qt, rng)
                 if t == 0:
-                    q = f"{q}\n<image>" if image_last else f"<image>\n{q}"
+                    q = f"<image>\n{q}"
                 conv += [{"role": "user", "content": q},
                          {"role": "assistant", "content": a}]
             rows["sft"].append({"conversations": json.dumps(conv), "image_bytes": data, "image_names": name})
         if "eval" in rows:
             qt = QTYPES[i % len(QTYPES)]
             q, a, short = question(objs, qt, rng)
-            q = f"{q}\n<image>" if image_last else f"<image>\n{q}"
+            q = f"<image>\n{q}"
             conv = [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
             rows["eval"].append({"conversations": json.dumps(conv), "image_bytes": data, "image_names": name,
                                  "answer": short, "type": qt})

@@ -54,6 +54,8 @@ def is_correct(reply: str, answer: str, others=()) -> bool:
         return first_word(reply) == ref
     text = normalize(reply)
     hits = _spans(ref, text)
+    if not hits:
+        return False
     longer = {o for o in map(normalize, others) if o != ref and _spans(ref, o)}   # rule 5
     taken = [s for o in longer for s in _spans(o, text)]
     return any(not any(a <= h0 and h1 <= b for a, b in taken) for h0, h1 in hits)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
@@ -61,7 +60,6 @@ class Job:
     last: int = -1                     # the token to feed at the next step
     text: TextStream | None = None
     gen: torch.Generator | None = None
-    submitted: float = field(default_factory=time.perf_counter)
 
 
 class BatchCache(KVCache):
@@ -342,10 +340,9 @@ class Engine:
         return False
 
     def _finish(self, job: Job, reason: str) -> bool:
-        rest = job.text.finish() if not job.text.stopped else ""
+        rest = job.text.finish()          # '' after a stop: push already sent the cut text
         if rest:
             self._send(job, ("delta", rest))
-        job.finished = True
         self._send(job, ("done", reason, len(job.ids), job.n_out))
         return True
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 CORPUS = ["What colour is the circle? The circle is red.", "How many squares are there? There are two squares.",
@@ -37,19 +36,6 @@ def build_tiny_model(out: str | Path, seed: int = 0, std: float = 0.3, vocab_siz
     model.reset_parameters(std=std)
     save_model(model, out, tok)
     return out
-
-
-@contextmanager
-def torch_threads(n: int):
-    """Use n intra-op threads inside the block. Tiny models on a busy 2-core machine run ~20x faster
-    with one thread than with two (the OpenMP workers wait on each other when the cores are shared)."""
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class LiveServer:

@@ -293,7 +293,8 @@ def train(cfg: TrainConfig) -> dict:
             step_rows = []
             for batch in loader:
                 skipped_local.update(batch.skipped)
-                step_rows += batch.indices
+                if trace is not None:
+                    step_rows += batch.indices
                 batch.to(device, non_blocking=True)
                 last_micro = micro == cfg.grad_accum - 1
                 # gradient accumulation: DDP all-reduces only on the last micro-step
