@@ -70,7 +70,7 @@ import torch.nn.functional as F  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from minimind_v.config import preset  # noqa: E402
+from minimind_v.config import preset, torch_device, torch_dtype  # noqa: E402
 from minimind_v.data.collate import Collator  # noqa: E402
 from minimind_v.data.parquet import VLMDataset  # noqa: E402
 from minimind_v.model.vision import blank_image, image_to_patches  # noqa: E402
@@ -538,9 +538,8 @@ def parse_args(argv=None):
 
 def setup_device(args):
     """(device, dtype) from --device / --dtype (auto: bf16 on CUDA, fp32 on CPU); CPU threads from --threads."""
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(args.dtype) or (
-        torch.bfloat16 if device.type == "cuda" else torch.float32)
+    device = torch_device(args.device)
+    dtype = torch_dtype(args.dtype, device)
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
     return device, dtype

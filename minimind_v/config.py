@@ -177,3 +177,27 @@ def preset(name: str, **overrides: Any) -> ModelConfig:
         raise KeyError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
     cfg = PRESETS[name]()
     return cfg.replace(**overrides) if overrides else cfg
+
+
+# ---------------------------------------------------------------- devices and dtypes (one table for every CLI)
+
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}    # --dtype name -> torch attribute
+
+
+def torch_device(name: str = "auto"):
+    """'auto' -> CUDA when available, else CPU; anything else as torch.device(name)."""
+    import torch
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def torch_dtype(name: str, device=None):
+    """'fp32' | 'bf16' | 'fp16' -> the torch dtype; 'auto' -> bf16 on CUDA (fp16 where the GPU lacks bf16),
+    fp32 elsewhere."""
+    import torch
+    if name == "auto":
+        if device is not None and torch.device(device).type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return getattr(torch, DTYPES[name])

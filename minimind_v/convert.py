@@ -28,17 +28,15 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
-from .config import ModelConfig, preset
-from .hf.export import DTYPES, export_hf, is_hf_folder, read_hf_folder
+from .config import DTYPES, ModelConfig, preset, torch_dtype
+from .hf.export import export_hf, is_hf_folder, read_hf_folder, read_weights_file
 from .hf.fields import default_vision, model_config_from_original, original_config
-from .model.folder import CheckpointMismatch, load_model, save_model, strict_load
+from .model.folder import FRESH_MARKER, CheckpointMismatch, load_model, projector_is_fresh, save_model, strict_load
 from .model.vlm import MiniMindVLM
 from .tokenizer import Tokenizer
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
-FRESH_MARKER = "projector"          # config.json key; value "fresh" = projector not trained yet
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")   # DDP / torch.compile wrappers around a whole state dict
 
 
@@ -49,10 +47,7 @@ def read_state_dict(path: str | Path, log=print) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if path.suffix == ".safetensors":
-        obj = load_file(str(path))
-    else:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    obj = read_weights_file(path)
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict) and "optimizer" in obj:
         log(f"{path.name} is a resume checkpoint; using its 'model' entry")
         obj = obj["model"]
@@ -256,7 +251,7 @@ def reattach_encoder(src: str | Path, dst: str | Path, vision_encoder: str, bund
     A projector still marked fresh (LLM-only origin) is kept, and so is its mark."""
     src = Path(src)
     model = load_model(src, vision=False)
-    fresh = json.loads((src / "config.json").read_text()).get(FRESH_MARKER) == "fresh"
+    fresh = projector_is_fresh(json.loads((src / "config.json").read_text()))
     cfg = model.cfg.replace(vision=encoder_vision(model.cfg, vision_encoder, bundle_encoder))
     sd = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight" or not cfg.tie_word_embeddings}
     tok = tokenizer or (str(src) if (src / "tokenizer.json").exists() else None)
@@ -418,10 +413,10 @@ def add_convert_commands(sub) -> None:
 
 def _cmd_convert(a) -> int:
     convert(a.src, a.dst, a.to, preset_name=a.preset, config=a.config, tokenizer=a.tokenizer,
-            vision_encoder=a.vision_encoder, bundle_encoder=a.bundle_encoder, dtype=DTYPES[a.dtype], seed=a.seed)
+            vision_encoder=a.vision_encoder, bundle_encoder=a.bundle_encoder, dtype=torch_dtype(a.dtype), seed=a.seed)
     return 0
 
 
 def _cmd_export(a) -> int:
-    export(a.model, a.out, a.to, DTYPES[a.dtype])
+    export(a.model, a.out, a.to, torch_dtype(a.dtype))
     return 0

@@ -31,6 +31,7 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 from ..config import ModelConfig
+from ..model.folder import is_hf_config
 from .fields import default_vision, model_config_from_original, original_config, siglip_fields
 
 HERE = Path(__file__).resolve().parent
@@ -51,7 +52,6 @@ def siglip_name(rest: str) -> str:
 def canonical_rest(name: str) -> str:
     """An installed Siglip2VisionModel weight name -> the part after `vision_encoder.vision_model.`."""
     return name[len("vision_model."):] if name.startswith("vision_model.") else name
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def is_hf_folder(folder: str | Path) -> bool:
@@ -59,8 +59,7 @@ def is_hf_folder(folder: str | Path) -> bool:
     f = Path(folder) / "config.json"
     if not f.exists():
         return False
-    raw = json.loads(f.read_text())
-    return raw.get("model_type") in ("minimind-v", "minimind") and "vision" not in raw
+    return is_hf_config(json.loads(f.read_text()))
 
 
 # ---------------------------------------------------------------- export
@@ -201,15 +200,16 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
             files = sorted(set(json.loads((folder / index).read_text())["weight_map"].values()))
             sd = {}
             for f in files:
-                sd.update(_read_one(folder / f))
+                sd.update(read_weights_file(folder / f))
             return sd
     for name in ("model.safetensors", "pytorch_model.bin"):
         if (folder / name).exists():
-            return _read_one(folder / name)
+            return read_weights_file(folder / name)
     raise FileNotFoundError(f"{folder} has no model.safetensors or pytorch_model.bin")
 
 
-def _read_one(path: Path) -> dict[str, torch.Tensor]:
+def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
+    """A .safetensors file, or a torch pickle read with weights_only=True."""
     if path.suffix == ".safetensors":
         return load_file(str(path))
     return torch.load(str(path), map_location="cpu", weights_only=True)

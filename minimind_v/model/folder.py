@@ -23,6 +23,7 @@ from ..config import ModelConfig
 from .vlm import MiniMindVLM
 
 WEIGHTS = "model.safetensors"
+FRESH_MARKER = "projector"          # config.json key; value "fresh" = projector not trained yet
 
 
 class CheckpointMismatch(ValueError):
@@ -95,6 +96,16 @@ def save_model(model: MiniMindVLM, out: str | Path, tokenizer=None, bundle_encod
     return out
 
 
+def projector_is_fresh(raw: dict) -> bool:
+    """config.json written by `convert` for an LLM-only checkpoint: the projector is not trained yet."""
+    return raw.get(FRESH_MARKER) == "fresh"
+
+
+def is_hf_config(raw: dict) -> bool:
+    """config.json of a Hugging Face MiniMind-V folder (`export --to hf`, or the original's), not ours."""
+    return raw.get("model_type") in ("minimind-v", "minimind") and "vision" not in raw
+
+
 def load_model(folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                vision: bool = True) -> MiniMindVLM:
     """Build the model from DIR/config.json and load DIR/model.safetensors strictly."""
@@ -102,15 +113,15 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu", dtype: to
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"{folder} is not a model folder (no config.json)")
     raw = json.loads((folder / "config.json").read_text())
-    if raw.get("model_type") in ("minimind-v", "minimind") and "vision" not in raw:
-        from ..hf.export import load_hf_model      # a Hugging Face folder (`export --to hf`, or the original's)
+    if is_hf_config(raw):
+        from ..hf.export import load_hf_model
         return load_hf_model(folder, vision=vision).to(device=device, dtype=dtype).eval()
     cfg = ModelConfig.from_dict(raw)
     if vision and cfg.vision.path is None and cfg.vision.siglip is None:
         logging.getLogger("minimind_v").warning(f"{folder} has no vision encoder (converted without "
                                                 f"--vision-encoder): loaded text-only")
         vision = False
-    if raw.get("projector") == "fresh":      # written by `convert` for an LLM-only checkpoint
+    if projector_is_fresh(raw):
         logging.getLogger("minimind_v").warning(f"{folder}: the projector (vision_proj) is freshly initialised, "
                                                 f"not trained; run the vlm-pretrain stage before relying on images")
     model = MiniMindVLM(cfg, vision=vision, base_dir=folder)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 
-DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+from ..config import DTYPES, torch_dtype
+
 
 
 def add_serve_command(sub) -> None:
@@ -55,7 +56,7 @@ def cmd_serve(a) -> int:
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    vlm = VLM.load(a.model, device=a.device, dtype=getattr(torch, DTYPES[a.dtype]))
+    vlm = VLM.load(a.model, device=a.device, dtype=torch_dtype(a.dtype))
     app = create_app(vlm, name=a.name, api_key=a.api_key, max_context=a.max_context, max_batch=a.max_batch,
                      max_queue=a.max_queue,
                      limits=ImageLimits(max_bytes=a.max_image_bytes, max_pixels=a.max_image_pixels,

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import ModelConfig, preset
+from ..config import ModelConfig, preset, torch_device, torch_dtype
 from ..data.collate import Collator
 from ..data.parquet import VLMDataset
 from ..data.text import TextDataset
@@ -87,20 +87,6 @@ class TrainConfig:
 
     def to_json(self) -> dict:
         return json.loads(json.dumps(asdict(self), default=str))     # paths -> strings
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
 def build_model(cfg: TrainConfig, tok: Tokenizer, log) -> MiniMindVLM:
@@ -164,7 +150,7 @@ class _Stop:
 
 def train(cfg: TrainConfig) -> dict:
     """Run one stage. Returns a summary dict (final loss, steps, skipped rows, model folder...)."""
-    device = _device(cfg.device)
+    device = torch_device(cfg.device)
     dist = setup(device.type)
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
@@ -182,7 +168,7 @@ def train(cfg: TrainConfig) -> dict:
     prefixes = TRAINABLE_CHOICES[cfg.trainable] if cfg.trainable else stage.trainable
     n_train = set_trainable(model, prefixes, cfg.unfreeze_vision)
     _seed_all(cfg.seed + dist.rank)       # training randomness (dropout...) differs between ranks
-    dtype = _dtype(cfg.dtype, device)
+    dtype = torch_dtype(cfg.dtype, device)
     model.to(device)
     log(f"stage {stage.name}: {n_train:,} trainable of {model.num_parameters(include_vision=True):,} parameters "
         f"(LLM+projector {model.num_parameters():,}); device {device}, dtype {dtype}")
