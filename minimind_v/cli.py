@@ -242,11 +242,67 @@ def _cmd_demo(a) -> int:
     return 0
 
 
+def _add_convert(sub) -> None:
+    """`convert` and `export` (minimind_v/convert.py, imported only when one of them runs)."""
+    from .config import DTYPES, PRESETS
+    c = sub.add_parser("convert", help="convert original MiniMind-V checkpoints / HF folders into model folders, "
+                                       "or a model folder into the original .pth layout",
+                       description="Convert weights between the original MiniMind-V layouts and minimind-v model "
+                                   "folders. "
+                       "SRC: an original checkpoint (.pth/.bin/.safetensors), a Hugging Face MiniMind-V folder, or "
+                       "a minimind-v folder. Loading is strict: missing, unexpected or mis-shaped tensors stop the "
+                       "conversion and are named.")
+    c.add_argument("src", help="checkpoint file (llm_768.pth, sft_vlm_768.pth, ...) or model folder")
+    c.add_argument("dst", help="output model folder (or .pth file with --to reference, folder with --to hf)")
+    c.add_argument("--to", default="ours", choices=["ours", "reference", "hf"],
+                   help="ours: a minimind-v model folder (default); reference: the original's .pth state dict + "
+                        "<stem>_config.json; hf: a transformers folder (same as `export --to hf`)")
+    c.add_argument("--preset", choices=list(PRESETS), help="model shape of a bare checkpoint (minimind-3v = the "
+                                                           "768x8 dense model, minimind-3v-moe = its MoE variant)")
+    c.add_argument("--config", help="JSON config of a bare checkpoint, in the original's field names "
+                                    "(default: <stem>_config.json next to it)")
+    c.add_argument("--tokenizer", help="tokenizer folder to bundle (the original's model/ folder: tokenizer.json "
+                                       "+ tokenizer_config.json)")
+    c.add_argument("--vision-encoder", help="local SigLIP2 folder (siglip2-base-p16-ve) the model uses; without it "
+                                            "the folder is text-only")
+    c.add_argument("--bundle-encoder", action="store_true",
+                   help="copy the encoder folder into DST/vision_encoder instead of pointing at it")
+    c.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="weights of --to reference / hf outputs")
+    c.add_argument("--seed", type=int, default=0, help="seed of a freshly initialised projector (LLM-only input)")
+    c.set_defaults(func=_cmd_convert)
+
+    e = sub.add_parser("export", help="export a model folder for transformers (--to hf) or the original code "
+                                      "(--to reference)",
+                       description="--to hf writes a folder that AutoModelForCausalLM.from_pretrained(DIR, "
+                                   "trust_remote_code=True) loads, with tokenizer, image processor and a model card; "
+                                   "--to reference writes the original's .pth layout.")
+    e.add_argument("--model", required=True, help="model folder to export")
+    e.add_argument("--to", required=True, choices=["hf", "reference"],
+                   help="hf: a transformers folder (remote code); reference: the original's .pth + config")
+    e.add_argument("out", help="output folder (hf) or .pth file (reference)")
+    e.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="dtype of the written weights")
+    e.set_defaults(func=_cmd_export)
+
+
+def _cmd_convert(a) -> int:
+    from .config import torch_dtype
+    from .convert import convert
+    convert(a.src, a.dst, a.to, preset_name=a.preset, config=a.config, tokenizer=a.tokenizer,
+            vision_encoder=a.vision_encoder, bundle_encoder=a.bundle_encoder, dtype=torch_dtype(a.dtype), seed=a.seed)
+    return 0
+
+
+def _cmd_export(a) -> int:
+    from .config import torch_dtype
+    from .convert import export
+    export(a.model, a.out, a.to, torch_dtype(a.dtype))
+    return 0
+
+
 def _extensions():
-    """Top-level commands from their own modules (serve, convert, export)."""
-    from .convert import add_convert_commands
+    """Top-level commands registered by their own modules (serve)."""
     from .serve.commands import add_serve_command
-    return [add_serve_command, add_convert_commands]
+    return [add_serve_command]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--version", action="version", version=f"minimind-v {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_demo, _add_train, _add_eval, _add_chat, _add_tokenizer, _add_data):
+    for add in (_add_demo, _add_train, _add_eval, _add_chat, _add_tokenizer, _add_data, _add_convert):
         add(sub)
     for add in _extensions():
         add(sub)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from .config import DTYPES, ModelConfig, preset, torch_dtype
+from .config import ModelConfig, preset
 from .hf.export import export_hf, is_hf_folder, read_hf_folder, read_weights_file
 from .hf.fields import default_vision, model_config_from_original, original_config
 from .model.folder import FRESH_MARKER, CheckpointMismatch, load_model, projector_is_fresh, save_model, strict_load
@@ -366,57 +366,3 @@ def convert(src: str | Path, dst: str | Path, to: str = "ours", *, preset_name: 
         raise ValueError(f"{src} is already a minimind-v folder: use --vision-encoder DIR to attach an encoder, "
                          f"or --to reference / --to hf to change its layout")
     return reattach_encoder(src, dst, vision_encoder, bundle_encoder, tokenizer, log)
-
-
-# ---------------------------------------------------------------- CLI
-
-def add_convert_commands(sub) -> None:
-    from .config import PRESETS
-    c = sub.add_parser("convert", help="convert original MiniMind-V checkpoints / HF folders into model folders, "
-                                       "or a model folder into the original .pth layout",
-                       description="Convert weights between the original MiniMind-V layouts and minimind-v model "
-                                   "folders. "
-                       "SRC: an original checkpoint (.pth/.bin/.safetensors), a Hugging Face MiniMind-V folder, or "
-                       "a minimind-v folder. Loading is strict: missing, unexpected or mis-shaped tensors stop the "
-                       "conversion and are named.")
-    c.add_argument("src", help="checkpoint file (llm_768.pth, sft_vlm_768.pth, ...) or model folder")
-    c.add_argument("dst", help="output model folder (or .pth file with --to reference, folder with --to hf)")
-    c.add_argument("--to", default="ours", choices=["ours", "reference", "hf"],
-                   help="ours: a minimind-v model folder (default); reference: the original's .pth state dict + "
-                        "<stem>_config.json; hf: a transformers folder (same as `export --to hf`)")
-    c.add_argument("--preset", choices=list(PRESETS), help="model shape of a bare checkpoint (minimind-3v = the "
-                                                           "768x8 dense model, minimind-3v-moe = its MoE variant)")
-    c.add_argument("--config", help="JSON config of a bare checkpoint, in the original's field names "
-                                    "(default: <stem>_config.json next to it)")
-    c.add_argument("--tokenizer", help="tokenizer folder to bundle (the original's model/ folder: tokenizer.json "
-                                       "+ tokenizer_config.json)")
-    c.add_argument("--vision-encoder", help="local SigLIP2 folder (siglip2-base-p16-ve) the model uses; without it "
-                                            "the folder is text-only")
-    c.add_argument("--bundle-encoder", action="store_true",
-                   help="copy the encoder folder into DST/vision_encoder instead of pointing at it")
-    c.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="weights of --to reference / hf outputs")
-    c.add_argument("--seed", type=int, default=0, help="seed of a freshly initialised projector (LLM-only input)")
-    c.set_defaults(func=_cmd_convert)
-
-    e = sub.add_parser("export", help="export a model folder for transformers (--to hf) or the original code "
-                                      "(--to reference)",
-                       description="--to hf writes a folder that AutoModelForCausalLM.from_pretrained(DIR, "
-                                   "trust_remote_code=True) loads, with tokenizer, image processor and a model card; "
-                                   "--to reference writes the original's .pth layout.")
-    e.add_argument("--model", required=True, help="model folder to export")
-    e.add_argument("--to", required=True, choices=["hf", "reference"],
-                   help="hf: a transformers folder (remote code); reference: the original's .pth + config")
-    e.add_argument("out", help="output folder (hf) or .pth file (reference)")
-    e.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="dtype of the written weights")
-    e.set_defaults(func=_cmd_export)
-
-
-def _cmd_convert(a) -> int:
-    convert(a.src, a.dst, a.to, preset_name=a.preset, config=a.config, tokenizer=a.tokenizer,
-            vision_encoder=a.vision_encoder, bundle_encoder=a.bundle_encoder, dtype=torch_dtype(a.dtype), seed=a.seed)
-    return 0
-
-
-def _cmd_export(a) -> int:
-    export(a.model, a.out, a.to, torch_dtype(a.dtype))
-    return 0
