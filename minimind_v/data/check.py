@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..model.vision import DEFAULT_MAX_PIXELS, TRAIN_MAX_ASPECT, TRAIN_MIN_SIDE, ImageError, open_image
-from .chat import BadRow, check_order, count_markers, parse_conversations, render
+from .chat import BadRow, render
+from .text import validate_text_row
 
 UNUSUAL_MODES = {"CMYK", "P", "PA", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F", "1", "RGBa", "YCbCr", "HSV",
                  "LAB"}
@@ -126,15 +127,9 @@ def check_parquet_row(row: dict, tok, limits: Limits) -> tuple[list[tuple[str, s
 
 def check_jsonl_row(obj: dict, tok, limits: Limits) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     try:
-        if "text" in obj:                                 # as data/text.py: a pretraining row
-            if not isinstance(obj["text"], str) or not obj["text"].strip():
-                raise BadRow("empty_text", "empty text")
-            return [], []
-        msgs = parse_conversations(obj.get("conversations"))
-        check_order(msgs)
-        if count_markers(msgs):
-            raise BadRow("marker_mismatch", "<image> marker in a text-only JSONL row")
-        check_conversation(msgs, 0, tok, limits)
+        msgs = validate_text_row(obj)                     # the training reader's own checks
+        if msgs is not None:
+            check_conversation(msgs, 0, tok, limits)
     except BadRow as e:
         return [(e.kind, str(e))], []
     return [], []

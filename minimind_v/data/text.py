@@ -52,6 +52,20 @@ class JsonlRows:
         return obj
 
 
+def validate_text_row(row: dict) -> list[dict] | None:
+    """Check one JSONL row: None for a usable `{"text"}` row, the messages of a `{"conversations"}` row;
+    raises `BadRow` naming the problem (empty text, bad conversation, an `<image>` marker)."""
+    if "text" in row:
+        if not isinstance(row["text"], str) or not row["text"].strip():
+            raise BadRow("empty_text", "empty text")
+        return None
+    msgs = parse_conversations(row.get("conversations"))
+    check_order(msgs)
+    if count_markers(msgs):
+        raise BadRow("marker_mismatch", "<image> marker in a text-only JSONL row")
+    return msgs
+
+
 class TextDataset(Dataset):
     """`{"text"}` rows for pretraining, or `{"conversations"}` rows for SFT (text only)."""
 
@@ -65,16 +79,11 @@ class TextDataset(Dataset):
     def __getitem__(self, i):
         try:
             row = self.rows[i]
-            if "text" in row:
-                if not isinstance(row["text"], str) or not row["text"].strip():
-                    raise BadRow("empty_text", "empty text")
+            msgs = validate_text_row(row)
+            if msgs is None:
                 ids = [self.tok.bos_id] + self.tok.encode(row["text"]) + [self.tok.eos_id]
                 ids = ids[: self.max_length]
                 return Sample(torch.tensor(ids), torch.tensor(ids), None, i)
-            msgs = parse_conversations(row.get("conversations"))
-            check_order(msgs)
-            if count_markers(msgs):
-                raise BadRow("marker_mismatch", "<image> marker in a text-only JSONL row")
             r = render(msgs, self.tok, self.image_token_len, self.max_length)
             return Sample(torch.tensor(r.ids), torch.tensor(r.labels), None, i)
         except BadRow as e:
