@@ -165,8 +165,9 @@ def write_parquet(rows: list[dict], path: Path) -> Path:
 
 
 def load_samples(path: Path, tok: Tokenizer, cfg, max_length: int, n: int) -> list:
-    """The first n usable rows, decoded and tokenised (bad rows are skipped and counted)."""
-    ds = VLMDataset([str(path)], tok, cfg, max_length)
+    """The first n usable rows, decoded and tokenised (bad rows are skipped and counted), with the
+    pictures' content hashes for the encoder-cache configurations."""
+    ds = VLMDataset([str(path)], tok, cfg, max_length, image_keys=True)
     out, bad = [], 0
     for i in range(len(ds)):
         s = ds[i]

@@ -104,7 +104,7 @@ def test_dataset_keys_images_by_content_hash(tiny_tokenizer, synth_data):
     from minimind_v.config import preset
     from minimind_v.data.parquet import VLMDataset
     cfg = preset("tiny", vocab_size=tiny_tokenizer.vocab_size, image_token_id=tiny_tokenizer.image_id)
-    ds = VLMDataset([synth_data["sft"]], tiny_tokenizer, cfg, 768)
+    ds = VLMDataset([synth_data["sft"]], tiny_tokenizer, cfg, 768, image_keys=True)
     raw = pq.read_table(synth_data["sft"], columns=["image_bytes"]).column("image_bytes")[3].as_py()
     assert ds[3].image_keys == [hashlib.sha256(raw).hexdigest()]
 

@@ -142,10 +142,11 @@ class VLMDataset(Dataset):
     """Parquet rows -> `Sample` (tokens, labels, image patches) or `Skipped`."""
 
     def __init__(self, files, tokenizer, cfg, max_length: int, think_block: bool = False,
-                 max_pixels: int = DEFAULT_MAX_PIXELS):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, image_keys: bool = False):
         self.rows = ParquetRows(files, ["conversations", "image_bytes"])
         self.tok, self.cfg, self.max_length = tokenizer, cfg, max_length
         self.think_block, self.max_pixels = think_block, max_pixels
+        self.image_keys = image_keys        # hash each picture's bytes (only the encoder cache needs it)
 
     def __len__(self):
         return len(self.rows)
@@ -165,5 +166,5 @@ class VLMDataset(Dataset):
         r = render(msgs, self.tok, self.cfg.image_token_len, self.max_length, think_block=self.think_block)
         pics = [open_image(b, self.max_pixels, TRAIN_MIN_SIDE, TRAIN_MAX_ASPECT) for b in images[:r.n_images]]
         pv = torch.stack([image_to_patches(p, self.cfg.vision) for p in pics]) if pics else None
-        keys = [image_key(b) for b in images[:len(pics)]]
+        keys = [image_key(b) for b in images[:len(pics)]] if self.image_keys else []
         return Sample(torch.tensor(r.ids), torch.tensor(r.labels), pv, i, image_keys=keys)

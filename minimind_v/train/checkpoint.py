@@ -220,11 +220,12 @@ def set_aside_newer(run_dir: str | Path, step: int) -> list[Path]:
     return moved
 
 
-def load_checkpoint(ck: str | Path, model, optimizer, scaler, map_location="cpu") -> dict:
-    """Load weights (strictly), optimizer and scaler state; returns state.json as a dict."""
+def load_checkpoint(ck: str | Path, model, optimizer, scaler, map_location="cpu", verified: bool = False) -> dict:
+    """Load weights (strictly), optimizer and scaler state; returns state.json as a dict. The checksums are
+    checked first unless the caller has just done so (`verified`, as `resolve_resume` does)."""
     from ..model.folder import strict_load
     ck = Path(ck)
-    why = verify(ck)
+    why = None if verified else verify(ck)
     if why is not None:
         raise ValueError(f"checkpoint {ck} is not usable: {why}")
     strict_load(model, load_file(str(ck / "model.safetensors")), source=str(ck / "model.safetensors"))

@@ -110,7 +110,8 @@ def build_dataset(cfg: TrainConfig, tok: Tokenizer, mcfg: ModelConfig, max_lengt
         if not Path(f).exists():
             raise FileNotFoundError(f"data file {f} does not exist")
     if all(f.endswith(".parquet") for f in files):
-        return VLMDataset(files, tok, mcfg, max_length, think_block=cfg.think_block)
+        return VLMDataset(files, tok, mcfg, max_length, think_block=cfg.think_block,
+                          image_keys=bool(cfg.encoder_cache))
     if all(f.endswith((".jsonl", ".json")) for f in files):
         return TextDataset(files, tok, max_length, mcfg.image_token_len)
     raise ValueError("data files must be all .parquet or all .jsonl")
@@ -211,7 +212,7 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.resume == "auto" and found is None:
         log(f"--resume auto: no checkpoint in {out / 'checkpoints'} yet, starting the run")
     if found:
-        st = ckpt.load_checkpoint(found, model, opt, scaler)
+        st = ckpt.load_checkpoint(found, model, opt, scaler, verified=True)   # _find_resume verified it
         step, epoch, consumed = st["step"], st["epoch"], st["consumed"]
         bad_in_row, bad_steps_total = st.get("bad_in_row", 0), st.get("bad_steps", 0)
         if dist.main:
