@@ -69,21 +69,19 @@ class VLM:
         """(n_images, image_token_len, hidden) for the pictures, encoding only those not seen lately."""
         if not images:
             return None
-        out = []
-        for im in images:
-            im = to_rgb(im)
-            key = hashlib.sha256(f"{im.size}".encode() + im.tobytes()).hexdigest()
-            tokens = self._visual.get(key)
-            if tokens is None:
-                with torch.no_grad():
-                    tokens = self.model.encode_images(self.pixels([im]))[0]
-                self._visual[key] = tokens
-                while len(self._visual) > self.VISUAL_CACHE:
-                    self._visual.popitem(last=False)
-            else:
-                self._visual.move_to_end(key)
-            out.append(tokens)
-        return torch.stack(out)
+        rgb = [to_rgb(im) for im in images]
+        keys = [hashlib.sha256(f"{im.size}".encode() + im.tobytes()).hexdigest() for im in rgb]
+        found = {k: self._visual[k] for k in keys if k in self._visual}
+        new = {k: im for k, im in zip(keys, rgb) if k not in found}
+        if new:                                   # every new picture in one encoder call
+            with torch.no_grad():
+                found.update(zip(new, self.model.encode_images(self.pixels(list(new.values())))))
+        for k in keys:
+            self._visual[k] = found[k]
+            self._visual.move_to_end(k)
+        while len(self._visual) > self.VISUAL_CACHE:
+            self._visual.popitem(last=False)
+        return torch.stack([found[k] for k in keys])
 
     def stream(self, messages: list[dict], images: list[Image.Image] | None = None, **sampling) -> Iterator[str]:
         """Yield text pieces as they are generated (whole UTF-8 characters only)."""

@@ -42,18 +42,25 @@ def sample_next(logits: torch.Tensor, p: SamplingParams, gen: torch.Generator | 
     return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
 
 
+def left_pad(prompts: list[list[int]], pad_id: int, extra: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts right-aligned into one (B, T) batch, and the key mask (B, T + extra) that marks the real
+    tokens (the `extra` columns are for tokens still to come)."""
+    t = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), t), pad_id, dtype=torch.long)
+    key_mask = torch.zeros(len(prompts), t + extra, dtype=torch.bool)
+    for i, p in enumerate(prompts):
+        ids[i, t - len(p):] = torch.tensor(p)
+        key_mask[i, t - len(p):t] = True
+    return ids, key_mask
+
+
 @torch.inference_mode()
 def generate_stream(model, prompts: list[list[int]], params: SamplingParams, pixel_values=None,
                     visual_tokens=None) -> Iterator[torch.Tensor]:
     """Yield the next token ids (B,) step by step; rows that finished keep yielding `-1`."""
     dev = next(model.parameters()).device
-    b = len(prompts)
-    t = max(len(p) for p in prompts)
-    ids = torch.full((b, t), model.cfg.pad_token_id, dtype=torch.long)
-    key_mask = torch.zeros(b, t + params.max_new_tokens, dtype=torch.bool)
-    for i, p in enumerate(prompts):
-        ids[i, t - len(p):] = torch.tensor(p)
-        key_mask[i, t - len(p):] = True
+    ids, key_mask = left_pad(prompts, model.cfg.pad_token_id, extra=params.max_new_tokens)
+    b, t = ids.shape
     ids, key_mask = ids.to(dev), key_mask.to(dev)
     pos = (key_mask[:, :t].long().cumsum(-1) - 1).clamp(min=0)
     dtype = next(model.parameters()).dtype

@@ -34,7 +34,7 @@ from typing import Callable
 
 import torch
 
-from ..model.generate import SamplingParams, sample_next
+from ..model.generate import SamplingParams, left_pad, sample_next
 from ..model.llm import KVCache
 from ..textstream import TextStream
 
@@ -278,12 +278,8 @@ class Engine:
     def _prefill(self, jobs: list[Job]):
         """Prompts left-padded into one batch, as generate_stream does; a job alone is exactly its
         computation (no padding, no mask). Returns first tokens and each row's keys/values."""
-        b, t = len(jobs), max(len(j.ids) for j in jobs)
-        ids = torch.full((b, t), self.model.cfg.pad_token_id, dtype=torch.long)
-        key_mask = torch.zeros(b, t, dtype=torch.bool)
-        for i, j in enumerate(jobs):
-            ids[i, t - len(j.ids):] = torch.tensor(j.ids)
-            key_mask[i, t - len(j.ids):] = True
+        ids, key_mask = left_pad([j.ids for j in jobs], self.model.cfg.pad_token_id)
+        b, t = ids.shape
         ids, key_mask = ids.to(self.device), key_mask.to(self.device)
         padded = not bool(key_mask.all())
         position_ids = (key_mask.long().cumsum(-1) - 1).clamp(min=0) if padded else None
