@@ -40,7 +40,7 @@ class Batch:
     pixel_values: torch.Tensor | None = None
     position_ids: torch.Tensor | None = None
     seq_ids: torch.Tensor | None = None
-    label_index: torch.Tensor | None = None   # flat positions in labels[:, 1:] that carry a label
+    label_index: torch.Tensor | None = None   # flat positions t in (B*T) whose next label is set
     n_samples: int = 0
     n_real_tokens: int = 0            # tokens that are not padding
     n_tokens: int = 0                 # tokens processed (padding included)
@@ -122,7 +122,8 @@ class Collator:
         b.n_samples = len(samples)
         b.n_real_tokens = sum(lens)
         b.n_tokens = b.input_ids.numel()
-        b.label_index = (b.labels[:, 1:] != -100).reshape(-1).nonzero().squeeze(1)
+        rows, cols = (b.labels[:, 1:] != -100).nonzero(as_tuple=True)
+        b.label_index = rows * b.labels.shape[1] + cols
         b.n_label_tokens = int(b.label_index.numel())
         b.n_images = 0 if b.pixel_values is None else int(b.pixel_values.shape[0])
         b.sum_sq_len = sum(n * n for n in lens)

@@ -100,17 +100,18 @@ class MiniMindVLM(MiniMindLM):
         out = VLMOutput(hidden_states=hidden, aux_loss=self.aux_loss())
         if labels is not None:
             # Only labelled positions go through lm_head: the shift pairs hidden[t] with labels[t+1].
-            tgt = labels[:, 1:]
             if label_index is not None:
-                # flat positions of the labels, found by the collator on the host: a boolean mask here
-                # would make the device report its count to the host in the middle of the step
-                flat = hidden[:, :-1].reshape(-1, hidden.shape[-1]).index_select(0, label_index)
-                tgt_sel, count = tgt.reshape(-1).index_select(0, label_index), torch.tensor(label_index.numel())
+                # flat (B*T) positions t whose next label is set, found by the collator on the host: a
+                # boolean mask here would make the device report its count to the host mid-step, and
+                # indexing the flat tensors directly avoids copying a shifted, non-contiguous hidden
+                flat = hidden.flatten(0, 1).index_select(0, label_index)
+                tgt_sel, count = labels.flatten().index_select(0, label_index + 1), label_index.numel()
             else:
+                tgt = labels[:, 1:]
                 sel = tgt != -100
-                flat, tgt_sel, count = hidden[:, :-1][sel], tgt[sel], sel.sum()
+                flat, tgt_sel, count = hidden[:, :-1][sel], tgt[sel], int(sel.sum())   # indexing syncs anyway
             logits = self.lm_head(flat)
-            out.loss = F.cross_entropy(logits.float(), tgt_sel, reduction="sum") / count.clamp(min=1)
+            out.loss = F.cross_entropy(logits.float(), tgt_sel, reduction="sum") / max(count, 1)
             out.n_label_tokens = count
         else:
             hk = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
