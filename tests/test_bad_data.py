@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from minimind_v.train.loop import NonFiniteLoss, TrainConfig, train
+from minimind_v.train.metrics import read_metrics
 
 
 # ---------------------------------------------------------------- building broken data
@@ -189,7 +190,7 @@ def test_training_skips_counts_and_uses_every_good_row(tmp_path, mixed, tiny_tok
     used = [r for line in (out / "rows-rank0.jsonl").read_text().splitlines() for r in json.loads(line)["rows"]]
     good = sorted(i for i, k in expected.items() if k is None)
     assert sorted(used) == good                  # every good row trained on exactly once, no bad one
-    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    recs = read_metrics(out / "metrics.jsonl")
     assert all("skipped_by_kind" in r for r in recs)
     assert recs[-1]["skipped_by_kind"] == dict(sorted(want.items()))
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in recs)

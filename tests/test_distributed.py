@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from minimind_v.train.metrics import read_metrics
 from minimind_v.train.sampler import StepSampler
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
@@ -135,7 +136,7 @@ def test_micro_steps_skip_the_all_reduce_and_only_rank_0_writes(runs):
         assert c["rounds"] == STEPS, c                  # grad_accum 2: one all-reduce round per optimizer step
         assert c["buckets"] >= c["rounds"]
     assert json.loads((tmp / "one" / "comm-rank0.json").read_text())["rounds"] == 0
-    recs = [json.loads(line) for line in (tmp / "two" / "metrics.jsonl").read_text().splitlines()]
+    recs = read_metrics(tmp / "two" / "metrics.jsonl")
     assert [r["step"] for r in recs] == list(range(1, STEPS + 1))      # one writer: each step once
     assert sorted(p.name for p in (tmp / "two" / "checkpoints").iterdir()) == \
         [f"step-{s:08d}" for s in (2, 4, 6)]

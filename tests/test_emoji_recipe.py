@@ -17,6 +17,7 @@ import pytest
 
 from conftest import ROOT, need_shared
 from minimind_v.recipes.emoji import caption, emoji_key, family_key, mine_captions, row_facts, stratified
+from minimind_v.train.metrics import read_metrics
 
 
 def _conv(*pairs):
@@ -146,8 +147,8 @@ def test_quick_recipe_smoke(tmp_path):
 
     # training worked: the vlm-sft loss fell, and the reply's form follows the question (the data's
     # templates for category and kind questions), so the model reads the prompt, not only the picture
-    sft = [json.loads(line) for line in (out / "sft" / "metrics.jsonl").read_text().splitlines()]
-    pre = [json.loads(line) for line in (out / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+    sft = read_metrics(out / "sft" / "metrics.jsonl")
+    pre = read_metrics(out / "pretrain" / "metrics.jsonl")
     assert sft[-1]["loss"] < sft[0]["loss"] - 1.0 and pre[-1]["loss"] < pre[0]["loss"]
 
     def share(task, prefix):

@@ -11,6 +11,7 @@ import torch
 
 from conftest import make_tiny_model
 from minimind_v.train.encoder_cache import EncoderCache
+from minimind_v.train.metrics import read_metrics
 
 
 def _count_calls(module):
@@ -115,8 +116,7 @@ def _run(tmp_path, tok, data, name, **kw):
     train(TrainConfig(stage="vlm-sft", data=[str(data)], out=str(out), tokenizer=tok.path, batch_size=16,
                       epochs=2, lr=2e-3, log_every=1, progress=False, save_final=False, plot=False, seed=5,
                       padding="pack", **kw))
-    return [json.loads(l)["loss"] for l in (out / "metrics.jsonl").read_text().splitlines()
-            if "loss" in json.loads(l)]
+    return [r["loss"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
 
 
 def test_training_with_the_cache_gives_the_same_losses(tmp_path, tiny_tokenizer, synth_data):

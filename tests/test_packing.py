@@ -8,7 +8,6 @@ magnitude larger (`test_packing_without_row_mask_would_differ` proves it).
 """
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch
@@ -17,6 +16,7 @@ from minimind_v.config import ModelConfig, tiny_siglip
 from minimind_v.data.collate import Collator, pack_rows
 from minimind_v.data.parquet import Sample
 from minimind_v.model.vlm import MiniMindVLM
+from minimind_v.train.metrics import read_metrics
 
 IMG = 12          # image token id
 L_IMG = 4         # 16 patches / merge 4
@@ -201,7 +201,7 @@ def _curve(tmp_path, tok, data, padding):
     train(TrainConfig(stage="vlm-sft", data=[str(data)], out=str(out), tokenizer=tok.path, batch_size=8,
                       max_steps=5, lr=2e-3, log_every=1, padding=padding, progress=False, save_final=False,
                       plot=False, seed=3))
-    recs = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    recs = read_metrics(out / "metrics.jsonl")
     return [r["loss"] for r in recs if "loss" in r], recs
 
 

@@ -24,6 +24,7 @@ from safetensors.torch import load_file
 
 from minimind_v.train import checkpoint as ckpt
 from minimind_v.train.loop import TrainConfig, train
+from minimind_v.train.metrics import read_metrics
 from minimind_v.train.sampler import SeededRows, StepSampler
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
@@ -163,7 +164,7 @@ def test_killed_twice_then_resumed_equals_uninterrupted(tmp_path, data, baseline
     assert r2 < _resumed_step(log3) <= _last_logged_step(log2)
     _same_weights(run, baseline.wait(name))
     # the metrics log holds each step once, as if the run had never stopped
-    steps_logged = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps_logged = [r["step"] for r in read_metrics(run / "metrics.jsonl")]
     assert steps_logged == list(range(1, steps + 1))
 
 

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from minimind_v.train.loop import TrainConfig, train
+from minimind_v.train.metrics import read_metrics
 
 
 def _jsonl(path, rows):
@@ -17,7 +18,7 @@ def _run(tmp_path, stage, data, **kw):
     cfg = TrainConfig(stage=stage, data=[str(d) for d in data], out=str(tmp_path / stage), batch_size=8,
                       lr=3e-3, log_every=5, progress=False, **kw)
     summary = train(cfg)
-    recs = [json.loads(l) for l in (tmp_path / stage / "metrics.jsonl").read_text().splitlines()]
+    recs = read_metrics(tmp_path / stage / "metrics.jsonl")
     return summary, recs
 
 
