@@ -67,13 +67,13 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0,
     import torch
 
     from .data import synth
-    from .eval.evaluate import evaluate, format_table, load_eval_rows, majority_baseline
+    from .eval.evaluate import evaluate, format_table, load_eval_rows, majority_baseline, show_examples
     from .model.vision import VisionEncoder
     from .pipeline import VLM
     from .tokenizer import train_tokenizer
     from .train.encoder_warmup import warm_up_encoder
     from .train.loop import TrainConfig, train
-    from .train.metrics import plot_curves, read_metrics
+    from .train.metrics import plot_stages
 
     r = recipe or (QUICK if quick else DemoRecipe())
     out = Path(out)
@@ -122,12 +122,8 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0,
     maj = majority_baseline(rows)
     wall = time.time() - t0
 
-    curves = {}
-    for name in ("pretrain", "sft"):
-        recs = [x for x in read_metrics(out / name / "metrics.jsonl") if "loss" in x]
-        offset = r.pretrain_steps if name == "sft" else 0
-        curves[f"vlm-{name}"] = [(x["step"] + offset, x["loss"]) for x in recs]
-    plot_curves(curves, out / "loss.png", title="demo training loss (vlm-pretrain, then vlm-sft)")
+    plot_stages(out, [("pretrain", r.pretrain_steps), ("sft", r.sft_steps)],
+                title="demo training loss (vlm-pretrain, then vlm-sft)")
 
     summary = {"overall": res["overall"], "per_type": res["per_type"], "blind": blind["overall"],
                "blind_per_type": blind["per_type"], "majority_baseline": maj["overall"],
@@ -139,15 +135,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0,
     print(format_table(res, blind, maj))
     print(f"\nheld-out questions: {res['n']}   wall clock: {wall:.0f} s   parameters: {summary['parameters']:,}")
     print("blind = every picture replaced by a blank one; majority = always the most frequent answer per type\n")
-    shown = 0
-    for row, p in zip(rows, res["predictions"]):
-        if shown >= examples:
-            break
-        if p["type"] in [x["type"] for x in res["predictions"][:shown]]:
-            continue
-        q = json.loads(row["conversations"])[0]["content"].replace("<image>\n", "")
-        print(f"  Q: {q}\n  A: {p['reply']}   (reference: {p['answer']}, {'right' if p['correct'] else 'wrong'})")
-        shown += 1
+    show_examples(rows, res["predictions"], examples)
     print(f"\nmodel folder: {model_dir}\nloss curve:   {out / 'loss.png'}\nsummary:      {out / 'summary.json'}")
     print(f"chat with it: minimind-v chat --model {model_dir} --image {out}/example.png "
           f"--prompt \"What colour is the circle?\" --greedy")

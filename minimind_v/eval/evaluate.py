@@ -92,3 +92,22 @@ def format_table(result: dict, blind: dict | None = None, majority: dict | None 
             vals.append(majority["per_type"].get(t, float("nan")) if t != "overall" else majority["overall"])
         lines.append(f"{t:<{w}}  " + "  ".join(f"{v * 100:8.1f}%" for v in vals))
     return "\n".join(lines)
+
+
+def show_examples(rows: list[dict], predictions: list[dict], n: int, tagged: bool = False) -> None:
+    """Print the first answer to each of up to `n` question types: question, reply, reference, verdict
+    (`tagged` puts the type in front of the question)."""
+    import json
+    seen = set()
+    for row, p in zip(rows, predictions):
+        if len(seen) >= n:
+            break
+        if p["type"] in seen:
+            continue
+        seen.add(p["type"])
+        q = json.loads(row["conversations"])[0]["content"].replace("<image>\n", "")
+        verdict = f"(reference: {p['answer']}, {'right' if p['correct'] else 'wrong'})"
+        if tagged:
+            print(f"  [{p['type']}] Q: {q}\n    A: {p['reply']}   {verdict}")
+        else:
+            print(f"  Q: {q}\n  A: {p['reply']}   {verdict}")

@@ -29,7 +29,7 @@ import argparse
 import json
 import re
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -197,11 +197,11 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
     folder is OUT/model. Returns the summary (also written to OUT/summary.json)."""
     import torch
 
-    from ..eval.evaluate import evaluate, format_table, load_eval_rows, majority_baseline
+    from ..eval.evaluate import evaluate, format_table, load_eval_rows, majority_baseline, show_examples
     from ..pipeline import VLM
     from ..tokenizer import train_tokenizer
     from ..train.loop import TrainConfig, train
-    from ..train.metrics import plot_curves, read_metrics
+    from ..train.metrics import plot_stages
 
     r = recipe or (QUICK if quick else EmojiRecipe())
     data_dir, out = Path(data_dir), Path(out)
@@ -266,11 +266,11 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
     maj = majority_baseline(val)
     timings["eval_s"] = round(time.time() - t, 1)
 
-    _plot(out, stages, plot_curves, read_metrics)
+    plot_stages(out, stages, title="emoji training loss (vlm-pretrain on captions, then vlm-sft)")
     summary = {"overall": res["overall"], "per_type": res["per_type"], "blind": blind["overall"],
                "blind_per_type": blind["per_type"], "majority_baseline": maj["overall"],
                "majority_per_type": maj["per_type"], "n_eval": res["n"],
-               "n_per_type": _counts(res["predictions"]), "train_wall_clock_s": round(train_wall, 1),
+               "n_per_type": dict(sorted(Counter(p["type"] for p in res["predictions"]).items())), "train_wall_clock_s": round(train_wall, 1),
                "train_cpu_s": round(train_cpu, 1),
                "wall_clock_s": round(time.time() - t0, 1), "timings": timings, "threads": torch.get_num_threads(),
                "captions": cap_counts, "parameters": vlm.model.num_parameters(include_vision=True),
@@ -284,7 +284,7 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
           f"total: {summary['wall_clock_s']:.0f} s   threads: {summary['threads']}   "
           f"parameters: {summary['parameters']:,}")
     print("blind = every picture replaced by a blank one; majority = always the most frequent answer per task\n")
-    _show_examples(val, res["predictions"], examples)
+    show_examples(val, res["predictions"], examples, tagged=True)
     print(f"\nmodel folder: {final}\nloss curve:   {out / 'loss.png'}\nsummary:      {out / 'summary.json'}")
     return summary
 
@@ -312,35 +312,6 @@ def _publish(src: Path, dst: Path) -> Path:
         shutil.rmtree(dst)
     shutil.copytree(src, dst)
     return dst
-
-
-def _counts(preds: list[dict]) -> dict:
-    c: dict = defaultdict(int)
-    for p in preds:
-        c[p["type"]] += 1
-    return dict(sorted(c.items()))
-
-
-def _plot(out: Path, stages, plot_curves, read_metrics) -> None:
-    curves, offset = {}, 0
-    for name, steps in stages:
-        recs = [x for x in read_metrics(out / name / "metrics.jsonl") if "loss" in x]
-        curves[f"vlm-{name}"] = [(x["step"] + offset, x["loss"]) for x in recs]
-        offset += steps
-    plot_curves(curves, out / "loss.png", title="emoji training loss (vlm-pretrain on captions, then vlm-sft)")
-
-
-def _show_examples(val: list[dict], preds: list[dict], n: int) -> None:
-    seen = set()
-    for row, p in zip(val, preds):
-        if len(seen) >= n:
-            break
-        if p["type"] in seen:
-            continue
-        seen.add(p["type"])
-        q = json.loads(row["conversations"])[0]["content"].replace("<image>\n", "")
-        print(f"  [{p['type']}] Q: {q}\n    A: {p['reply']}   (reference: {p['answer']}, "
-              f"{'right' if p['correct'] else 'wrong'})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -87,3 +87,16 @@ def plot_curves(series: dict[str, list[tuple[float, float]]], out: str | Path, t
         d.text((w - right - 145, top + 16 * k - 2), name, fill="black")
     img.save(out)
     return Path(out)
+
+
+def plot_stages(run_dir: str | Path, stages: list[tuple[str, int]], title: str) -> Path:
+    """One loss plot for stages trained one after another (RUN/<stage>/metrics.jsonl), each stage's steps
+    offset by the steps of the stages before it; written to RUN/loss.png."""
+    curves, offset = {}, 0
+    for name, steps in stages:
+        recs = [x for x in read_metrics(Path(run_dir) / name / "metrics.jsonl") if "loss" in x]
+        curves[f"vlm-{name}"] = [(x["step"] + offset, x["loss"]) for x in recs]
+        offset += steps
+    out = Path(run_dir) / "loss.png"
+    plot_curves(curves, out, title=title)
+    return out
