@@ -19,6 +19,15 @@ def shared_dir() -> Path:
     return ROOT.parent / "shared"
 
 
+# The original checkpoint fixtures (tests/test_compat.py, tests/test_export.py), and the small SigLIP2
+# shape those tests build their encoders with.
+REF = shared_dir() / "fixtures" / "reference"
+needs_ref = pytest.mark.skipif(not REF.exists(), reason=f"{REF} is absent (a user's clone): the reference "
+                                                        f"fixtures ship with the shared workspace and run in CI")
+TINY_SIGLIP = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, patch_size=4,
+                   num_patches=256, vision_use_head=False)
+
+
 def need_shared(sub: str = "") -> Path:
     p = shared_dir() / sub
     if not p.exists():

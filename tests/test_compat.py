@@ -12,21 +12,22 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REF, TINY_SIGLIP, needs_ref
 from safetensors.torch import load_file
 
 from minimind_v import cli
 from minimind_v.config import SIGLIP2_B16, ModelConfig, VisionConfig, preset
 from minimind_v.convert import convert, parameter_counts, to_reference
 from minimind_v.hf.fields import original_config
-from minimind_v.model.folder import CheckpointMismatch, load_model, save_model, strict_load
+from minimind_v.model.folder import (
+    CheckpointMismatch,
+    load_model,
+    save_model,
+    strict_load,
+)
 from minimind_v.model.vision import image_to_patches
 from minimind_v.model.vlm import MiniMindVLM
 
-REF = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "reference"
-needs_ref = pytest.mark.skipif(not REF.exists(), reason=f"{REF} is absent (a user's clone): the reference "
-                                                        f"fixtures ship with the shared workspace and run in CI")
-TINY_SIGLIP = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, patch_size=4,
-                   num_patches=256, vision_use_head=False)
 quiet = dict(log=lambda m: None)
 
 

@@ -10,11 +10,10 @@ so that greedy replies vary from token to token and depend on the picture.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from conftest import REF, TINY_SIGLIP, needs_ref
 from PIL import Image
 
 from minimind_v import cli
@@ -25,13 +24,6 @@ from minimind_v.model.generate import SamplingParams, generate
 from minimind_v.model.vision import image_to_patches
 from minimind_v.model.vlm import MiniMindVLM
 from minimind_v.pipeline import VLM
-
-REF = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "reference"
-needs_ref = pytest.mark.skipif(not REF.exists(), reason=f"{REF} is absent (a user's clone): the reference "
-                                                        f"fixtures ship with the shared workspace and run in CI")
-
-TINY_SIGLIP = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, patch_size=4,
-                   num_patches=256, vision_use_head=False)
 
 
 @pytest.fixture(scope="module")
