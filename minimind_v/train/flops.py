@@ -79,15 +79,6 @@ def flops_breakdown(cfg, n_tokens: int, n_label_tokens: int, sum_sq_len: float, 
     }
 
 
-def train_flops(cfg, n_tokens: int, n_label_tokens: int, mean_len: float, n_images: int,
-                encoder_trained: bool = False, trainable_fraction: float = 1.0) -> float:
-    """Total FLOPs of one training step over `n_tokens` real tokens. `mean_len` is the token-weighted
-    mean row length sum(T_i^2) / sum(T_i) (the plain mean slightly undercounts attention)."""
-    parts = flops_breakdown(cfg, n_tokens, n_label_tokens, mean_len * n_tokens, n_images,
-                            trainable_fraction, encoder_trained)
-    return sum(parts.values())
-
-
 def trainable_fraction(model) -> float:
     """Share of the LLM block weights (`model.layers.*`) with requires_grad."""
     total = train = 0

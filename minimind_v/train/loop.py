@@ -39,7 +39,7 @@ from ..model.vlm import MiniMindVLM
 from ..tokenizer import Tokenizer
 from . import checkpoint as ckpt
 from .distributed import all_reduce_sum, cleanup, gather_objects, setup
-from .flops import measure_peak, train_flops, trainable_fraction
+from .flops import flops_breakdown, measure_peak, trainable_fraction
 from .metrics import MetricsLog, plot_curves, read_metrics
 from .sampler import SeededRows, StepSampler, row_seed
 from .stages import TRAINABLE_CHOICES, get_stage, set_trainable
@@ -513,18 +513,15 @@ def _log_window(w, step, total, epoch, cfg, mcfg, peak, metrics, bar, log, skipp
     """Log one interval: the numbers are summed over ranks (a collective call), rank 0 writes them."""
     dt = time.perf_counter() - w["t0"]
     loss_sum = w["loss"].detach().double().reshape(1)
-    stats = torch.cat([loss_sum, torch.tensor([w["n"], w["samples"], w["real"], w["tokens"], w["images"]],
-                                              dtype=torch.float64, device=loss_sum.device)])
+    counts = [w["n"], w["samples"], w["real"], w["tokens"], w["images"], w["labels"], w["len_sum"]]
+    stats = torch.cat([loss_sum, torch.tensor(counts, dtype=torch.float64, device=loss_sum.device)])
     if dist.enabled:
         stats = all_reduce_sum(stats)
-    loss_sum, n, samples, real, tokens, images = stats.tolist()
+    loss_sum, n, samples, real, tokens, images, labels, len_sum = stats.tolist()
     loss = loss_sum / n if n else float("nan")
     steps = max(1, w["steps"])
-    # token-weighted mean row length and label share, from this rank's counts (the collator's)
-    mean_len = w["len_sum"] / max(1.0, w["real"])
-    labels = real * w["labels"] / max(1.0, w["real"])
-    flops = train_flops(mcfg, int(real), int(labels), mean_len, int(images), model.vision_trainable,
-                        trainable_fraction(model))
+    flops = sum(flops_breakdown(mcfg, int(real), int(labels), len_sum, int(images), trainable_fraction(model),
+                                model.vision_trainable).values())
     rec = {"step": step, "epoch": epoch, "loss": round(loss, 5), "lr": opt.param_groups[0]["lr"],
            "step_time_s": round(dt / steps, 4), "samples_per_s": round(samples / dt, 2),
            "real_tokens_per_s": round(real / dt, 1), "tokens_per_s": round(tokens / dt, 1),
