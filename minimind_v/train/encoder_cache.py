@@ -105,7 +105,6 @@ class EncoderCache:
         if len(keys) != n or any(k is None for k in keys):
             raise ValueError(f"{n} images but {len(keys)} cache keys (some missing): the data set must set "
                              f"Sample.image_keys to use the encoder cache")
-        dev = pixel_values.device
         found: dict[str, torch.Tensor] = {}
         first_missing: dict[str, int] = {}        # key -> index of its first image in the batch
         for i, k in enumerate(keys):
@@ -113,9 +112,11 @@ class EncoderCache:
                 continue
             f = self.get(k)
             if f is not None:
-                found[k] = f.to(dev, non_blocking=True)
+                found[k] = f
             else:
                 first_missing[k] = i
+        if found:                                 # the hits go to the device in one copy
+            found = dict(zip(found, torch.stack(list(found.values())).to(pixel_values.device)))
         self.hits += sum(1 for k in keys if k in found)
         if first_missing:
             self.misses += len(first_missing)
