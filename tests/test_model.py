@@ -172,3 +172,34 @@ def test_moe_builds_and_reports_aux_loss(tiny_tokenizer):
     assert out.aux_loss is not None and out.aux_loss.item() > 0
     (out.loss + out.aux_loss).backward()
     assert m.model.layers[0].mlp.gate.weight.grad is not None
+
+
+def test_moe_matches_per_token_experts_and_keeps_idle_experts_in_the_graph():
+    """The sorted dispatch equals running each token through its top-k experts one by one; an expert
+    that gets no token still receives a (zero) gradient, as DDP expects of every parameter."""
+    from minimind_v.config import ModelConfig
+    from minimind_v.model.llm import MoEFeedForward
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(hidden_size=16, intermediate_size=32, moe_intermediate_size=24, num_experts=4,
+                      num_experts_per_tok=2, use_moe=True)
+    moe = MoEFeedForward(cfg).train()
+    x = torch.randn(2, 5, 16, requires_grad=True)
+    y = moe(x)
+    probs = torch.softmax(moe.gate(x.reshape(-1, 16)), -1)
+    w, idx = probs.topk(2, -1)
+    w = w / w.sum(-1, keepdim=True)
+    want = torch.stack([sum(w[t, j] * moe.experts[int(idx[t, j])](x.reshape(-1, 16)[t]) for j in range(2))
+                        for t in range(10)])
+    torch.testing.assert_close(y.reshape(-1, 16), want, rtol=1e-5, atol=1e-6)
+
+    with torch.no_grad():   # route every token to expert 0 (and 1, its second choice): 2 and 3 idle
+        moe.gate.weight.zero_()
+        moe.gate.weight[0] = 5.0
+        moe.gate.weight[1] = 4.0
+    x = torch.ones(1, 3, 16)
+    moe(x).sum().backward()
+    for e in (2, 3):
+        g = moe.experts[e].up_proj.weight.grad
+        assert g is not None and torch.count_nonzero(g) == 0
+    assert torch.count_nonzero(moe.experts[0].up_proj.weight.grad) > 0

@@ -24,12 +24,14 @@ left-padded batch gives each row the answer it gets alone.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
 import transformers
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
@@ -335,10 +337,13 @@ class MiniMindVForCausalLM(PreTrainedModel, GenerationMixin):
         h = F.dropout(inputs_embeds, self.config.dropout, self.training) if self.config.dropout else inputs_embeds
         want_states = kwargs.get("output_hidden_states", self.config.output_hidden_states)
         states = [h] if want_states else None
-        for layer in self.model.layers:
-            h = layer(h, cos, sin, mask, cache)
-            if want_states:
-                states.append(h)
+        # on CUDA no cuDNN attention: it builds a plan for every new key length, i.e. every decode step
+        no_cudnn = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+        with sdpa_kernel(no_cudnn) if h.device.type == "cuda" else contextlib.nullcontext():
+            for layer in self.model.layers:
+                h = layer(h, cos, sin, mask, cache)
+                if want_states:
+                    states.append(h)
         h = self.model.norm(h)
         if want_states:
             states[-1] = h        # as in transformers' decoders: the last entry is after the final norm

@@ -10,16 +10,29 @@ Attention masks, in order of preference:
   * `seq_ids` (packing)              -> block-diagonal causal: a token sees earlier tokens of its own row,
   * `key_mask` (left-padded batches) -> causal, and padded keys are never attended,
   * a KV cache                       -> causal with the cache offset.
+
+On CUDA, attention runs inside `sdpa_backends`: flash / memory-efficient kernels, never cuDNN's. Recent
+torch tries cuDNN first on Hopper and newer, and cuDNN builds an execution plan for every new shape
+(measured on an H200: 0.1-2 s a time); packed or pad-to-longest batches bring a new shape nearly every step.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..config import ModelConfig
+
+_NO_CUDNN = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
+def sdpa_backends(device: torch.device):
+    """Context for attention calls: on CUDA, SDPA kernels without a per-shape cost (no cuDNN)."""
+    return sdpa_kernel(_NO_CUDNN) if device.type == "cuda" else contextlib.nullcontext()
 
 
 class RMSNorm(nn.Module):
@@ -164,15 +177,17 @@ class MoEFeedForward(nn.Module):
         top_w, top_i = probs.topk(self.k, dim=-1)
         if self.norm_topk:
             top_w = top_w / (top_w.sum(-1, keepdim=True) + 1e-20)
-        out = torch.zeros_like(flat)
-        for e, expert in enumerate(self.experts):
-            rows, slot = (top_i == e).nonzero(as_tuple=True)
-            if rows.numel() == 0:
-                if self.training:   # keep every expert in the graph (DDP needs used params)
-                    out = out + 0.0 * sum(p.sum() for p in expert.parameters())
-                continue
-            y = expert(flat[rows]) * top_w[rows, slot, None].to(flat.dtype)
-            out = out.index_add(0, rows, y)
+        # tokens sorted by expert, one host read of the counts per layer (not one per expert): the
+        # experts then run on contiguous slices; an expert with no tokens runs on an empty slice, which
+        # keeps its parameters in the graph with zero gradients (DDP expects every parameter used)
+        expert_of = top_i.reshape(-1)
+        order = expert_of.argsort(stable=True)
+        counts = torch.bincount(expert_of, minlength=self.n).tolist()
+        rows = order // self.k
+        xs = flat[rows].split(counts)
+        y = torch.cat([expert(xe) for expert, xe in zip(self.experts, xs)])
+        y = y * top_w.reshape(-1)[order, None].to(flat.dtype)
+        out = torch.zeros_like(flat).index_add(0, rows, y)
         if self.training and self.coef > 0:
             routed = F.one_hot(top_i, self.n).float().sum(1).mean(0)        # fraction per expert (x k)
             self.aux_loss = self.coef * self.n * (routed / self.k * probs.mean(0)).sum()
@@ -272,8 +287,9 @@ class MiniMindLM(nn.Module):
             total = offset + t
             mask = build_mask(b, t, offset, total, h.device, seq_ids, key_mask)
         h = F.dropout(h, self.cfg.dropout, self.training) if self.cfg.dropout else h
-        for i, layer in enumerate(self.model.layers):
-            h = layer(h, cos, sin, mask, cache, i)
+        with sdpa_backends(h.device):
+            for i, layer in enumerate(self.model.layers):
+                h = layer(h, cos, sin, mask, cache, i)
         if cache is not None:
             cache.pos += t
         return self.model.norm(h)

@@ -21,6 +21,7 @@ from PIL import Image
 from torch import nn
 
 from ..config import VisionConfig
+from .llm import sdpa_backends
 
 Image.MAX_IMAGE_PIXELS = None     # we enforce our own limit before decoding (see `open_image`)
 DEFAULT_MAX_PIXELS = 64_000_000
@@ -144,5 +145,6 @@ class VisionEncoder(nn.Module):
         shapes = torch.tensor([[g, g]], device=patches.device).expand(n, 2)
         mask = torch.ones(n, p, dtype=torch.long, device=patches.device)
         dtype = self.encoder.embeddings.patch_embedding.weight.dtype
-        out = self.encoder(pixel_values=patches.to(dtype), pixel_attention_mask=mask, spatial_shapes=shapes)
+        with sdpa_backends(patches.device):
+            out = self.encoder(pixel_values=patches.to(dtype), pixel_attention_mask=mask, spatial_shapes=shapes)
         return out.last_hidden_state
