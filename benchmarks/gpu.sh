@@ -3,9 +3,11 @@
 # throughput in bf16 for both VLM stages (dense and MoE, ours against the original's way, batch 4 and
 # 16), torch.compile on the dense SFT step, and generation (time to first token, decode tokens/s at
 # batch 1 and 8). Every part runs under its own `timeout`, so the whole script ends in under 8 minutes
-# even if a part hangs; the JSON lines land in $OUT (the device tool brings that folder back).
+# even if a part hangs; the JSON lines land in $OUT (the device tool brings that folder back). It also
+# times what a new sequence length costs the attention kernels (attention_shapes.py).
 #
 #   bash benchmarks/gpu.sh                    # on the GPU machine (uses python3 there, PYTHONPATH=.)
+#   PARTS="attention train" bash benchmarks/gpu.sh   # some parts only (attention train compile generate)
 #   DRY_RUN=1 bash benchmarks/gpu.sh          # here, on CPU: the tiny preset, one step, checks the plumbing
 #
 # Then copy the JSON lines into benchmarks/results/ and the numbers into docs/perf.md.
@@ -30,14 +32,16 @@ if [ "${DRY_RUN:-0}" = 1 ]; then
   STEPS=(--warmup 1 --steps 1)
   BATCHES=(4)
   GEN=(--preset tiny --tokens 8 --repeats 1 --device cpu --dtype fp32 --threads 1)
-  T_TRAIN=300 T_COMPILE=300 T_GEN=120
+  T_ATTN=60 T_TRAIN=300 T_COMPILE=300 T_GEN=120
+  ATTN=(--device cpu --lengths 2)
 else
   DEV=(--device cuda --dtype bf16)
   PRESETS=(minimind-3v minimind-3v-moe)
   STEPS=(--warmup 3 --steps 10)
   BATCHES=(4 16)
   GEN=(--preset minimind-3v minimind-3v-moe --tokens 100 --repeats 3 --device cuda --dtype bf16)
-  T_TRAIN=270 T_COMPILE=100 T_GEN=90
+  T_ATTN=40 T_TRAIN=150 T_COMPILE=180 T_GEN=90   # measured on an H200: 4 s, 73-105 s, >100 s, 43-73 s
+  ATTN=(--device cuda)
 fi
 
 {
@@ -46,10 +50,12 @@ fi
   "$PY" -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__)"
 } 2>&1 | tee "$OUT/machine.txt"
 
+PARTS=${PARTS:-attention train compile generate}
 status=0
 run() {   # run NAME SECONDS CMD...: log stderr, keep going when one part fails or times out
   local name=$1 secs=$2
   shift 2
+  [[ " $PARTS " == *" $name "* ]] || return 0
   echo "== $name (limit ${secs}s): $*" | tee -a "$LOG"
   local t0=$SECONDS
   timeout --signal=INT --kill-after=10 "$secs" "$@" 2>>"$LOG"
@@ -58,6 +64,7 @@ run() {   # run NAME SECONDS CMD...: log stderr, keep going when one part fails 
   [ $rc -eq 0 ] || status=1
 }
 
+run attention "$T_ATTN" "$PY" benchmarks/attention_shapes.py "${ATTN[@]}" --out "$OUT/attention.jsonl"
 run train "$T_TRAIN" "$PY" benchmarks/train_throughput.py "${DEV[@]}" "${STEPS[@]}" "${TOK[@]}" \
     --stage vlm-sft vlm-pretrain --preset "${PRESETS[@]}" --batch-size "${BATCHES[@]}" \
     --modes original longest pack pack+cache --out "$OUT/train.jsonl"
