@@ -62,6 +62,9 @@ def _add_train(sub):
                    help="cache the frozen encoder's outputs on disk by image hash and reuse them across epochs "
                         "and runs (faster when pictures repeat; refused with --unfreeze-vision: a trained encoder's "
                         "outputs change)")
+    p.add_argument("--augment", type=float, default=0.0, metavar="S",
+                   help="random zoom (+-15%%), shift (+-8%%), brightness and contrast (+-10%%) of training pictures, "
+                        "times S (1 = those ranges; 0 = off). Helps when few pictures are seen for many epochs")
     p.add_argument("--trace-rows", action="store_true",
                    help="write OUT/rows-rank<R>.jsonl: the data rows each optimizer step trained on")
     p.add_argument("--no-progress", action="store_true")
@@ -85,7 +88,8 @@ def _cmd_train(a) -> int:
                       unfreeze_vision=a.unfreeze_vision, dtype=a.dtype, device=a.device,
                       num_workers=a.num_workers, seed=a.seed, log_every=a.log_every, save_every=a.save_every,
                       keep_last=a.keep_last, resume=a.resume, logger=a.logger, max_bad_steps=a.max_bad_steps,
-                      progress=not a.no_progress, trace_rows=a.trace_rows, encoder_cache=a.encoder_cache)
+                      progress=not a.no_progress, trace_rows=a.trace_rows, encoder_cache=a.encoder_cache,
+                      augment=a.augment)
     summary = train(cfg)
     code = 143 if summary.get("stopped") else 0     # 143: stopped by a signal after a checkpoint; retry goes on
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:

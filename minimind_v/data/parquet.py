@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from ..model.vision import (DEFAULT_MAX_PIXELS, TRAIN_MAX_ASPECT, TRAIN_MIN_SIDE, ImageError, image_to_patches,
                             open_image)
+from .augment import augment_image
 from .chat import BadRow, check_order, count_markers, parse_conversations, render
 
 
@@ -142,11 +143,12 @@ class VLMDataset(Dataset):
     """Parquet rows -> `Sample` (tokens, labels, image patches) or `Skipped`."""
 
     def __init__(self, files, tokenizer, cfg, max_length: int, think_block: bool = False,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, image_keys: bool = False):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, image_keys: bool = False, augment: float = 0.0):
         self.rows = ParquetRows(files, ["conversations", "image_bytes"])
         self.tok, self.cfg, self.max_length = tokenizer, cfg, max_length
         self.think_block, self.max_pixels = think_block, max_pixels
         self.image_keys = image_keys        # hash each picture's bytes (only the encoder cache needs it)
+        self.augment = augment              # strength of data/augment.py's random zoom / shift / light (0: off)
 
     def __len__(self):
         return len(self.rows)
@@ -165,6 +167,8 @@ class VLMDataset(Dataset):
         msgs, images = validate_row(row)
         r = render(msgs, self.tok, self.cfg.image_token_len, self.max_length, think_block=self.think_block)
         pics = [open_image(b, self.max_pixels, TRAIN_MIN_SIDE, TRAIN_MAX_ASPECT) for b in images[:r.n_images]]
+        if self.augment:
+            pics = [augment_image(p, self.augment) for p in pics]
         pv = torch.stack([image_to_patches(p, self.cfg.vision) for p in pics]) if pics else None
         keys = [image_key(b) for b in images[:len(pics)]] if self.image_keys else []
         return Sample(torch.tensor(r.ids), torch.tensor(r.labels), pv, i, image_keys=keys)

@@ -60,6 +60,7 @@ class EmojiRecipe:
     lr: float = 2e-3
     sft_lr: float = 1.5e-3
     warmup_steps: int = 60
+    augment: float = 0.0           # data/augment.py strength on every training picture (0: off)
     train_rows: int | None = None  # use only the first N training rows (smoke runs)
     val_rows: int | None = None    # evaluate only N validation rows (smoke runs)
     max_new_tokens: int = 32
@@ -230,7 +231,7 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
         f"({cap_counts['with_category']} with a category, {cap_counts['with_kind']} with a kind)")
 
     common = dict(batch_size=r.batch_size, unfreeze_vision=True, trainable="all", seed=seed, log_every=20,
-                  num_workers=0, padding=r.padding, max_length=r.max_length)
+                  num_workers=0, padding=r.padding, max_length=r.max_length, augment=r.augment)
     stages = []
     init = None
     if r.caption_epochs > 0:

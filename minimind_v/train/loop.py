@@ -80,6 +80,7 @@ class TrainConfig:
     max_bad_steps: int = 20               # abort after this many non-finite losses in a row
     trace_rows: bool = False              # write OUT/rows-rank<R>.jsonl: the rows each optimizer step trained on
     encoder_cache: str | None = None      # folder caching frozen-encoder outputs by image hash (train/encoder_cache.py)
+    augment: float = 0.0                  # random zoom / shift / light on training pictures (data/augment.py); 0: off
     think_block: bool = False
     progress: bool = True
     save_final: bool = True
@@ -111,7 +112,7 @@ def build_dataset(cfg: TrainConfig, tok: Tokenizer, mcfg: ModelConfig, max_lengt
             raise FileNotFoundError(f"data file {f} does not exist")
     if all(f.endswith(".parquet") for f in files):
         return VLMDataset(files, tok, mcfg, max_length, think_block=cfg.think_block,
-                          image_keys=bool(cfg.encoder_cache))
+                          image_keys=bool(cfg.encoder_cache), augment=cfg.augment)
     if all(f.endswith((".jsonl", ".json")) for f in files):
         return TextDataset(files, tok, max_length, mcfg.image_token_len)
     raise ValueError("data files must be all .parquet or all .jsonl")
@@ -188,6 +189,9 @@ def train(cfg: TrainConfig) -> dict:
                 else contextlib.nullcontext())
     enc_cache = None
     if cfg.encoder_cache:
+        if cfg.augment:
+            raise ValueError("--encoder-cache keeps one encoding per picture, --augment changes the picture every "
+                             "epoch: use one or the other")
         from .encoder_cache import EncoderCache
         enc_cache = EncoderCache(cfg.encoder_cache, model, dtype)
         log(f"frozen-encoder cache: {enc_cache.dir}")
