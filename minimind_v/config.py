@@ -74,6 +74,7 @@ class ModelConfig:
     image_token_len: int | None = None    # visual tokens per image; derived from the vision config
     merge: int = 4                        # consecutive patch features concatenated per visual token
     projector_norm: bool = False          # LayerNorm on the merged features before the MLP (B/32 variant)
+    visual_pos_embed: bool = False        # a learned vector per visual-token place added after the projector
     vision: VisionConfig = field(default_factory=VisionConfig)
 
     def __post_init__(self):

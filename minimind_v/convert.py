@@ -273,6 +273,9 @@ def to_reference(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.fl
     if model.cfg.vision.siglip is not None and model.cfg.vision.path is None:
         model = load_model(src, vision=True)
     cfg = model.cfg
+    if cfg.visual_pos_embed:
+        raise ValueError(f"{src} adds a learned place vector to each visual token (visual_pos_embed), which the "
+                         "original MiniMind-V has no weight for; export it with `minimind-v export --to hf` instead")
     converted: dict[int, torch.Tensor] = {}
     sd = {}
     for k, v in model.state_dict(keep_vars=False).items():

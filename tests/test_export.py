@@ -33,13 +33,13 @@ def tok(tmp_path_factory):
     return train_tokenizer(corpus(200), vocab_size=320, out=tmp_path_factory.mktemp("tok"), show_progress=False)
 
 
-def tiny_model(tok, moe=False, encoder=True, seed=0) -> MiniMindVLM:
+def tiny_model(tok, moe=False, encoder=True, seed=0, **extra) -> MiniMindVLM:
     """64 visual tokens from a 64x64 picture (256 patches of 4 px, merged 4 at a time), like the real recipe."""
     torch.manual_seed(seed)
     vis = (VisionConfig(path=None, siglip=TINY_SIGLIP, image_size=64, patch_size=4, hidden_size=32) if encoder
            else VisionConfig(path=None, siglip=None, image_size=64, patch_size=4, hidden_size=32))
     cfg = ModelConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      vocab_size=tok.vocab_size, use_moe=moe, vision=vis)
+                      vocab_size=tok.vocab_size, use_moe=moe, vision=vis, **extra)
     model = MiniMindVLM(cfg, vision=encoder).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -214,6 +214,29 @@ def test_moe_and_text_only_exports(tok, tmp_path):
         ours = generate(model, [ids[0].tolist()], SamplingParams(max_new_tokens=6))[0]
         out = hf.generate(ids, max_new_tokens=6, do_sample=False)[0, ids.shape[1]:].tolist()
         assert out == ours, name
+
+
+def test_visual_place_embedding_exports_and_comes_back(tok, tmp_path):
+    """The demo's models add a learned vector per visual-token place: transformers (remote code) gives the
+    same logits, the folder imports back identically, and the original's format is refused with a reason."""
+    from transformers import AutoModelForCausalLM
+    model = tiny_model(tok, seed=2, visual_pos_embed=True)
+    with torch.no_grad():
+        model.vision_proj.pos_embed.normal_(0, 0.5)
+    save_model(model, tmp_path / "ours", tok)
+    export(tmp_path / "ours", tmp_path / "hf", to="hf", log=lambda m: None)
+    hf = AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf"), trust_remote_code=True).eval()
+    ids = torch.tensor([[1, 30, 31] + [12] * 64 + [32, 2]])
+    pix = image_to_patches(picture(7), model.cfg.vision)[None]
+    with torch.no_grad():
+        ref = model(ids, pixel_values=pix).logits
+        without = model(ids, pixel_values=pix, visual_tokens=model.vision_proj.mlp(
+            model.vision_encoder(pix).reshape(1, 64, -1))).logits
+        assert not torch.allclose(ref, without)                       # the place vectors do change the output
+        torch.testing.assert_close(hf(input_ids=ids, pixel_values=pix).logits, ref, atol=1e-5, rtol=0)
+        assert torch.equal(load_model(tmp_path / "hf")(ids, pixel_values=pix).logits, ref)
+    with pytest.raises(ValueError, match="visual_pos_embed"):
+        convert(tmp_path / "ours", tmp_path / "ref.pth", to="reference", log=lambda m: None)
 
 
 def test_bf16_export_is_smaller_and_close(exported, tmp_path):

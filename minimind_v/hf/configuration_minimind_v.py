@@ -9,6 +9,7 @@ vision side that the original hard-wired or kept outside the checkpoint:
     vision_config     the Siglip2VisionConfig of the bundled encoder (a dict), or None for a text-only folder
     merge             consecutive patch features concatenated per visual token (4: 256 patches -> 64 tokens)
     projector_norm    LayerNorm on the merged features before the projector MLP (the B/32 variant)
+    visual_pos_embed  a learned vector per visual-token place added after the projector (the demo's models)
     image_size        pictures are resized to image_size x image_size before patching
     yarn_scaling      the original's `rope_scaling` dict (YaRN), under another name: transformers 5 rewrites
                       any attribute called `rope_scaling` into its own `rope_parameters` format on load/save.
@@ -38,7 +39,7 @@ class MiniMindVConfig(_BaseConfig):
                  dropout=0.0, flash_attn=True, use_moe=False, num_experts=4, num_experts_per_tok=1,
                  moe_intermediate_size=None, norm_topk_prob=True, router_aux_loss_coef=5e-4,
                  image_special_token="<|image_pad|>", image_ids=(12,), image_hidden_size=768, image_token_len=64,
-                 vision_config=None, merge=4, projector_norm=False, image_size=256,
+                 vision_config=None, merge=4, projector_norm=False, visual_pos_embed=False, image_size=256,
                  bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=True, **kwargs):
         self.hidden_size = hidden_size
         self.num_hidden_layers = num_hidden_layers
@@ -73,6 +74,7 @@ class MiniMindVConfig(_BaseConfig):
         self.vision_config = dict(vision_config) if vision_config is not None else None
         self.merge = merge
         self.projector_norm = projector_norm
+        self.visual_pos_embed = visual_pos_embed
         self.image_size = image_size
         # transformers uses these for caches and generation
         self.use_cache = kwargs.pop("use_cache", True)

@@ -72,6 +72,8 @@ def hf_config(model) -> dict:
     enc = model.vision_encoder.encoder.config if model.vision_encoder is not None else None
     d.update(yarn_scaling=cfg.rope_scaling, vision_config=siglip_fields(enc) if enc is not None else None,
              merge=cfg.merge, projector_norm=cfg.projector_norm, image_size=cfg.vision.image_size)
+    if cfg.visual_pos_embed:
+        d["visual_pos_embed"] = True
     return d
 
 

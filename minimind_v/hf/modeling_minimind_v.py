@@ -193,7 +193,8 @@ class MiniMindDecoder(nn.Module):
 
 
 class MiniMindVisionProjector(nn.Module):
-    """(N, P, D) -> concat `merge` consecutive patches (N, P/merge, merge*D) -> [LayerNorm] -> Linear, GELU, Linear."""
+    """(N, P, D) -> concat `merge` consecutive patches (N, P/merge, merge*D) -> [LayerNorm] -> Linear, GELU, Linear
+    [-> + a learned vector per visual-token place]."""
 
     def __init__(self, config: MiniMindVConfig):
         super().__init__()
@@ -202,13 +203,16 @@ class MiniMindVisionProjector(nn.Module):
         self.norm = nn.LayerNorm(width) if config.projector_norm else None
         self.mlp = nn.Sequential(nn.Linear(width, config.hidden_size), nn.GELU(),
                                  nn.Linear(config.hidden_size, config.hidden_size))
+        self.pos_embed = (nn.Parameter(torch.zeros(config.image_token_len, config.hidden_size))
+                          if getattr(config, "visual_pos_embed", False) else None)
 
     def forward(self, feats):
         n, p, d = feats.shape
         x = feats.reshape(n, p // self.merge, d * self.merge)
         if self.norm is not None:
             x = self.norm(x)
-        return self.mlp(x)
+        x = self.mlp(x)
+        return x if self.pos_embed is None else x + self.pos_embed.to(x.dtype)
 
 
 def attention_mask_4d(attention_mask, t: int, past: int, device):

@@ -34,7 +34,8 @@ class MiniMindVLM(MiniMindLM):
 
     def __init__(self, cfg: ModelConfig, vision: bool = True, base_dir=None):
         super().__init__(cfg)
-        self.vision_proj = Projector(cfg.vision.hidden_size, cfg.hidden_size, cfg.merge, cfg.projector_norm)
+        self.vision_proj = Projector(cfg.vision.hidden_size, cfg.hidden_size, cfg.merge, cfg.projector_norm,
+                                     places=cfg.image_token_len if cfg.visual_pos_embed else 0)
         self.vision_encoder = VisionEncoder(cfg.vision, base_dir) if vision else None
         self.vision_trainable = False
         self.vision_base = str(base_dir) if base_dir is not None else None   # where a relative encoder path is resolved
