@@ -14,9 +14,12 @@ Steps (all local, nothing downloaded):
      both next to the majority-answer baseline; write summary.json, loss.png and example answers.
 
 The recipe: 48 px pictures cut into 16 px patches, so each cell of the scenes' 3 x 3 layout is one
-patch and one visual token (no merge); several questions per picture, so every encoded image pays for
-four answers; the encoder warmed up first, then trained on with everything else (`trainable="all"`,
-`unfreeze_vision`). What it reaches, and the designs we measured against it, are in docs/demo.md.
+patch and one visual token (no merge), each visual token with a learned place vector added after the
+projector (`visual_pos_embed`); several questions per picture, so every encoded image pays for four
+answers; replies whose answer word is the token the captions use ("It is red.", data/synth.py); the
+encoder warmed up first, then trained on with everything else (`trainable="all"`, `unfreeze_vision`);
+400 caption steps before 700 SFT steps, so the places are learned before the questions. What it reaches, and the designs we
+measured against it, are in docs/demo.md.
 """
 from __future__ import annotations
 
@@ -45,17 +48,19 @@ class DemoRecipe:
     merge: int = 1
     warmup_pictures: int = 3000   # one-object pictures for the encoder warm-up
     warmup_steps: int = 300
-    pretrain_steps: int = 200
-    sft_steps: int = 900
+    pretrain_steps: int = 400
+    sft_steps: int = 700
     batch_size: int = 32
     lr: float = 2e-3
     sft_lr: float = 1.5e-3
     turns: int = 4
+    visual_pos: bool = True       # a learned place vector per visual token (ModelConfig.visual_pos_embed)
 
     def model_overrides(self) -> dict:
         vision = tiny_siglip(self.enc_hidden, self.enc_layers, self.enc_heads, self.image_size, self.patch_size)
         return dict(merge=self.merge, hidden_size=self.hidden, num_hidden_layers=self.layers, num_attention_heads=self.heads,
-                    num_key_value_heads=self.kv_heads, vision=vision, max_position_embeddings=1024)
+                    num_key_value_heads=self.kv_heads, vision=vision, max_position_embeddings=1024,
+                    visual_pos_embed=self.visual_pos)
 
 
 QUICK = DemoRecipe(n_train=600, n_eval=80, warmup_pictures=300, warmup_steps=20, pretrain_steps=20, sft_steps=40,
