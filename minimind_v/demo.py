@@ -18,8 +18,8 @@ patch and one visual token (no merge), each visual token with a learned place ve
 projector (`visual_pos_embed`); several questions per picture, so every encoded image pays for four
 answers; replies whose answer word is the token the captions use ("It is red.", data/synth.py); the
 encoder warmed up first, then trained on with everything else (`trainable="all"`, `unfreeze_vision`);
-400 caption steps before 700 SFT steps, so the places are learned before the questions. What it reaches, and the designs we
-measured against it, are in docs/demo.md.
+400 caption steps before 700 SFT steps, so the places are learned before the questions. What it
+reaches, and the designs we measured against it, are in docs/demo.md.
 """
 from __future__ import annotations
 
