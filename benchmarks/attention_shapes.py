@@ -15,15 +15,20 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention import sdpa_kernel
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from minimind_v.model.llm import NO_CUDNN  # noqa: E402
 
 CHOICES = {
-    "default": None,   # torch's own order
-    "no-cudnn": [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
+    "default": None,      # torch's own order
+    "no-cudnn": NO_CUDNN,  # what the model uses on CUDA (model/llm.py sdpa_backends)
 }
 
 

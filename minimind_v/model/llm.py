@@ -27,12 +27,12 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..config import ModelConfig
 
-_NO_CUDNN = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+NO_CUDNN = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]   # SDPA kernels used on CUDA
 
 
 def sdpa_backends(device: torch.device):
     """Context for attention calls: on CUDA, SDPA kernels without a per-shape cost (no cuDNN)."""
-    return sdpa_kernel(_NO_CUDNN) if device.type == "cuda" else contextlib.nullcontext()
+    return sdpa_kernel(NO_CUDNN) if device.type == "cuda" else contextlib.nullcontext()
 
 
 class RMSNorm(nn.Module):
