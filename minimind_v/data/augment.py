@@ -19,11 +19,13 @@ import random
 
 from PIL import Image, ImageEnhance
 
+from ..model.vision import to_rgb
+
 
 def augment_image(img: Image.Image, strength: float = 1.0) -> Image.Image:
     if strength <= 0:
         return img
-    img = img.convert("RGB")
+    img = to_rgb(img)          # as everywhere else: transparent areas become white, not black
     w, h = img.size
     corner = img.getpixel((0, 0))
     zoom = 1 + random.uniform(-0.15, 0.15) * strength
