@@ -152,6 +152,9 @@ class _Stop:
 
 def train(cfg: TrainConfig) -> dict:
     """Run one stage. Returns a summary dict (final loss, steps, skipped rows, model folder...)."""
+    if cfg.encoder_cache and cfg.augment:    # refused before any work is done
+        raise ValueError("--encoder-cache keeps one encoding per picture, --augment changes the picture every "
+                         "epoch: use one or the other")
     device = torch_device(cfg.device)
     dist = setup(device.type)
     if dist.enabled and device.type == "cuda":
@@ -189,9 +192,6 @@ def train(cfg: TrainConfig) -> dict:
                 else contextlib.nullcontext())
     enc_cache = None
     if cfg.encoder_cache:
-        if cfg.augment:
-            raise ValueError("--encoder-cache keeps one encoding per picture, --augment changes the picture every "
-                             "epoch: use one or the other")
         from .encoder_cache import EncoderCache
         enc_cache = EncoderCache(cfg.encoder_cache, model, dtype)
         log(f"frozen-encoder cache: {enc_cache.dir}")
