@@ -4,6 +4,7 @@ failing request among good ones. Every answer must equal what the model says alo
 from __future__ import annotations
 
 import pytest
+import torch
 from PIL import Image
 
 from minimind_v.pipeline import VLM
@@ -178,3 +179,42 @@ def test_queue_limit(vlm):
         engine.submit(make_job(vlm, "c", n=2))
     run(engine)
     engine.submit(make_job(vlm, "d", n=2))     # room again once the queue drained
+
+
+@pytest.mark.parametrize("image_cache", [64, 0])
+def test_a_picture_asked_about_again_skips_the_encoder(vlm, image_cache):
+    """Chat clients resend the picture with every turn: its visual tokens come from the engine's cache
+    (the encoder runs once), the answers stay what the model says alone, and 0 turns the cache off."""
+    engine = Engine(vlm, image_cache=image_cache)
+    red, blue = Image.new("RGB", (30, 20), (220, 20, 20)), Image.new("RGB", (20, 30), (20, 20, 220))
+    calls = []
+    encoder = vlm.model.vision_encoder
+    hook = encoder.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    try:
+        first = make_job(vlm, "What colour?", [red], n=6)
+        engine.submit(first)
+        run(engine)
+        again = [make_job(vlm, "Is it red?", [red], n=6), make_job(vlm, "Which is blue?", [blue, red], n=6)]
+        for job in again:
+            engine.submit(job)
+        run(engine)
+    finally:
+        hook.remove()
+    for job in [first, *again]:
+        assert text_of(job) == job.want
+    if image_cache:
+        assert calls == [1, 1]                      # red once, then blue alone; red came from the cache
+        assert engine.counters["images_encoded"] == 2 and engine.counters["images_cached"] == 2
+    else:
+        assert calls == [1, 3] and engine.counters["images_cached"] == 0 and not engine.visual
+
+
+def test_image_cache_keeps_the_most_recent_pictures(vlm):
+    engine = Engine(vlm, image_cache=2)
+    pics = [vlm.pixels([Image.new("RGB", (8, 8), (40 * i, 0, 0))]) for i in range(3)]
+    for p in pics:
+        engine._visual_tokens(p)
+    engine._visual_tokens(pics[1])                  # used again: now the most recent
+    engine._visual_tokens(torch.cat([pics[2], pics[0]]))
+    assert engine.counters["images_encoded"] == 4    # pics[0] had been evicted (the least recently used)
+    assert len(engine.visual) == 2

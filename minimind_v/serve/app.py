@@ -40,7 +40,8 @@ log = logging.getLogger("minimind_v.serve")
 
 def create_app(vlm, *, name: str | None = None, api_key: str | None = None, limits: ImageLimits | None = None,
                defaults: P.Defaults | None = None, max_context: int | None = None, max_batch: int = 16,
-               max_queue: int = 256, max_body_bytes: int | None = None, poll_s: float = 0.25) -> FastAPI:
+               max_queue: int = 256, max_body_bytes: int | None = None, poll_s: float = 0.25,
+               image_cache: int = 64) -> FastAPI:
     """The app serving `vlm` (a `pipeline.VLM`). The engine thread starts and stops with the app."""
     name = name or vlm.name
     limits = limits or ImageLimits()
@@ -48,7 +49,7 @@ def create_app(vlm, *, name: str | None = None, api_key: str | None = None, limi
     max_context = max_context or min(vlm.model.cfg.max_position_embeddings, 2048)
     if max_body_bytes is None:        # every image at its byte limit, base64-inflated by 4/3, plus 1 MiB of text
         max_body_bytes = limits.max_images * (limits.max_bytes * 4 // 3 + 1024) + (1 << 20)
-    engine = Engine(vlm, max_batch=max_batch, max_queue=max_queue)
+    engine = Engine(vlm, max_batch=max_batch, max_queue=max_queue, image_cache=image_cache)
 
     @asynccontextmanager
     async def lifespan(app):

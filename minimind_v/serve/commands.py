@@ -32,6 +32,9 @@ def add_serve_command(sub) -> None:
     p.add_argument("--max-images", type=int, default=8, help="images per request, all messages together")
     p.add_argument("--max-batch", type=int, default=16, help="requests decoded together")
     p.add_argument("--max-queue", type=int, default=256, help="waiting requests before 429 'busy'")
+    p.add_argument("--image-cache", type=int, default=64,
+                   help="keep the visual tokens of this many recent pictures, so a follow-up question about "
+                        "the same picture skips the encoder (0: off)")
     p.add_argument("--max-context", type=int,
                    help="prompt + completion tokens per request (default: min(model limit, 2048))")
     p.add_argument("--max-tokens", type=int, default=512, help="completion tokens when a request names none")
@@ -58,7 +61,7 @@ def cmd_serve(a) -> int:
         torch.set_num_threads(a.threads)
     vlm = VLM.load(a.model, device=a.device, dtype=torch_dtype(a.dtype))
     app = create_app(vlm, name=a.name, api_key=a.api_key, max_context=a.max_context, max_batch=a.max_batch,
-                     max_queue=a.max_queue,
+                     max_queue=a.max_queue, image_cache=a.image_cache,
                      limits=ImageLimits(max_bytes=a.max_image_bytes, max_pixels=a.max_image_pixels,
                                         max_images=a.max_images, allow_remote=a.allow_remote_images),
                      defaults=Defaults(temperature=a.temperature, top_p=a.top_p, max_tokens=a.max_tokens))
