@@ -15,6 +15,7 @@ import torch
 from minimind_v.config import ModelConfig, tiny_siglip
 from minimind_v.data.collate import Collator, pack_rows
 from minimind_v.data.parquet import Sample
+from minimind_v.model.llm import MiniMindLM, row_segments
 from minimind_v.model.vlm import MiniMindVLM
 from minimind_v.train.metrics import read_metrics
 
@@ -126,8 +127,11 @@ def _rows_in_order(b, r, rows):
     return out
 
 
+@pytest.mark.parametrize("split", [True, False], ids=["per-row", "mask"])
 @pytest.mark.parametrize("max_length", [48, 64, 200])
-def test_packed_loss_and_gradients_equal_unpacked(max_length):
+def test_packed_loss_and_gradients_equal_unpacked(max_length, split, monkeypatch):
+    """Both ways of keeping packed rows apart: one causal call per row (the CPU's) and the mask (CUDA's)."""
+    monkeypatch.setattr(MiniMindLM, "split_packed_rows", split)
     model = tiny_model()
     rows = mixed_rows()
     ref_loss, ref_grads = loss_and_grads(model, Collator(0, "longest")(rows))
@@ -153,6 +157,12 @@ def test_packed_moe_loss_equals_unpacked():
     assert len(names) > 4
     for name in names:
         assert_grad_close(grads[name], ref_grads[name], name)
+
+
+def test_row_segments():
+    ids = torch.tensor([[0, 0, 0, 1, 1, -1], [0, 1, 1, 1, 1, 1]])
+    assert row_segments(ids) == [[(0, 3), (3, 2), (5, 1)], [(0, 1), (1, 5)]]
+    assert row_segments(torch.tensor([[0, 0, 1, 0]])) is None       # id 0 in two runs: only the mask is exact
 
 
 def test_packing_without_row_mask_would_differ():
