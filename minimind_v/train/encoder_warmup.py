@@ -15,11 +15,20 @@ that picture's short caption ("red circle"):
 
 Both heads are thrown away afterwards; the encoder keeps what it learned. `warm_up_encoder` works on
 any `VisionEncoder` and any list of (picture, label) pairs.
+
+`warm_up_encoder_tasks` is the variant for real pictures with several labels each (the emoji recipe:
+category, kind and which emoji). The picture's mean patch feature goes through one linear head per
+task; a label may be missing (None) for some pictures. With `augment` every picture is drawn a little
+differently each time (data/augment.py). Labels that the same thing carries in every art style (the
+emoji's identity) make the features agree across styles, which is what a picture in an unseen style
+needs.
 """
 from __future__ import annotations
 
+import math
 import random
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -70,3 +79,69 @@ def warm_up_encoder(encoder: VisionEncoder, images: list, labels: list[str], ste
     encoder.train(was_training)
     return {"accuracy": acc, "position_accuracy": place_acc, "seconds": round(time.time() - t0, 1),
             "classes": len(classes)}
+
+
+def warm_up_encoder_tasks(encoder: VisionEncoder, images: list, tasks: dict[str, list], epochs: float = 10,
+                          batch_size: int = 64, lr: float = 2e-3, weight_decay: float = 0.01,
+                          augment: Callable | None = None, seed: int = 0, progress: bool = True,
+                          evaluate: Callable | None = None, eval_every: int = 0) -> dict:
+    """Train `encoder` in place on several labels per picture: tasks maps a name to one label (or None)
+    per picture. One linear head per task on the mean patch feature, summed cross-entropies, AdamW with
+    a 5% warm-up and cosine decay. `augment(img) -> img` is applied to each picture each time it is drawn.
+    `evaluate(encoder, heads, classes)` is called every `eval_every` epochs and at the end; its dicts
+    are returned under "evals". Returns {"loss", "seconds", "steps", "classes", "evals"}."""
+    if not images or any(len(v) != len(images) for v in tasks.values()):
+        raise ValueError("warm_up_encoder_tasks needs one label (or None) per picture for every task")
+    t0 = time.time()
+    classes = {name: sorted({lb for lb in labels if lb is not None}) for name, labels in tasks.items()}
+    y = {name: torch.tensor([classes[name].index(lb) if lb is not None else -100 for lb in labels])
+         for name, labels in tasks.items()}
+    fixed = None if augment else torch.stack([image_to_patches(im, encoder.vcfg) for im in images])
+    width = encoder.vcfg.hidden_size
+    heads = nn.ModuleDict({name: nn.Linear(width, len(c)) for name, c in classes.items()})
+    params = list(encoder.parameters()) + list(heads.parameters())
+    per_epoch = max(1, len(images) // batch_size)
+    steps = max(1, round(epochs * per_epoch))
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    warm = max(1, steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else 0.1 + 0.45 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
+    was_training = encoder.training
+    encoder.requires_grad_(True)
+    rng = random.Random(seed)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=steps, desc="encoder warm-up", unit="step")
+    evals, loss, order = [], torch.zeros(()), []
+    for step in range(steps):
+        encoder.train()
+        if len(order) < batch_size:                       # a new pass over the pictures, reshuffled
+            order = rng.sample(range(len(images)), len(images))
+        idx, order = order[:batch_size], order[batch_size:]
+        if fixed is not None:
+            x = fixed[idx]
+        else:
+            x = torch.stack([image_to_patches(augment(images[i]), encoder.vcfg) for i in idx])
+        feats = encoder(x).mean(dim=1)
+        it = torch.tensor(idx)
+        loss = sum(F.cross_entropy(heads[name](feats), y[name][it], ignore_index=-100) for name in tasks)
+        loss.backward()
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if bar is not None:
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        done = (step + 1) // per_epoch
+        if evaluate and ((step + 1) == steps or (eval_every and (step + 1) % (per_epoch * eval_every) == 0)):
+            encoder.eval()
+            with torch.no_grad():
+                evals.append({"epoch": round((step + 1) / per_epoch, 2), **evaluate(encoder, heads, classes)})
+            if bar is not None:
+                bar.write(f"encoder warm-up, epoch {done}: {evals[-1]}")
+    if bar is not None:
+        bar.close()
+    encoder.train(was_training)
+    return {"loss": round(float(loss.detach()), 4), "seconds": round(time.time() - t0, 1), "steps": steps,
+            "classes": {k: len(v) for k, v in classes.items()}, "evals": evals}
