@@ -279,6 +279,8 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
     common = dict(batch_size=r.batch_size, unfreeze_vision=r.train_encoder,
                   trainable="all" if r.train_encoder else "projector+llm", seed=seed, log_every=20,
                   num_workers=0, padding=r.padding, max_length=r.max_length, augment=r.augment)
+    if not r.train_encoder and not r.augment:      # a frozen encoder sees each picture once, for both stages
+        common["encoder_cache"] = str(out / "encoder_cache")
     stages = []
     init = None
     if r.caption_epochs > 0:
