@@ -16,7 +16,8 @@ from collections import Counter
 import pytest
 
 from conftest import ROOT, need_shared
-from minimind_v.recipes.emoji import caption, emoji_key, family_key, mine_captions, row_facts, stratified
+from minimind_v.recipes.emoji import (caption, concept_labels, emoji_key, family_key, mine_captions, picture_facts,
+                                      row_facts, stratified)
 from minimind_v.train.metrics import read_metrics
 
 
@@ -175,3 +176,21 @@ def test_quick_recipe_smoke(tmp_path):
     img = open_image(row_images(ParquetRows([data / "emoji_val.parquet"])[0])[0])
     reply = vlm.answer("What emoji category is this in?", [img], max_new_tokens=16)
     assert reply.startswith("It belongs to the "), reply
+
+
+def test_concept_labels_spread_by_kind():
+    """A yes/no answer about one picture is given to every picture of the same kind, unless the kind was
+    answered both ways."""
+    rows = [
+        _row("google/1f42d.png", ("What kind of thing is this?", "It is a mammal: the mouse face."),
+             ("Is this an animal?", "Yes, this is the mouse face.")),
+        _row("twitter/1f42e.png", ("What type of emoji is this?", "It is a mammal: the cow face.")),
+        _row("google/1f697.png", ("What kind of thing is this?", "It is a ground transport item: the automobile."),
+             ("Does this image show an animal?", "No, this is the automobile."),
+             ("Is this a vehicle?", "Yes, this is the automobile.")),
+        _row("google/1f6b2.png", ("What kind of thing is this?", "It is a ground transport item: the bicycle."),
+             ("Is this a vehicle?", "No, this is the bicycle.")),            # the kind answered both ways
+        _row("google/1f9ab.png", ("Give some keywords for this emoji.", "dam, teeth.")),   # kind unknown
+    ]
+    labels = concept_labels(rows, picture_facts(rows))
+    assert labels == {"a vehicle": [None] * 5, "an animal": ["yes", "yes", "no", "no", None]}

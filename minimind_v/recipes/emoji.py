@@ -56,6 +56,7 @@ class EmojiRecipe:
     encoder_epochs: float = 15.0   # encoder warm-up passes: category / kind / which-emoji heads (0: skip)
     encoder_lr: float = 2e-3
     encoder_augment: float = 0.0   # data/augment.py strength during the warm-up
+    encoder_concepts: bool = False  # also the yes/no concepts ("is a person"), by kind (concept_labels)
     train_encoder: bool = True     # keep training the encoder in the VLM stages (False: frozen after warm-up)
     caption_epochs: float = 8.0    # vlm-pretrain passes over the mined captions (0: skip the stage)
     caption_order: str = "name-first"    # the data's Describe wording ("coarse-first": category, kind, name)
@@ -169,6 +170,28 @@ def picture_facts(rows: list[dict]) -> list[dict]:
             for r, f in zip(rows, per_row)]
 
 
+_YES_NO = re.compile(r"^(?:Is this|Does this image show) (an? .+|food or a drink|sky or weather|sports equipment)\?$")
+
+
+def concept_labels(rows: list[dict], facts: list[dict]) -> dict[str, list]:
+    """Yes/no concepts ("a person", "an animal", "a flag", ...) for every picture whose kind is known.
+
+    The training rows ask such questions about some pictures only; the answer depends on the emoji's kind
+    (every "a mammal" is "an animal"), so each (kind, concept) answered the same way every time it was
+    asked is given to every picture of that kind. Returns {concept: ["yes" | "no" | None per picture]}."""
+    seen: dict[tuple[str, str], set] = defaultdict(set)
+    for r, f in zip(rows, facts):
+        if "kind" not in f:
+            continue
+        conv = json.loads(r["conversations"])
+        for q, a in zip(conv[::2], conv[1::2]):
+            if m := _YES_NO.match(q["content"].replace("<image>", "").strip()):
+                seen[(f["kind"], m[1])].add(a["content"].split(",")[0].strip().lower())
+    concepts = sorted({c for _, c in seen})
+    answer = {key: next(iter(v)) for key, v in seen.items() if len(v) == 1 and next(iter(v)) in ("yes", "no")}
+    return {c: [answer.get((f.get("kind"), c)) for f in facts] for c in concepts}
+
+
 def mine_captions(rows: list[dict], order: str = "name-first") -> tuple[list[dict], dict]:
     """Caption rows for every training picture whose subject is known (facts from `picture_facts`).
     Returns (rows, counts)."""
@@ -269,6 +292,8 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
         pics = [Image.open(io.BytesIO(row["image_bytes"])) for row in rows]
         tasks = {"category": [f.get("category") for f in facts], "kind": [f.get("kind") for f in facts],
                  "emoji": [emoji_key(row["image_names"]) for row in rows]}
+        if r.encoder_concepts:
+            tasks.update({f"is {c}": v for c, v in concept_labels(rows, facts).items()})
         aug = (lambda im: augment_image(im, r.encoder_augment)) if r.encoder_augment > 0 else None
         warm = warm_up_encoder_tasks(encoder, pics, tasks, epochs=r.encoder_epochs, batch_size=64,
                                      lr=r.encoder_lr, augment=aug, seed=seed, progress=True)
