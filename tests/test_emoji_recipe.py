@@ -147,6 +147,10 @@ def test_quick_recipe_smoke(tmp_path):
     assert set(s["per_type"]) == tasks == set(s["blind_per_type"]) == set(s["majority_per_type"])
     assert s["n_eval"] == 60 and sum(s["n_per_type"].values()) == 60
     assert s["captions"]["captioned"] > 0.9 * 400
+    # the encoder was warmed up on its own heads first (category, kind, which emoji), then kept frozen
+    assert s["encoder_warmup"]["steps"] > 0 and (out / "encoder" / "config.json").exists()
+    assert {"category", "kind", "emoji"} <= set(s["encoder_warmup"]["classes"])
+    assert any((out / "encoder_cache").rglob("*.safetensors"))
     assert (out / "loss.png").stat().st_size > 1000
 
     # the majority baseline is what it says: each task's most frequent answer's share
