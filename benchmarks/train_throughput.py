@@ -20,7 +20,10 @@ Modes (one JSON line each):
                 cross-entropy over every position (padding included), masked afterwards
   longest       ours: pad to the batch's longest row; encoder only on real images; vectorised splice;
                 lm_head only on labelled positions
-  pack          ours: rows packed into sequences of at most max length (block-diagonal attention)
+  pack          ours: rows packed into sequences of at most max length (attention kept within each row:
+                on the CPU one causal call per row, on CUDA a block-diagonal mask)
+  pack+mask     pack with the block-diagonal mask on the CPU too (how the CPU ran packing before it
+                called attention per row)
   pack+cache    pack, with the frozen encoder's features read from the on-disk cache (filled before the
                 timed steps, i.e. the second epoch onwards; the fill time is reported as cache_fill_s)
   pack+compile  pack, with torch.compile on the model (compile time reported, not timed)
@@ -79,7 +82,7 @@ from minimind_v.tokenizer import Tokenizer  # noqa: E402
 from minimind_v.train.flops import flops_breakdown, measure_peak, trainable_fraction  # noqa: E402
 from minimind_v.train.stages import get_stage, set_trainable  # noqa: E402
 
-MODES = ("original", "longest", "pack", "pack+cache", "pack+compile")
+MODES = ("original", "longest", "pack", "pack+mask", "pack+cache", "pack+compile")
 DEFAULT_MODES = ("original", "longest", "pack", "pack+cache")
 REF_TOKENIZER = ROOT.parent / "shared" / "fixtures" / "reference" / "tokenizer"
 
@@ -366,6 +369,7 @@ class Bench:
                 phase_sync()
                 t1 = time.perf_counter()
                 fwd = self.compiled if mode == "pack+compile" else m
+                m.split_packed_rows = mode != "pack+mask"
                 out = fwd(batch.input_ids, labels=batch.labels, vision_features=feats,
                           position_ids=batch.position_ids, seq_ids=batch.seq_ids, label_index=batch.label_index)
                 loss = out.loss + out.aux_loss if out.aux_loss is not None else out.loss
