@@ -151,6 +151,9 @@ def test_quick_recipe_smoke(tmp_path):
     assert s["encoder_warmup"]["steps"] > 0 and (out / "encoder" / "config.json").exists()
     assert {"category", "kind", "emoji"} <= set(s["encoder_warmup"]["classes"])
     assert any((out / "encoder_cache").rglob("*.safetensors"))
+    # OUT/model stands alone: the frozen encoder is copied in, not pointed at
+    assert json.loads((out / "model" / "config.json").read_text())["vision"]["path"] == "vision_encoder"
+    assert (out / "model" / "vision_encoder" / "config.json").exists()
     assert (out / "loss.png").stat().st_size > 1000
 
     # the majority baseline is what it says: each task's most frequent answer's share

@@ -386,11 +386,20 @@ def stratified(rows: list[dict], n: int) -> list[dict]:
 
 
 def _publish(src: Path, dst: Path) -> Path:
-    """Copy the last stage's model folder to OUT/model (the folder the recipe promises)."""
+    """Copy the last stage's model folder to OUT/model (the folder the recipe promises). A frozen encoder
+    is only referenced by the stage's folder (an absolute path to OUT/encoder); it is copied in as
+    OUT/model/vision_encoder, so the model folder stands alone and can be moved."""
     import shutil
     if dst.exists():
         shutil.rmtree(dst)
     shutil.copytree(src, dst)
+    cfg_path = dst / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    enc = (cfg.get("vision") or {}).get("path")
+    if enc and Path(enc).is_absolute():
+        shutil.copytree(enc, dst / "vision_encoder")
+        cfg["vision"]["path"] = "vision_encoder"
+        cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
     return dst
 
 
