@@ -1,4 +1,6 @@
 """The demo's encoder warm-up: a from-scratch SigLIP2 learns to name lone objects and keeps patch places."""
+import math
+
 import pytest
 import torch
 
@@ -65,3 +67,15 @@ def test_task_warm_up_learns_several_labels_with_gaps():
     assert res["evals"][-1]["colour"] >= 0.6                   # chance is 1/6 (measured: 0.78)
     with pytest.raises(ValueError, match="one label"):
         warm_up_encoder_tasks(enc, pics, {"colour": colours[:3]}, epochs=1, progress=False)
+
+
+def test_task_warm_up_survives_batches_without_a_task_label():
+    """A task labelled on one picture only: most batches have none of its labels, and the loss stays finite."""
+    torch.manual_seed(0)
+    enc = VisionEncoder(tiny_siglip(hidden=32, layers=1, heads=2, image_size=48, patch=16))
+    pics, names = synth.lone_objects(64, seed=2, image_size=48)
+    rare = [None] * 63 + ["x"]
+    res = warm_up_encoder_tasks(enc, pics, {"colour": [n.split()[0] for n in names], "rare": rare}, epochs=2,
+                                batch_size=16, progress=False)
+    assert math.isfinite(res["loss"])
+    assert all(torch.isfinite(p).all() for p in enc.parameters())

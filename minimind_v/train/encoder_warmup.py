@@ -94,7 +94,8 @@ def warm_up_encoder_tasks(encoder: VisionEncoder, images: list, tasks: dict[str,
         raise ValueError("warm_up_encoder_tasks needs one label (or None) per picture for every task")
     t0 = time.time()
     classes = {name: sorted({lb for lb in labels if lb is not None}) for name, labels in tasks.items()}
-    y = {name: torch.tensor([classes[name].index(lb) if lb is not None else -100 for lb in labels])
+    index = {name: {c: i for i, c in enumerate(cs)} for name, cs in classes.items()}
+    y = {name: torch.tensor([index[name][lb] if lb is not None else -100 for lb in labels])
          for name, labels in tasks.items()}
     fixed = None if augment else torch.stack([image_to_patches(im, encoder.vcfg) for im in images])
     width = encoder.vcfg.hidden_size
@@ -125,7 +126,7 @@ def warm_up_encoder_tasks(encoder: VisionEncoder, images: list, tasks: dict[str,
             x = torch.stack([image_to_patches(augment(images[i]), encoder.vcfg) for i in idx])
         feats = encoder(x).mean(dim=1)
         it = torch.tensor(idx)
-        loss = sum(F.cross_entropy(heads[name](feats), y[name][it], ignore_index=-100) for name in tasks)
+        loss = sum(_masked_ce(heads[name](feats), y[name][it]) for name in tasks)
         loss.backward()
         opt.step()
         sched.step()
@@ -145,3 +146,10 @@ def warm_up_encoder_tasks(encoder: VisionEncoder, images: list, tasks: dict[str,
     encoder.train(was_training)
     return {"loss": round(float(loss.detach()), 4), "seconds": round(time.time() - t0, 1), "steps": steps,
             "classes": {k: len(v) for k, v in classes.items()}, "evals": evals}
+
+
+def _masked_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the labelled pictures (-100: no label); 0 when a batch has none of this
+    task's labels (F.cross_entropy's mean would be 0/0 = NaN there)."""
+    valid = (target != -100).sum()
+    return F.cross_entropy(logits, target, ignore_index=-100, reduction="sum") / valid.clamp(min=1)
