@@ -9,10 +9,10 @@ Attention masks, in order of preference:
   * nothing given, no cache          -> SDPA `is_causal=True` (the fast kernel),
   * `seq_ids` (packing)              -> block-diagonal causal: a token sees earlier tokens of its own row;
                                         on the CPU one causal SDPA call per row instead of a mask over
-                                        the whole packed sequence (`row_segments`: 2-3.5x less attention
-                                        time for 2-6 rows a sequence, since the mask computes every
-                                        query-key pair and the causal kernel only the lower triangle
-                                        of each row),
+                                        the whole packed sequence (`row_segments`: attention 1.7-4x
+                                        faster for 2-6 rows a sequence, benchmarks/packed_attention.py,
+                                        since the mask computes every query-key pair and the causal
+                                        kernel only the lower triangle of each row),
   * `key_mask` (left-padded batches) -> causal, and padded keys are never attended,
   * a KV cache                       -> causal with the cache offset.
 
