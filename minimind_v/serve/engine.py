@@ -21,8 +21,8 @@ disconnected request's row is removed at once, so its slot is free for the next 
 
 A chat client sends the whole conversation, pictures included, with every turn, so the engine keeps the
 visual tokens of the last `image_cache` pictures (keyed by a hash of their pixels): a follow-up
-question about the same picture skips the encoder (full size, CPU: its time to first token fell from
-1.03 s to 0.24 s, benchmarks/serve_prefill.py). The tokens reused are those the first request computed, possibly in a
+question about the same picture skips the encoder (full size, quiet 2-core CPU: its time to first token
+fell from 464 ms to 127 ms, benchmarks/serve_prefill.py). The tokens reused are those the first request computed, possibly in a
 batch with other pictures, so a repeat can differ from a cold run in the last bits of fp32.
 
 Text is produced as `VLM.stream` does (whole UTF-8 characters only); stop strings are cut from the
