@@ -15,7 +15,6 @@ few pictures (keyed by their pixels), so the encoder runs once per picture, not 
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 from pathlib import Path
 from typing import Iterator
 
@@ -26,6 +25,7 @@ from .data.chat import IMAGE_MARKER, count_markers, render
 from .model.folder import load_model
 from .model.generate import SamplingParams, generate, generate_stream
 from .model.vision import image_to_patches, to_rgb
+from .model.visual_cache import VisualTokenCache
 from .textstream import TextStream
 from .tokenizer import Tokenizer
 
@@ -35,7 +35,7 @@ class VLM:
 
     def __init__(self, model, tokenizer: Tokenizer, name: str = "minimind-v"):
         self.model, self.tok, self.name = model, tokenizer, name
-        self._visual: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._visual = VisualTokenCache(self.VISUAL_CACHE)
 
     @classmethod
     def load(cls, folder: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> "VLM":
@@ -71,17 +71,11 @@ class VLM:
             return None
         rgb = [to_rgb(im) for im in images]
         keys = [hashlib.sha256(f"{im.size}".encode() + im.tobytes()).hexdigest() for im in rgb]
-        found = {k: self._visual[k] for k in keys if k in self._visual}
-        new = {k: im for k, im in zip(keys, rgb) if k not in found}
-        if new:                                   # every new picture in one encoder call
+
+        def encode(idx):                          # every new picture in one encoder call
             with torch.no_grad():
-                found.update(zip(new, self.model.encode_images(self.pixels(list(new.values())))))
-        for k in keys:
-            self._visual[k] = found[k]
-            self._visual.move_to_end(k)
-        while len(self._visual) > self.VISUAL_CACHE:
-            self._visual.popitem(last=False)
-        return torch.stack([found[k] for k in keys])
+                return self.model.encode_images(self.pixels([rgb[i] for i in idx]))
+        return self._visual.get(keys, encode)
 
     def stream(self, messages: list[dict], images: list[Image.Image] | None = None, **sampling) -> Iterator[str]:
         """Yield text pieces as they are generated (whole UTF-8 characters only)."""

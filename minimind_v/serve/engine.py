@@ -20,10 +20,11 @@ columns left of min(start_i) (no live row needs them) are dropped before it grow
 disconnected request's row is removed at once, so its slot is free for the next waiting request.
 
 A chat client sends the whole conversation, pictures included, with every turn, so the engine keeps the
-visual tokens of the last `image_cache` pictures (keyed by a hash of their pixels): a follow-up
-question about the same picture skips the encoder (full size, quiet 2-core CPU: its time to first token
-fell from 464 ms to 127 ms, benchmarks/serve_prefill.py). The tokens reused are those the first request computed, possibly in a
-batch with other pictures, so a repeat can differ from a cold run in the last bits of fp32.
+visual tokens of the last `image_cache` pictures (keyed by a hash of their pixels; the same
+`model/visual_cache.py` as `pipeline.VLM`): a follow-up question about the same picture skips the
+encoder (full size, quiet 2-core CPU: time to first token 464 -> 127 ms, benchmarks/serve_prefill.py).
+The tokens reused are those the first request computed, possibly in a batch with other pictures, so a
+repeat can differ from a cold run in the last bits of fp32.
 
 Text is produced as `VLM.stream` does (whole UTF-8 characters only); stop strings are cut from the
 text and any suffix that could still become a stop string is held back until it is decided.
@@ -35,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -43,6 +44,7 @@ import torch
 
 from ..model.generate import SamplingParams, left_pad, sample_next
 from ..model.llm import KVCache
+from ..model.visual_cache import VisualTokenCache
 from ..textstream import TextStream
 
 log = logging.getLogger("minimind_v.serve")
@@ -153,8 +155,7 @@ class Engine:
         self.cond = threading.Condition()
         self.thread: threading.Thread | None = None
         self.stopping = False
-        self.image_cache = image_cache
-        self.visual: OrderedDict[str, torch.Tensor] = OrderedDict()   # pixel hash -> visual tokens, LRU
+        self.pictures = VisualTokenCache(image_cache)     # pixel hash -> visual tokens (model/visual_cache.py)
         self.counters = {"requests": 0, "tokens": 0, "steps": 0, "cancelled": 0, "errors": 0, "peak_batch": 0,
                          "images_encoded": 0, "images_cached": 0}
 
@@ -312,22 +313,14 @@ class Engine:
             return None
         keys = [hashlib.blake2b(p.cpu().contiguous().numpy().tobytes(), digest_size=16).hexdigest()
                 for p in pixels]
-        new = [i for i, k in enumerate(keys) if k not in self.visual]
-        fresh = {}
-        if new:
-            tokens = self.model.encode_images(pixels[new].to(self.device))
-            fresh = {keys[i]: tokens[n] for n, i in enumerate(new)}
-        out = torch.stack([fresh[k] if k in fresh else self.visual[k] for k in keys])
-        self.counters["images_encoded"] += len(new)
-        self.counters["images_cached"] += len(keys) - len(new)
-        if self.image_cache > 0:
-            for k in keys:
-                if k in fresh:
-                    self.visual[k] = fresh[k]
-                self.visual.move_to_end(k)
-            while len(self.visual) > self.image_cache:
-                self.visual.popitem(last=False)
+        out = self.pictures.get(keys, lambda idx: self.model.encode_images(pixels[idx].to(self.device)))
+        self.counters["images_encoded"], self.counters["images_cached"] = self.pictures.encoded, self.pictures.reused
         return out
+
+    @property
+    def visual(self):
+        """The cached pictures' visual tokens, by pixel hash (least recently used first)."""
+        return self.pictures.entries
 
     def _decode(self) -> None:
         c = self.cache
