@@ -197,11 +197,12 @@ def concept_labels(rows: list[dict], facts: list[dict]) -> dict[str, list]:
     return {c: [answer.get((f.get("kind"), c)) for f in facts] for c in concepts}
 
 
-def mine_captions(rows: list[dict], order: str = "name-first") -> tuple[list[dict], dict]:
-    """Caption rows for every training picture whose subject is known (facts from `picture_facts`).
-    Returns (rows, counts)."""
+def mine_captions(rows: list[dict], order: str = "name-first",
+                  facts: list[dict] | None = None) -> tuple[list[dict], dict]:
+    """Caption rows for every training picture whose subject is known (`facts`: `picture_facts(rows)`,
+    computed here when not given). Returns (rows, counts)."""
     out, counts = [], {"pictures": len(rows), "captioned": 0, "with_category": 0, "with_kind": 0}
-    for r, full in zip(rows, picture_facts(rows)):
+    for r, full in zip(rows, facts if facts is not None else picture_facts(rows)):
         text = caption(full, order)
         if text is None:
             continue
@@ -278,7 +279,8 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
     tok_dir = out / "tokenizer"
     train_tokenizer(training_texts(rows), r.vocab_size, tok_dir, show_progress=False)
 
-    caps, cap_counts = mine_captions(rows, r.caption_order)
+    facts = picture_facts(rows)
+    caps, cap_counts = mine_captions(rows, r.caption_order, facts)
     cap_file = _write_rows(caps, out / "data" / "captions.parquet")
     say(f"2/5 captions mined for {cap_counts['captioned']} of {cap_counts['pictures']} pictures "
         f"({cap_counts['with_category']} with a category, {cap_counts['with_kind']} with a kind)")
@@ -292,7 +294,6 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
         from ..train.encoder_warmup import warm_up_encoder_tasks
         say(f"2b/5 encoder warm-up: category, kind and which emoji, {r.encoder_epochs:g} epochs")
         t = time.time()
-        facts = picture_facts(rows)
         encoder = VisionEncoder(r.model_overrides()["vision"])
         pics = [Image.open(io.BytesIO(row["image_bytes"])) for row in rows]
         tasks = {"category": [f.get("category") for f in facts], "kind": [f.get("kind") for f in facts],
@@ -386,21 +387,17 @@ def stratified(rows: list[dict], n: int) -> list[dict]:
 
 
 def _publish(src: Path, dst: Path) -> Path:
-    """Copy the last stage's model folder to OUT/model (the folder the recipe promises). A frozen encoder
-    is only referenced by the stage's folder (an absolute path to OUT/encoder); it is copied in as
-    OUT/model/vision_encoder, so the model folder stands alone and can be moved."""
+    """Write the last stage's model to OUT/model (the folder the recipe promises), its frozen encoder
+    bundled in as OUT/model/vision_encoder (`save_model`'s bundle_encoder) rather than pointed at, so the
+    folder stands alone and can be moved."""
     import shutil
+
+    from ..model.folder import save_model
+    from ..pipeline import VLM
     if dst.exists():
         shutil.rmtree(dst)
-    shutil.copytree(src, dst)
-    cfg_path = dst / "config.json"
-    cfg = json.loads(cfg_path.read_text())
-    enc = (cfg.get("vision") or {}).get("path")
-    if enc and Path(enc).is_absolute():
-        shutil.copytree(enc, dst / "vision_encoder")
-        cfg["vision"]["path"] = "vision_encoder"
-        cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
-    return dst
+    vlm = VLM.load(src)
+    return save_model(vlm.model, dst, vlm.tok, bundle_encoder=True)
 
 
 def main(argv: list[str] | None = None) -> int:
