@@ -26,6 +26,9 @@ from torch.nn.attention import sdpa_kernel
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from minimind_v.model.llm import NO_CUDNN  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_throughput import emit  # noqa: E402
+
 CHOICES = {
     "default": None,      # torch's own order
     "no-cudnn": NO_CUDNN,  # what the model uses on CUDA (model/llm.py sdpa_backends)
@@ -96,10 +99,7 @@ def main(argv=None):
         for name in CHOICES:   # each choice sees lengths no earlier call used
             lens = [t + (1 if name == "no-cudnn" else 0) + (2 if masked else 0) for t in lengths]
             line = json.dumps(measure(device, dtype, name, masked, lens, a.batch, a.heads, a.head_dim))
-            print(line, flush=True)
-            if a.out:
-                with open(a.out, "a") as f:
-                    f.write(line + "\n")
+            emit(line, a.out)
 
 
 if __name__ == "__main__":

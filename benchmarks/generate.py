@@ -49,7 +49,7 @@ from minimind_v.data.chat import render  # noqa: E402
 from minimind_v.model import generate as gen  # noqa: E402
 from minimind_v.model.vision import image_to_patches  # noqa: E402
 from minimind_v.model.vlm import MiniMindVLM  # noqa: E402
-from train_throughput import (cpu_seconds, load_tokenizer, machine_info, model_vocab, random_image,  # noqa: E402
+from train_throughput import (cpu_seconds, emit, load_tokenizer, machine_info, model_vocab, random_image,  # noqa: E402
                               random_text, setup_device, text_pieces)
 
 
@@ -192,10 +192,7 @@ def main(argv=None) -> int:
                 r.update(preset=name, dtype=str(dtype).replace("torch.", ""), device=str(device),
                          threads=torch.get_num_threads() if device.type == "cpu" else None, machine=info)
                 line = json.dumps(r)
-                print(line, flush=True)
-                if args.out:
-                    with open(args.out, "a") as f:
-                        f.write(line + "\n")
+                emit(line, args.out)
     return 0
 
 

@@ -29,7 +29,7 @@ from PIL import Image  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from train_throughput import load_tokenizer, machine_info, model_vocab, random_image  # noqa: E402
+from train_throughput import emit, load_tokenizer, machine_info, model_vocab, random_image  # noqa: E402
 
 from minimind_v.config import preset  # noqa: E402
 from minimind_v.model.generate import SamplingParams  # noqa: E402
@@ -49,10 +49,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="minimind-3v")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--asks", type=int, default=4, help="questions per picture")
+    ap.add_argument("--asks", type=int, default=4, help="questions per picture (at least 2)")
     ap.add_argument("--tokenizer")
     ap.add_argument("--out", help="also append the JSON lines to this file")
     a = ap.parse_args()
+    if a.asks < 2:
+        ap.error("--asks must be at least 2: the first question about a picture is not a repeat")
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     tok = load_tokenizer(a.tokenizer)
@@ -81,10 +83,7 @@ def main() -> None:
                            "repeat_ms": round(statistics.median(times[2:]) * 1e3, 1),
                            "images_encoded": engine.counters["images_encoded"], "requests": len(times),
                            "machine": info})
-        print(line, flush=True)
-        if a.out:
-            with open(a.out, "a") as f:
-                f.write(line + "\n")
+        emit(line, a.out)
 
 
 if __name__ == "__main__":

@@ -125,6 +125,14 @@ def random_text(rng: random.Random, pieces: list[str], n: int) -> str:
     return "".join(rng.choice(pieces) for _ in range(n))
 
 
+def emit(line: str, out: str | None) -> None:
+    """Print one JSON line, and append it to `out` too when given (every benchmark's --out)."""
+    print(line, flush=True)
+    if out:
+        with open(out, "a") as f:
+            f.write(line + "\n")
+
+
 def random_image(rng: random.Random, side: int = 384) -> bytes:
     """A smooth random picture (an upsampled 8 x 8 colour grid) as JPEG bytes, like a photo's size."""
     from PIL import Image
@@ -578,10 +586,7 @@ def main(argv=None) -> int:
                     r["machine"] = info
                     results.append(r)
                     line = json.dumps(r)
-                    print(line, flush=True)
-                    if args.out:
-                        with open(args.out, "a") as f:
-                            f.write(line + "\n")
+                    emit(line, args.out)
             del bench
     print_summary(results)
     return 0
