@@ -19,10 +19,8 @@ def _sampling(a) -> dict:
 
 
 def _open(path: str) -> Image.Image:
-    from .model.vision import to_rgb
-    img = Image.open(path)
-    img.load()
-    return to_rgb(img)
+    from .image import open_image_file
+    return open_image_file(path)          # ImageError (a ValueError) names the file and the problem
 
 
 def run_chat(a, stdin=None, stdout=None) -> int:
@@ -65,7 +63,7 @@ def run_chat(a, stdin=None, stdout=None) -> int:
             try:
                 pending = [_open(path)]
                 stdout.write(f"(image {path} will go with your next question)\n")
-            except (OSError, ValueError) as e:
+            except ValueError as e:           # ImageError: not a picture, truncated, too large...
                 stdout.write(f"(cannot open {path}: {e})\n")
             continue
         content = "<image>\n" * len(pending) + line

@@ -58,6 +58,9 @@ def _add_train(sub):
     p.add_argument("--resume", help="checkpoint folder, or 'auto' for the newest valid one in --out")
     p.add_argument("--logger", default="none", choices=["none", "wandb", "swanlab"])
     p.add_argument("--max-bad-steps", type=int, default=20, help="abort after N non-finite losses in a row")
+    p.add_argument("--control-tokens-in-text", action="store_true",
+                   help="trusted data only: strings such as <|im_end|> inside messages stay control tokens (by "
+                        "default what a message says is encoded as plain text, so no row can forge a turn)")
     p.add_argument("--encoder-cache", metavar="DIR",
                    help="cache the frozen encoder's outputs on disk by image hash and reuse them across epochs "
                         "and runs (faster when pictures repeat; refused with --unfreeze-vision: a trained encoder's "
@@ -90,6 +93,7 @@ def _cmd_train(a) -> int:
                       keep_last=a.keep_last, resume=a.resume, logger=a.logger, max_bad_steps=a.max_bad_steps,
                       progress=not a.no_progress, trace_rows=a.trace_rows, encoder_cache=a.encoder_cache,
                       augment=a.augment)
+    cfg.control_tokens_in_text = a.control_tokens_in_text
     summary = train(cfg)
     code = 143 if summary.get("stopped") else 0     # 143: stopped by a signal after a checkpoint; retry goes on
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:

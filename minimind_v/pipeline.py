@@ -24,7 +24,8 @@ from PIL import Image
 from .data.chat import IMAGE_MARKER, count_markers, render
 from .model.folder import load_model
 from .model.generate import SamplingParams, generate, generate_stream
-from .model.vision import image_to_patches, to_rgb
+from .image import to_rgb
+from .model.vision import image_to_patches
 from .model.visual_cache import VisualTokenCache
 from .textstream import TextStream
 from .tokenizer import Tokenizer

@@ -45,7 +45,12 @@ class Tokenizer:
         f = folder / "tokenizer.json" if folder.is_dir() else folder
         if not f.exists():
             raise FileNotFoundError(f"no tokenizer.json in {folder}")
-        return cls(_HFTokenizer.from_file(str(f)), str(folder))
+        try:
+            tok = _HFTokenizer.from_file(str(f))
+        except Exception as e:  # noqa: BLE001 - the Rust side raises a bare Exception for a bad file
+            first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            raise ValueError(f"{f} is not a readable tokenizer.json: {first}") from None
+        return cls(tok, str(folder))
 
     @property
     def vocab_size(self) -> int:
@@ -56,6 +61,27 @@ class Tokenizer:
 
     def encode_with_offsets(self, text: str):
         e = self.tok.encode(text, add_special_tokens=False)
+        return e.ids, e.offsets
+
+    @property
+    def control_strings(self) -> tuple[str, ...]:
+        """The added (special) tokens' strings: `<|im_start|>`, `<|im_end|>`, `<|image_pad|>`, ..."""
+        if getattr(self, "_control", None) is None:
+            self._control = tuple(t.content for t in self.tok.get_added_tokens_decoder().values())
+        return self._control
+
+    def has_control_text(self, text: str) -> bool:
+        return "<" in text and any(c in text for c in self.control_strings)
+
+    def encode_text_with_offsets(self, text: str):
+        """Like `encode_with_offsets`, but control-token strings in `text` are plain characters (for text a
+        person wrote). A second tokenizer object with `encode_special_tokens` set does it, so the shared
+        one is never toggled (that would race between server threads)."""
+        if getattr(self, "_as_text", None) is None:
+            t = _HFTokenizer.from_str(self.tok.to_str())
+            t.encode_special_tokens = True
+            self._as_text = t
+        e = self._as_text.encode(text, add_special_tokens=False)
         return e.ids, e.offsets
 
     def decode(self, ids, skip_special: bool = True) -> str:

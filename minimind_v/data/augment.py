@@ -19,7 +19,7 @@ import random
 
 from PIL import Image, ImageEnhance
 
-from ..model.vision import to_rgb
+from ..image import to_rgb
 
 
 def augment_image(img: Image.Image, strength: float = 1.0) -> Image.Image:

@@ -5,7 +5,10 @@
 
 Labels cover exactly each assistant reply plus its closing `<|im_end|>\n`, as in the original. The text
 is tokenised in one piece (so ids equal what the original tokenises), and the token offsets tell which
-tokens fall inside a reply. A row longer than max_length is cut in text only: never inside an image's
+tokens fall inside a reply. What people wrote is text, never control tokens: when a message holds a
+control-token string (`<|im_end|>`, `<|im_start|>`...), the prompt is tokenised piece by piece and that
+message's characters are encoded as plain text, so nobody can forge a turn (see `encode_segments`).
+`<|image_pad|>` typed in a message is refused (`image_pad_in_text`): pictures are marked by `<image>`. A row longer than max_length is cut in text only: never inside an image's
 placeholder run; if no reply survives the cut, the row is rejected as `too_long`.
 """
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 from dataclasses import dataclass
 
 IMAGE_MARKER = "<image>"
+IMAGE_PAD = "<|image_pad|>"
 ROLES = ("system", "user", "assistant")
 THINK_BLOCK = "<think>\n\n</think>\n\n"
 
@@ -43,18 +47,26 @@ def parse_conversations(raw) -> list[dict]:
     if isinstance(raw, str):
         try:
             raw = json.loads(raw)
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, RecursionError) as e:
             raise BadRow("invalid_json", f"conversations are not valid JSON: {e}") from None
     if not isinstance(raw, list) or not raw:
         raise BadRow("invalid_json", "conversations must be a non-empty list")
     msgs = []
-    for m in raw:
-        if not isinstance(m, dict) or not isinstance(m.get("content"), str):
-            raise BadRow("wrong_roles", "each message needs a string 'content'")
+    for i, m in enumerate(raw):
+        if not isinstance(m, dict):
+            raise BadRow("invalid_json", f"message {i} is a {type(m).__name__}, not an object")
         role = m.get("role", m.get("from"))
+        if not isinstance(role, str):
+            raise BadRow("role_not_string", f"message {i} has a role of type {type(role).__name__}, not a string")
+        if not isinstance(m.get("content"), str):
+            raise BadRow("content_not_string",
+                         f"message {i} has content of type {type(m.get('content')).__name__}, not a string")
         role = {"human": "user", "gpt": "assistant"}.get(role, role)
         if role not in ROLES:
-            raise BadRow("wrong_roles", f"unknown role {role!r}")
+            raise BadRow("wrong_roles", f"unknown role {role[:40]!r}")
+        if IMAGE_PAD in m["content"]:
+            raise BadRow("image_pad_in_text", f"message {i} types the control token {IMAGE_PAD} in its text; "
+                                              f"pictures are marked with {IMAGE_MARKER}")
         msgs.append({"role": role, "content": m["content"]})
     return msgs
 
@@ -77,33 +89,72 @@ def count_markers(msgs: list[dict]) -> int:
     return sum(m["content"].count(IMAGE_MARKER) for m in msgs if m["role"] != "system")
 
 
-def render_text(msgs: list[dict], image_token_len: int, image_token: str = "<|image_pad|>",
+def render_segments(msgs: list[dict], image_token_len: int, image_token: str = IMAGE_PAD,
+                    add_generation_prompt: bool = False, think_block: bool = False):
+    """The prompt as (is_text, piece) segments, and the character spans [start, end) of every assistant
+    reply. `is_text` marks what a person wrote (message content between `<image>` markers): control-token
+    strings inside it are plain text. The template's own pieces and the image placeholders are not."""
+    segs, spans, pos = [], [], 0
+
+    def add(is_text, piece):
+        nonlocal pos
+        if piece:
+            segs.append((is_text, piece))
+            pos += len(piece)
+
+    for m in msgs:
+        head = f"<|im_start|>{m['role']}\n"
+        start = pos
+        add(False, head)
+        if m["role"] == "assistant" and think_block:
+            add(False, THINK_BLOCK)
+        if m["role"] == "system":
+            add(True, m["content"])
+        else:
+            for k, piece in enumerate(m["content"].split(IMAGE_MARKER)):
+                if k:
+                    add(False, image_token * image_token_len)
+                add(True, piece)
+        add(False, "<|im_end|>\n")
+        if m["role"] == "assistant":
+            spans.append((start + len(head), pos))
+    if add_generation_prompt:
+        add(False, "<|im_start|>assistant\n")
+    return segs, spans
+
+
+def render_text(msgs: list[dict], image_token_len: int, image_token: str = IMAGE_PAD,
                 add_generation_prompt: bool = False, think_block: bool = False):
     """The prompt string and the character spans [start, end) of every assistant reply."""
-    parts, spans, pos = [], [], 0
-    for m in msgs:
-        content = m["content"]
-        if m["role"] != "system":
-            content = content.replace(IMAGE_MARKER, image_token * image_token_len)
-        head = f"<|im_start|>{m['role']}\n"
-        if m["role"] == "assistant" and think_block:
-            content = THINK_BLOCK + content
-        piece = head + content + "<|im_end|>\n"
-        if m["role"] == "assistant":
-            spans.append((pos + len(head), pos + len(piece)))
-        parts.append(piece)
+    segs, spans = render_segments(msgs, image_token_len, image_token, add_generation_prompt, think_block)
+    return "".join(p for _, p in segs), spans
+
+
+def encode_segments(segs, tok, control_tokens_in_text: bool = False):
+    """(ids, offsets) of the rendered prompt. When no written text holds a control-token string (the usual
+    case) the whole prompt is tokenised in one piece, so ids equal what the original tokenises. Otherwise
+    each piece is tokenised on its own and the written ones with control tokens as plain text: a user who
+    types `<|im_end|><|im_start|>system` gets those characters, not a forged turn (unless
+    `control_tokens_in_text`, the documented way to keep the old behaviour for trusted data)."""
+    text = "".join(p for _, p in segs)
+    if control_tokens_in_text or not any(is_text and tok.has_control_text(p) for is_text, p in segs):
+        return tok.encode_with_offsets(text)
+    ids, offsets, pos = [], [], 0
+    for is_text, piece in segs:
+        i, o = tok.encode_text_with_offsets(piece) if is_text else tok.encode_with_offsets(piece)
+        ids += i
+        offsets += [(s + pos, e + pos) for s, e in o]
         pos += len(piece)
-    if add_generation_prompt:
-        parts.append("<|im_start|>assistant\n")
-    return "".join(parts), spans
+    return ids, offsets
 
 
 def render(msgs: list[dict], tok, image_token_len: int, max_length: int | None = None,
-           add_generation_prompt: bool = False, think_block: bool = False) -> Rendered:
+           add_generation_prompt: bool = False, think_block: bool = False,
+           control_tokens_in_text: bool = False) -> Rendered:
     """Token ids and labels (-100 outside assistant replies) for a validated conversation."""
-    text, spans = render_text(msgs, image_token_len, add_generation_prompt=add_generation_prompt,
-                              think_block=think_block)
-    ids, offsets = tok.encode_with_offsets(text)
+    segs, spans = render_segments(msgs, image_token_len, add_generation_prompt=add_generation_prompt,
+                                  think_block=think_block)
+    ids, offsets = encode_segments(segs, tok, control_tokens_in_text)
     labels = [-100] * len(ids)
     k = 0
     for i, (s, _) in enumerate(offsets):
@@ -115,6 +166,9 @@ def render(msgs: list[dict], tok, image_token_len: int, max_length: int | None =
     if n_img_tokens % image_token_len:
         raise BadRow("image_tokens", "the text itself contains image placeholder tokens")
     n_images = n_img_tokens // image_token_len
+    if n_images != count_markers(msgs):          # only reachable with control_tokens_in_text
+        raise BadRow("image_pad_in_text", f"{n_img_tokens} image placeholder tokens for {count_markers(msgs)} "
+                                          f"<image> marker(s)")
     if max_length is not None and len(ids) > max_length:
         cut = max_length
         pos = [i for i, t in enumerate(ids) if t == tok.image_id]

@@ -13,14 +13,13 @@ Exit code: 0 no problem, 1 at least one problem row, 2 a file that cannot be rea
 """
 from __future__ import annotations
 
-import io
 import json
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..model.vision import DEFAULT_MAX_PIXELS, TRAIN_MAX_ASPECT, TRAIN_MIN_SIDE, ImageError, open_image
+from ..image import DEFAULT_MAX_PIXELS, TRAIN_MAX_ASPECT, TRAIN_MIN_SIDE, ImageError, image_header
 from .chat import BadRow, render
 from .text import validate_text_row
 
@@ -73,8 +72,7 @@ class Limits:
 # ---------------------------------------------------------------- one row
 def _image_mode_note(data: bytes) -> str | None:
     """The image's mode when training will convert it (header only, no pixel decoding)."""
-    from PIL import Image
-    with Image.open(io.BytesIO(data)) as img:
+    with image_header(data) as img:
         mode = img.mode
         if mode == "P" and "transparency" in img.info:
             mode = "P+transparency"
@@ -98,31 +96,23 @@ class _Note(Exception):
 
 
 def check_parquet_row(row: dict, tok, limits: Limits) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(problems, notes) of one parquet row, each a list of (kind, message)."""
-    from .parquet import validate_row
-    problems, notes = [], []
+    """(problems, notes) of one parquet row, each a list of (kind, message). The verdict comes from
+    `prepare_row`, the very function the training reader calls, so check and training cannot disagree."""
+    from .parquet import prepare_row
+    notes = []
     try:
-        msgs, images = validate_row(row)
-    except BadRow as e:
-        return [(e.kind, str(e))], notes
-    for k, data in enumerate(images):
-        try:
-            open_image(data, limits.max_pixels, limits.min_side, limits.max_aspect)
-        except ImageError as e:
-            problems.append((e.kind, f"image {k}: {e}"))
-            continue
+        r, pics, images = prepare_row(row, tok, limits.image_token_len, limits.max_length, limits.max_pixels,
+                                      limits.min_side, limits.max_aspect)
+    except (BadRow, ImageError) as e:
+        return [(e.kind, str(e))], notes      # one problem per row: training skips the row at the first one
+    for k, data in enumerate(images[:len(pics)]):
         mode = _image_mode_note(data)
         if mode:
             notes.append(("converted_mode", f"image {k}: {mode} converted to RGB"))
-    if problems:
-        return problems[:1], notes          # one problem per row: training skips the row at the first one
-    try:
-        check_conversation(msgs, len(images), tok, limits)
-    except BadRow as e:
-        return [(e.kind, str(e))], notes
-    except _Note as n:
-        notes.append((n.kind, str(n)))
-    return problems, notes
+    if r is not None and r.n_images < len(images):
+        # training keeps such a row with the later images cut off; still worth knowing, but not a skip
+        notes.append(("images_cut", f"only {r.n_images} of {len(images)} image(s) fit in {limits.max_length} tokens"))
+    return [], notes
 
 
 def check_jsonl_row(obj: dict, tok, limits: Limits) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -235,19 +225,46 @@ def format_report(rep: Report, files, tokenizer_given: bool, list_all: bool = Tr
     return "\n".join(lines)
 
 
+def model_image_token_len(folder) -> int:
+    """Tokens per picture of the model in `folder` (its config.json), as training would use them."""
+    from ..config import ModelConfig
+    f = Path(folder) / "config.json"
+    if not f.exists():
+        raise FileNotFoundError(f"{folder} is not a model folder (no config.json)")
+    try:
+        raw = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{f} is not valid JSON: {e}") from None
+    if isinstance(raw.get("image_token_len"), int):
+        return raw["image_token_len"]
+    return ModelConfig.from_dict(raw).image_token_len
+
+
 def run_check(args) -> int:
     for f in args.files:
         if not Path(f).exists():
             print(f"error: {f} does not exist", file=sys.stderr)
             return 2
-    limits = Limits(max_pixels=args.max_pixels, min_side=args.min_side, max_aspect=args.max_aspect,
-                    max_length=args.max_length, image_token_len=args.image_token_len)
+    tokenizer, tokens = args.tokenizer, args.image_token_len
     try:
-        rep = check_files(args.files, args.tokenizer, limits, progress=not args.no_progress)
+        if args.model:
+            tokenizer = tokenizer or args.model
+            tokens = tokens or model_image_token_len(args.model)
+    except (FileNotFoundError, ValueError, TypeError) as e:
+        print(f"error: --model {args.model}: {e}", file=sys.stderr)
+        return 2
+    if tokens is None:
+        tokens = 64
+        print("note: assuming 64 tokens per picture (the full-size recipe); give --model DIR (or "
+              "--image-token-len N) to use your model's own number", file=sys.stderr)
+    limits = Limits(max_pixels=args.max_pixels, min_side=args.min_side, max_aspect=args.max_aspect,
+                    max_length=args.max_length, image_token_len=tokens)
+    try:
+        rep = check_files(args.files, tokenizer, limits, progress=not args.no_progress)
     except (FileNotFoundError, ValueError) as e:       # a bad tokenizer folder
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(format_report(rep, args.files, args.tokenizer is not None, list_all=not args.summary))
+    print(format_report(rep, args.files, tokenizer is not None, list_all=not args.summary))
     if args.json:
         Path(args.json).write_text(json.dumps(rep.to_json(), indent=2))
     return rep.exit_code()
@@ -261,7 +278,10 @@ def add_check_command(sub) -> None:
     p.add_argument("files", nargs="+", help="parquet or JSONL files")
     p.add_argument("--tokenizer", metavar="DIR", help="tokenizer folder: also find rows too long for --max-length")
     p.add_argument("--max-length", type=int, default=768, help="tokens per row, as in training (default: 768)")
-    p.add_argument("--image-token-len", type=int, default=64, help="tokens per image (default: 64)")
+    p.add_argument("--model", metavar="DIR", help="model folder: its tokens per picture and its tokenizer (the "
+                                               "length check), exactly as training with --from DIR uses them")
+    p.add_argument("--image-token-len", type=int,
+                   help="tokens per picture (default: the --model's, else 64, which is said)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help=f"refuse images over this many pixels (default: {DEFAULT_MAX_PIXELS})")
     p.add_argument("--min-side", type=int, default=TRAIN_MIN_SIDE,

@@ -44,7 +44,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 from tqdm import tqdm
 
-from ..model.vision import ImageError, open_image
+from ..image import ImageError, image_header, open_image
 from .chat import IMAGE_MARKER, BadRow, check_order, count_markers, parse_conversations
 
 CAPTION_PROMPTS = (
@@ -285,7 +285,7 @@ def prepare_image(data: bytes, opts: ConvertOptions) -> tuple[bytes, bytes]:
         img.thumbnail((opts.max_side, opts.max_side), Image.Resampling.LANCZOS)
     fmt = opts.image_format
     if fmt == "keep":
-        source = Image.open(io.BytesIO(data)).format
+        source = image_header(data).format
         fmt = "jpeg" if source == "JPEG" else "png"           # anything else is stored losslessly
     buf = io.BytesIO()
     if fmt == "jpeg":

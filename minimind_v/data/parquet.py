@@ -125,12 +125,43 @@ def validate_row(row: dict) -> tuple[list[dict], list]:
 
 
 def row_images(row: dict) -> list:
+    """The row's image bytes as a list (empty for a text-only row); `BadRow("bad_image_type")` when the
+    column holds something that is not bytes (integers, strings, nested lists)."""
     imgs = row.get("image_bytes")
     if imgs is None:
         return []
     if isinstance(imgs, (bytes, bytearray)):
         return [imgs] if len(imgs) else []
+    if not isinstance(imgs, (list, tuple)):
+        raise BadRow("bad_image_type", f"image_bytes holds a {type(imgs).__name__}, not bytes or a list of bytes")
+    for k, b in enumerate(imgs):
+        if b is not None and not isinstance(b, (bytes, bytearray)):
+            raise BadRow("bad_image_type", f"image {k} is a {type(b).__name__}, not bytes")
     return list(imgs)
+
+
+def prepare_row(row: dict, tok, image_token_len: int, max_length: int | None,
+                max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = TRAIN_MIN_SIDE,
+                max_aspect: float = TRAIN_MAX_ASPECT, think_block: bool = False,
+                control_tokens_in_text: bool = False):
+    """The one row validator that training (`VLMDataset`) and `minimind-v data check` share, so they can
+    never disagree: structure (`validate_row`), then the rendering and length cut (skipped when `tok` is
+    None), then every picture that survives the cut is opened within the limits. Returns
+    (Rendered or None, RGB pictures, image bytes); raises BadRow / ImageError naming the kind."""
+    msgs, images = validate_row(row)
+    r = None
+    n = len(images)
+    if tok is not None:
+        r = render(msgs, tok, image_token_len, max_length, think_block=think_block,
+                   control_tokens_in_text=control_tokens_in_text)
+        n = r.n_images
+    pics = []
+    for k, b in enumerate(images[:n]):
+        try:
+            pics.append(open_image(b, max_pixels, min_side, max_aspect))
+        except ImageError as e:
+            raise ImageError(e.kind, f"image {k}: {e}") from None
+    return r, pics, images
 
 
 def image_key(data: bytes) -> str:
@@ -143,11 +174,13 @@ class VLMDataset(Dataset):
     """Parquet rows -> `Sample` (tokens, labels, image patches) or `Skipped`."""
 
     def __init__(self, files, tokenizer, cfg, max_length: int, think_block: bool = False,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, image_keys: bool = False, augment: float = 0.0):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, image_keys: bool = False, augment: float = 0.0,
+                 control_tokens_in_text: bool = False):
         self.rows = ParquetRows(files, ["conversations", "image_bytes"])
         self.tok, self.cfg, self.max_length = tokenizer, cfg, max_length
         self.think_block, self.max_pixels = think_block, max_pixels
         self.image_keys = image_keys        # hash each picture's bytes (only the encoder cache needs it)
+        self.control_tokens_in_text = control_tokens_in_text     # data/chat.py encode_segments
         self.augment = augment              # strength of data/augment.py's random zoom / shift / light (0: off)
 
     def __len__(self):
@@ -164,9 +197,9 @@ class VLMDataset(Dataset):
             return Skipped(e.kind, i, str(e))
 
     def build(self, row: dict, i: int) -> Sample:
-        msgs, images = validate_row(row)
-        r = render(msgs, self.tok, self.cfg.image_token_len, self.max_length, think_block=self.think_block)
-        pics = [open_image(b, self.max_pixels, TRAIN_MIN_SIDE, TRAIN_MAX_ASPECT) for b in images[:r.n_images]]
+        r, pics, images = prepare_row(row, self.tok, self.cfg.image_token_len, self.max_length, self.max_pixels,
+                                      think_block=self.think_block,
+                                      control_tokens_in_text=self.control_tokens_in_text)
         if self.augment:
             pics = [augment_image(p, self.augment) for p in pics]
         pv = torch.stack([image_to_patches(p, self.cfg.vision) for p in pics]) if pics else None

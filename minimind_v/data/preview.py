@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from ..model.vision import ImageError, open_image
+from ..image import ImageError, open_image
 from .chat import IMAGE_MARKER, BadRow, parse_conversations
 from .parquet import ParquetRows, row_images
 
@@ -147,7 +147,10 @@ def draw_picture(sheet: Image.Image, draw, images: list, x: int, y: int, thumb: 
 
 
 def draw_cell(sheet, draw, row: dict, index: int, x: int, y: int, layout: Layout, thumb: int, font) -> None:
-    images = row_images(row)
+    try:
+        images = row_images(row)
+    except BadRow:
+        images = []                   # drawn as "no image"; `data check` names the problem
     draw_picture(sheet, draw, images, x + PAD, y + PAD, thumb, font)
     q, a = first_turns(row.get("conversations"))
     lh, width = line_height(font), thumb

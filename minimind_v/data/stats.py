@@ -11,7 +11,6 @@ decoding), so a large set is scanned quickly; a header that cannot be read is co
 """
 from __future__ import annotations
 
-import io
 from collections import Counter
 from pathlib import Path
 
@@ -47,9 +46,11 @@ def summarize(values) -> dict | None:
 def image_size(data) -> tuple[int, int] | None:
     if not data:
         return None
+    from ..image import ImageError
+    from ..image import image_size as header_size
     try:
-        return Image.open(io.BytesIO(data)).size
-    except Exception:  # noqa: BLE001 - PIL raises many types for unreadable headers
+        return header_size(data)
+    except ImageError:
         return None
 
 
@@ -72,7 +73,11 @@ def stats(files, tokenizer=None, max_length: int | None = None, png=None, image_
     n_images = unreadable = 0
     for i in tqdm(range(len(rows)), desc="stats", unit="row", disable=not progress):
         row = rows[i]
-        images = row_images(row)
+        try:
+            images = row_images(row)
+        except BadRow as e:
+            problems[e.kind] += 1
+            images = []
         kinds["text_only" if not images else "one_image" if len(images) == 1 else "multi_image"] += 1
         for data in images:
             n_images += 1

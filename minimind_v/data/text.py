@@ -45,8 +45,8 @@ class JsonlRows:
             raise BadRow("invalid_utf8", "line is not valid UTF-8") from None
         try:
             obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise BadRow("invalid_json", str(e)) from None
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise BadRow("invalid_json", str(e)[:200] or "nested too deeply") from None
         if not isinstance(obj, dict):
             raise BadRow("invalid_json", "line is not a JSON object")
         return obj
@@ -69,9 +69,11 @@ def validate_text_row(row: dict) -> list[dict] | None:
 class TextDataset(Dataset):
     """`{"text"}` rows for pretraining, or `{"conversations"}` rows for SFT (text only)."""
 
-    def __init__(self, files, tokenizer, max_length: int, image_token_len: int = 64):
+    def __init__(self, files, tokenizer, max_length: int, image_token_len: int = 64,
+                 control_tokens_in_text: bool = False):
         self.rows = JsonlRows(files)
         self.tok, self.max_length, self.image_token_len = tokenizer, max_length, image_token_len
+        self.control_tokens_in_text = control_tokens_in_text     # data/chat.py encode_segments
 
     def __len__(self):
         return len(self.rows)
@@ -81,10 +83,13 @@ class TextDataset(Dataset):
             row = self.rows[i]
             msgs = validate_text_row(row)
             if msgs is None:
-                ids = [self.tok.bos_id] + self.tok.encode(row["text"]) + [self.tok.eos_id]
+                body = (self.tok.encode(row["text"]) if self.control_tokens_in_text
+                        else self.tok.encode_text_with_offsets(row["text"])[0])     # written text is text
+                ids = [self.tok.bos_id] + body + [self.tok.eos_id]
                 ids = ids[: self.max_length]
                 return Sample(torch.tensor(ids), torch.tensor(ids), None, i)
-            r = render(msgs, self.tok, self.image_token_len, self.max_length)
+            r = render(msgs, self.tok, self.image_token_len, self.max_length,
+                       control_tokens_in_text=self.control_tokens_in_text)
             return Sample(torch.tensor(r.ids), torch.tensor(r.labels), None, i)
         except BadRow as e:
             return Skipped(e.kind, i, str(e))

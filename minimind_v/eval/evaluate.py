@@ -11,7 +11,8 @@ from collections import Counter, defaultdict
 
 from ..data.chat import parse_conversations
 from ..data.parquet import ParquetRows, row_images
-from ..model.vision import blank_image, open_image
+from ..image import open_image
+from ..model.vision import blank_image
 from .score import is_correct, normalize
 
 

@@ -1,7 +1,7 @@
 """The frozen (or, for the tiny demo, trainable) SigLIP2 image encoder and its pixel preprocessing.
 
-`load_image` turns any PIL image (RGB, RGBA, LA, P with transparency, CMYK, I;16, 1-bit, ...) into RGB,
-compositing transparency onto white. `image_to_patches` resizes it to a square of `image_size` so that
+Opening pictures and converting any mode to RGB live in `minimind_v/image.py` (re-exported here for old
+imports). `image_to_patches` resizes it to a square of `image_size` so that
 all patches form a full grid (NaFlex would otherwise pad a non-square picture and the 4-merge would mix
 rows with padding), normalises with SigLIP's mean/std and flattens patches exactly as
 `Siglip2ImageProcessor` does: patch-major in raster order, each patch (p, p, C) flattened.
@@ -12,7 +12,6 @@ freezing is by module, not by parameter name (names changed between transformers
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -21,67 +20,9 @@ from PIL import Image
 from torch import nn
 
 from ..config import VisionConfig
+from ..image import (DEFAULT_MAX_PIXELS, TRAIN_MAX_ASPECT, TRAIN_MIN_SIDE, ImageError,  # noqa: F401 - re-exported
+                     open_image, to_rgb)
 from .llm import sdpa_backends
-
-Image.MAX_IMAGE_PIXELS = None     # we enforce our own limit before decoding (see `open_image`)
-DEFAULT_MAX_PIXELS = 64_000_000
-# Training refuses pictures that carry no usable content once resized to a square: a side under 8 px
-# (1x1 tracking pixels, spacer GIFs) or one side over 10x the other (banners, which the squeeze destroys).
-TRAIN_MIN_SIDE = 8
-TRAIN_MAX_ASPECT = 10.0
-
-
-class ImageError(ValueError):
-    """An image that cannot be used; `kind` names the problem for counting."""
-
-    def __init__(self, kind: str, msg: str):
-        super().__init__(msg)
-        self.kind = kind
-
-
-def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = 1,
-               max_aspect: float | None = None) -> Image.Image:
-    """Decode image bytes into an RGB PIL image, refusing bombs before decoding pixels.
-
-    The size checks read only the header: `too_many_pixels` (decompression bomb), `tiny_image` (a side
-    under `min_side`), `extreme_aspect` (longer side over `max_aspect` x the shorter one)."""
-    if data is None or len(data) == 0:
-        raise ImageError("empty_image", "zero-byte image")
-    try:
-        img = Image.open(io.BytesIO(data))
-        w, h = img.size
-    except Exception as e:  # noqa: BLE001 - PIL raises many types for bad files
-        raise ImageError("bad_image", f"undecodable image: {e}") from None
-    if w * h > max_pixels:
-        raise ImageError("too_many_pixels", f"image of {w}x{h} pixels exceeds the limit of {max_pixels}")
-    if min(w, h) < min_side:
-        raise ImageError("tiny_image", f"image of {w}x{h} pixels has a side under {min_side}")
-    if max_aspect is not None and max(w, h) > max_aspect * min(w, h):
-        raise ImageError("extreme_aspect", f"image of {w}x{h} pixels has an aspect ratio over {max_aspect:g}:1")
-    try:
-        img.load()
-    except Exception as e:  # noqa: BLE001
-        raise ImageError("bad_image", f"truncated or corrupt image: {e}") from None
-    return to_rgb(img)
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB; transparent areas become white."""
-    if img.mode == "RGB":
-        return img
-    if img.mode == "P":
-        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(arr / top * 255.0, 0, 255).astype(np.uint8), "L")
-    if img.mode == "F":
-        img = Image.fromarray(np.clip(np.asarray(img), 0, 255).astype(np.uint8), "L")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return img.convert("RGB")
 
 
 def image_to_patches(img: Image.Image, vcfg: VisionConfig) -> torch.Tensor:

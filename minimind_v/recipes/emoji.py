@@ -31,7 +31,6 @@ the encoder cache); rows are packed (attention per row on the CPU: 12% faster th
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import re
 import time
@@ -287,15 +286,14 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
 
     vision, warm = {}, None
     if r.encoder_epochs > 0:
-        from PIL import Image
-
         from ..data.augment import augment_image
+        from ..image import open_image
         from ..model.vision import VisionEncoder
         from ..train.encoder_warmup import warm_up_encoder_tasks
         say(f"2b/5 encoder warm-up: category, kind and which emoji, {r.encoder_epochs:g} epochs")
         t = time.time()
         encoder = VisionEncoder(r.model_overrides()["vision"])
-        pics = [Image.open(io.BytesIO(row["image_bytes"])) for row in rows]
+        pics = [open_image(row["image_bytes"]) for row in rows]
         tasks = {"category": [f.get("category") for f in facts], "kind": [f.get("kind") for f in facts],
                  "emoji": [emoji_key(row["image_names"]) for row in rows]}
         if r.encoder_concepts:

@@ -21,12 +21,11 @@ from __future__ import annotations
 import base64
 import binascii
 import http.client
-import io
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .errors import APIError, bad_request
 
@@ -125,23 +124,17 @@ def fetch_remote(url: str, limits: ImageLimits, param: str) -> bytes:
 
 
 def decode_image(data: bytes, limits: ImageLimits, param: str = "image") -> Image.Image:
-    """Bytes -> RGB image: format and pixel count are checked from the header before decoding."""
-    from ..model.vision import to_rgb
+    """Bytes -> RGB image through the package's one guarded opener (minimind_v/image.py): format and
+    pixel count are checked from the header before decoding."""
+    from ..image import ImageError, open_image
     if len(data) > limits.max_bytes:
         raise _too_big(len(data), limits, param)
     try:
-        img = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-        w, h = img.size
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError):
-        raise bad_request("the image data is not a PNG, JPEG, GIF, WebP or BMP image", param,
-                          "invalid_image") from None
-    if w <= 0 or h <= 0:
-        raise bad_request(f"the image declares an empty size {w}x{h}", param, "invalid_image")
-    if w * h > limits.max_pixels:
-        raise bad_request(f"image of {w}x{h} = {w * h} pixels exceeds the limit of {limits.max_pixels} pixels",
-                          param, "image_too_large")
-    try:
-        img.load()
-        return to_rgb(img)
-    except Exception as e:  # noqa: BLE001 - PIL raises many exception types for corrupt files
-        raise bad_request(f"the image is truncated or corrupt: {type(e).__name__}", param, "invalid_image") from None
+        return open_image(data, max_pixels=limits.max_pixels, formats=ALLOWED_FORMATS)
+    except ImageError as e:
+        if e.kind == "too_many_pixels":
+            raise bad_request(f"{e} pixels", param, "image_too_large") from None  # checked from the header
+        if e.kind == "bad_image" and str(e).startswith("undecodable"):
+            raise bad_request("the image data is not a PNG, JPEG, GIF, WebP or BMP image", param,
+                              "invalid_image") from None
+        raise bad_request(f"the image is unusable: {e}", param, "invalid_image") from None

@@ -82,6 +82,7 @@ class TrainConfig:
     encoder_cache: str | None = None      # folder caching frozen-encoder outputs by image hash (train/encoder_cache.py)
     augment: float = 0.0                  # random zoom / shift / light on training pictures (data/augment.py); 0: off
     think_block: bool = False
+    control_tokens_in_text: bool = False  # trusted data: control-token strings in the text stay control tokens
     progress: bool = True
     save_final: bool = True
     plot: bool = True
@@ -111,11 +112,50 @@ def build_dataset(cfg: TrainConfig, tok: Tokenizer, mcfg: ModelConfig, max_lengt
         if not Path(f).exists():
             raise FileNotFoundError(f"data file {f} does not exist")
     if all(f.endswith(".parquet") for f in files):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        for f in files:
+            try:
+                names = pq.read_schema(f).names
+            except (OSError, pa.ArrowException) as e:
+                raise NoUsableData(f"{f} is not a readable parquet file: {e}") from None
+            if "conversations" not in names:
+                raise NoUsableData(f"{f} has no `conversations` column (it has: {', '.join(names) or 'none'}); "
+                                   f"nothing to train on")
         return VLMDataset(files, tok, mcfg, max_length, think_block=cfg.think_block,
-                          image_keys=bool(cfg.encoder_cache), augment=cfg.augment)
+                          image_keys=bool(cfg.encoder_cache), augment=cfg.augment,
+                          control_tokens_in_text=cfg.control_tokens_in_text)
     if all(f.endswith((".jsonl", ".json")) for f in files):
-        return TextDataset(files, tok, max_length, mcfg.image_token_len)
+        return TextDataset(files, tok, max_length, mcfg.image_token_len,
+                           control_tokens_in_text=cfg.control_tokens_in_text)
     raise ValueError("data files must be all .parquet or all .jsonl")
+
+
+class NoUsableData(ValueError):
+    """The data holds no row training could use: stopping before step 1 (no model folder is written)."""
+
+
+def first_usable_row(ds, log) -> int:
+    """Read rows in file order until one is usable, before any step is taken: a data set with zero rows, or
+    with only bad ones, stops here with the skip counts, instead of 'training' on nothing (and, with zero
+    rows, instead of a sampler that yields no batch). Costs one row on good data."""
+    from ..data.parquet import Skipped
+    if len(ds) == 0:
+        raise NoUsableData("the data has zero rows: nothing to train on")
+    kinds = Counter()
+    for i in range(len(ds)):
+        item = ds[i]
+        if not isinstance(item, Skipped):
+            if kinds:
+                log(f"the first {i} row(s) are unusable ({_kinds_text(kinds)}); training skips such rows")
+            return i
+        kinds[item.kind] += 1
+    raise NoUsableData(f"none of the {len(ds)} row(s) is usable, skipped by kind: {_kinds_text(kinds)}; "
+                       f"`minimind-v data check FILE` lists every problem")
+
+
+def _kinds_text(kinds: Counter) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(kinds.items()))
 
 
 def cosine_lr(step: int, total: int, lr: float, min_lr: float, warmup: int) -> float:
@@ -180,6 +220,7 @@ def train(cfg: TrainConfig) -> dict:
 
     max_length = cfg.max_length or stage.max_length
     ds = build_dataset(cfg, tok, mcfg, max_length)
+    first_usable_row(ds, log)            # refuses empty / all-bad data before anything is written
     lr = cfg.lr if cfg.lr is not None else stage.lr
     min_lr = cfg.min_lr if cfg.min_lr is not None else (lr / 10 if cfg.lr is not None else stage.min_lr)
 
@@ -277,12 +318,23 @@ def train(cfg: TrainConfig) -> dict:
     collate = Collator(tok.pad_id, cfg.padding, max_length)
     with _Stop() as stopper:
         while step < total_steps:
+            if stopper.flag and not dist.enabled:
+                stopped_by_signal = True
+                break
             sampler.epoch, sampler.start = epoch, consumed
             loader = make_loader(ds, sampler, collate, cfg.seed, epoch, cfg.num_workers, device)
             micro = 0
             step_loss = torch.zeros((), device=device)
             step_rows = []
+            batches = 0
             for batch in loader:
+                batches += 1
+                if stopper.flag and micro and not dist.enabled:
+                    # a stop signal in the middle of gradient accumulation: drop the partial step (its rows
+                    # are not counted as consumed, so a resume trains this step whole) and stop now
+                    opt.zero_grad(set_to_none=True)
+                    stopped_by_signal = True
+                    break
                 skipped_local.update(batch.skipped)
                 if trace is not None:
                     step_rows += batch.indices
@@ -370,6 +422,9 @@ def train(cfg: TrainConfig) -> dict:
                 if step >= total_steps:
                     break
             else:                       # the epoch's data ran out: next epoch
+                if batches == 0:        # never spin: an epoch that yields nothing cannot advance the run
+                    raise NoUsableData(f"epoch {epoch} produced no batch from {len(ds)} row(s) starting at row "
+                                       f"{consumed}; nothing left to train on")
                 epoch, consumed = epoch + 1, 0
                 continue
             break
