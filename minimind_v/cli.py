@@ -211,8 +211,12 @@ def _cmd_eval(a) -> int:
     maj = majority_baseline(rows)
     print(format_table(res, majority=maj))
     print(f"n = {res['n']}" + ("  (blind: every image replaced by a blank one)" if a.blind else ""))
+    if res.get("skipped"):
+        print("skipped rows (not scored): " + ", ".join(f"{k}={v}" for k, v in sorted(res["skipped"].items())),
+              file=sys.stderr)
     if a.out:
         out = {"overall": res["overall"], "per_type": res["per_type"], "n": res["n"], "blind": a.blind,
+               "skipped": res.get("skipped", {}),
                "majority_baseline": maj, "predictions": res["predictions"]}
         Path(a.out).write_text(json.dumps(out, indent=2))
     return 0

@@ -47,7 +47,11 @@ def read_state_dict(path: str | Path, log=print) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    obj = read_weights_file(path)
+    try:
+        obj = read_weights_file(path)
+    except Exception as e:  # noqa: BLE001 - torch / safetensors / pickle raise many types for a damaged file
+        raise ValueError(f"{path} cannot be read as a checkpoint (truncated or not a weights file): "
+                         f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}") from None
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict) and "optimizer" in obj:
         log(f"{path.name} is a resume checkpoint; using its 'model' entry")
         obj = obj["model"]

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from ..data.chat import parse_conversations
+from ..data.chat import BadRow, count_markers, parse_conversations
 from ..data.parquet import ParquetRows, row_images
-from ..image import open_image
+from ..image import ImageError, open_image
 from ..model.vision import blank_image
 from .score import is_correct, normalize
 
@@ -54,18 +54,21 @@ def evaluate(vlm, rows: list[dict], blind: bool = False, batch_size: int = 32, m
         from tqdm import tqdm
         bar = tqdm(total=len(rows), desc="eval (blind)" if blind else "eval", unit="row", leave=False)
     vcfg = vlm.model.cfg.vision
+    skipped = Counter()
     for start in it:
-        chunk = rows[start:start + batch_size]
-        convs, imgs = [], []
-        for r in chunk:
-            msgs = parse_conversations(r["conversations"])
-            last_user = max(i for i, m in enumerate(msgs) if m["role"] == "user")
-            convs.append(msgs[:last_user + 1])
-            pics = [open_image(b) for b in row_images(r)]
+        chunk, convs, imgs = [], [], []
+        for k, r in enumerate(rows[start:start + batch_size]):
+            try:                       # one bad row (a picture that does not decode...) is skipped and counted
+                conv, pics = _prompt_of(r)
+            except (BadRow, ImageError) as e:
+                skipped[e.kind] += 1
+                continue
+            chunk.append((start + k, r))
+            convs.append(conv)
             imgs.append([blank_image(vcfg) for _ in pics] if blind else pics)
-        replies = vlm.answer_batch(convs, imgs, max_new_tokens=max_new_tokens)
-        for r, reply in zip(chunk, replies):
-            preds.append({"type": row_type(r), "answer": r["answer"], "reply": reply,
+        replies = vlm.answer_batch(convs, imgs, max_new_tokens=max_new_tokens) if chunk else []
+        for (i, r), reply in zip(chunk, replies):
+            preds.append({"row": i, "type": row_type(r), "answer": r["answer"], "reply": reply,
                           "correct": is_correct(reply, r["answer"], others[row_type(r)])})
         if bar is not None:
             bar.update(len(chunk))
@@ -76,7 +79,26 @@ def evaluate(vlm, rows: list[dict], blind: bool = False, batch_size: int = 32, m
         per[p["type"]].append(p["correct"])
     return {"overall": sum(p["correct"] for p in preds) / max(1, len(preds)),
             "per_type": {t: sum(v) / len(v) for t, v in sorted(per.items())},
-            "n": len(preds), "predictions": preds}
+            "n": len(preds), "skipped": dict(skipped), "predictions": preds}
+
+
+def _prompt_of(row: dict):
+    """(conversation up to the last user turn, RGB pictures) of an eval row; raises BadRow / ImageError."""
+    msgs = parse_conversations(row["conversations"])
+    users = [i for i, m in enumerate(msgs) if m["role"] == "user"]
+    if not users:
+        raise BadRow("no_user", "no user turn to ask")
+    conv = msgs[:users[-1] + 1]
+    images = row_images(row)
+    if count_markers(conv) not in (0, len(images)):          # no marker at all: the pipeline prepends them
+        raise BadRow("marker_mismatch", f"{count_markers(conv)} <image> marker(s) but {len(images)} image(s)")
+    pics = []
+    for k, b in enumerate(images):
+        try:
+            pics.append(open_image(b))
+        except ImageError as e:
+            raise ImageError(e.kind, f"image {k}: {e}") from None
+    return conv, pics
 
 
 def format_table(result: dict, blind: dict | None = None, majority: dict | None = None) -> str:
@@ -100,7 +122,8 @@ def show_examples(rows: list[dict], predictions: list[dict], n: int, tagged: boo
     (`tagged` puts the type in front of the question)."""
     import json
     seen = set()
-    for row, p in zip(rows, predictions):
+    for j, p in enumerate(predictions):
+        row = rows[p.get("row", j)]
         if len(seen) >= n:
             break
         if p["type"] in seen:

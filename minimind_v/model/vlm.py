@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from ..config import ModelConfig
 from .llm import KVCache, MiniMindLM
 from .projector import Projector
+from .size_guard import check_model_size
 from .vision import VisionEncoder
 
 
@@ -33,6 +34,7 @@ class MiniMindVLM(MiniMindLM):
     """The LLM (`model.*`, `lm_head`) plus `vision_proj.*` and `vision_encoder.*`: the original's names."""
 
     def __init__(self, cfg: ModelConfig, vision: bool = True, base_dir=None):
+        check_model_size(cfg)                  # an absurd config.json is refused before any allocation
         super().__init__(cfg)
         self.vision_proj = Projector(cfg.vision.hidden_size, cfg.hidden_size, cfg.merge, cfg.projector_norm,
                                      places=cfg.image_token_len if cfg.visual_pos_embed else 0)
