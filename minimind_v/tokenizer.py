@@ -70,6 +70,17 @@ class Tokenizer:
             self._control = tuple(t.content for t in self.tok.get_added_tokens_decoder().values())
         return self._control
 
+    @property
+    def max_token_chars(self) -> int:
+        """The most characters one token can stand for (its byte length bounds them): n tokens never spell
+        more than n * max_token_chars characters, so a longer text is too long without tokenising it."""
+        if getattr(self, "_max_chars", None) is None:
+            vocab = self.tok.get_vocab()
+            self._max_chars = max(len(self.tok.decode([i], skip_special_tokens=False).encode("utf-8"))
+                                  for i in vocab.values()) if vocab else 1
+            self._max_chars = max(1, self._max_chars)
+        return self._max_chars
+
     def has_control_text(self, text: str) -> bool:
         return "<" in text and any(c in text for c in self.control_strings)
 

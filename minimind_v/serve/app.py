@@ -28,10 +28,12 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from . import protocol as P
 from .engine import Engine, Job, QueueFull
 from .errors import APIError, bad_request
+from .guard import GuardMiddleware
 from .images import ImageLimits, load_image_url
 
 STATIC = Path(__file__).parent / "static"
@@ -41,8 +43,9 @@ log = logging.getLogger("minimind_v.serve")
 def create_app(vlm, *, name: str | None = None, api_key: str | None = None, limits: ImageLimits | None = None,
                defaults: P.Defaults | None = None, max_context: int | None = None, max_batch: int = 16,
                max_queue: int = 256, max_body_bytes: int | None = None, poll_s: float = 0.25,
-               image_cache: int = 64) -> FastAPI:
-    """The app serving `vlm` (a `pipeline.VLM`). The engine thread starts and stops with the app."""
+               image_cache: int = 64, allowed_hosts=None, allow_origins=(), body_timeout: float = 30.0) -> FastAPI:
+    """The app serving `vlm` (a `pipeline.VLM`). The engine thread starts and stops with the app.
+    `allowed_hosts` / `allow_origins`: see guard.py; `body_timeout`: seconds to receive a whole body."""
     name = name or vlm.name
     limits = limits or ImageLimits()
     defaults = defaults or P.Defaults()
@@ -50,6 +53,10 @@ def create_app(vlm, *, name: str | None = None, api_key: str | None = None, limi
     if max_body_bytes is None:        # every image at its byte limit, base64-inflated by 4/3, plus 1 MiB of text
         max_body_bytes = limits.max_images * (limits.max_bytes * 4 // 3 + 1024) + (1 << 20)
     engine = Engine(vlm, max_batch=max_batch, max_queue=max_queue, image_cache=image_cache)
+    # Work is bounded before it is spent: a prompt of more characters than the context could hold even if
+    # every token were the vocabulary's longest is refused before tokenising (10 MB of text once took 25 s
+    # and 4 GB to tokenise, only to be refused for its length afterwards).
+    max_prompt_chars = max_context * vlm.tok.max_token_chars
 
     @asynccontextmanager
     async def lifespan(app):
@@ -60,6 +67,7 @@ def create_app(vlm, *, name: str | None = None, api_key: str | None = None, limi
             engine.stop()
 
     app = FastAPI(title="minimind-v", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(GuardMiddleware, allowed_hosts=allowed_hosts, allow_origins=allow_origins)
     app.state.engine, app.state.vlm, app.state.name = engine, vlm, name
     install_error_handlers(app)
 
@@ -105,6 +113,11 @@ def create_app(vlm, *, name: str | None = None, api_key: str | None = None, limi
         if req.model != name:
             raise APIError(404, f"The model '{req.model}' does not exist (this server has '{name}')",
                            param="model", code="model_not_found")
+        chars = sum(len(m["content"]) for m in req.messages)
+        if chars > max_prompt_chars:
+            raise bad_request(f"This model's maximum context length is {max_context} tokens, and the messages hold "
+                              f"{chars} characters: more than {max_prompt_chars}, which no {max_context} tokens "
+                              f"can spell", "messages", "context_length_exceeded")
         images = [load_image_url(ref.url, limits, ref.param) for ref in req.images]
         try:
             ids = vlm.prompt_ids(req.messages, len(images))
@@ -126,7 +139,7 @@ def create_app(vlm, *, name: str | None = None, api_key: str | None = None, limi
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         check_auth(request)
-        body = await read_body(request, max_body_bytes)
+        body = await read_body(request, max_body_bytes, body_timeout)
         req, job = await run_in_threadpool(prepare, body)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
@@ -197,19 +210,33 @@ def data(obj) -> str:
     return "data: " + json.dumps(obj, ensure_ascii=False) + "\n\n"
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it passes `limit` bytes (never read in full)."""
+async def read_body(request: Request, limit: int, timeout: float | None = None) -> bytes:
+    """The request body, refused with 413 as soon as it passes `limit` bytes (never read in full), and
+    with 408 when it has not all arrived within `timeout` seconds (a client dripping its body). A client
+    that goes away mid-body ends the request quietly (`ClientGone`: no traceback in the log)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
         raise APIError(413, f"request body of {declared} bytes exceeds the limit of {limit} bytes",
                        code="request_too_large")
-    chunks, size = [], 0
-    async for part in request.stream():
-        size += len(part)
-        if size > limit:
-            raise APIError(413, f"request body exceeds the limit of {limit} bytes", code="request_too_large")
-        chunks.append(part)
-    return b"".join(chunks)
+
+    async def read() -> bytes:
+        chunks, size = [], 0
+        async for part in request.stream():
+            size += len(part)
+            if size > limit:
+                raise APIError(413, f"request body exceeds the limit of {limit} bytes", code="request_too_large")
+            chunks.append(part)
+        return b"".join(chunks)
+    try:
+        return await asyncio.wait_for(read(), timeout)
+    except asyncio.TimeoutError:
+        raise APIError(408, f"the request body did not arrive within {timeout:g} s", code="request_timeout") from None
+    except ClientDisconnect:
+        raise ClientGone() from None
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its request was read: nobody to answer, nothing to log."""
 
 
 def error_response(e: APIError, headers: dict | None = None) -> Response:
@@ -234,6 +261,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, e: RequestValidationError):
         return error_response(bad_request(f"invalid request: {e.errors()[:1]}"))
+
+    @app.exception_handler(ClientGone)
+    async def client_gone(request: Request, e: ClientGone):
+        return Response(status_code=400)          # never delivered: the client has gone
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, e: Exception):

@@ -30,6 +30,12 @@ def add_serve_command(sub) -> None:
     p.add_argument("--max-image-pixels", type=int, default=25_000_000,
                    help="width x height limit per image, checked before decoding")
     p.add_argument("--max-images", type=int, default=8, help="images per request, all messages together")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="a web origin (e.g. https://app.example) whose pages may POST to the API from a browser; "
+                        "repeat for several, '*' for any. Cross-origin browser POSTs are refused otherwise")
+    p.add_argument("--request-timeout", type=float, default=30.0,
+                   help="seconds a client has to send a request body (408 after); a request head must arrive "
+                        "within 10 s of connecting")
     p.add_argument("--max-batch", type=int, default=16, help="requests decoded together")
     p.add_argument("--max-queue", type=int, default=256, help="waiting requests before 429 'busy'")
     p.add_argument("--image-cache", type=int, default=64,
@@ -54,14 +60,18 @@ def cmd_serve(a) -> int:
 
     from ..pipeline import VLM
     from .app import create_app
+    from .guard import LOOPBACK_HOSTS, is_loopback, uvicorn_options
     from .images import ImageLimits
     from .protocol import Defaults
 
     if a.threads:
         torch.set_num_threads(a.threads)
     vlm = VLM.load(a.model, device=a.device, dtype=torch_dtype(a.dtype))
+    # listening on loopback only: the Host header must be loopback too (refuses DNS rebinding)
+    hosts = LOOPBACK_HOSTS if is_loopback(a.host) else None
     app = create_app(vlm, name=a.name, api_key=a.api_key, max_context=a.max_context, max_batch=a.max_batch,
-                     max_queue=a.max_queue, image_cache=a.image_cache,
+                     max_queue=a.max_queue, image_cache=a.image_cache, allowed_hosts=hosts,
+                     allow_origins=a.allow_origin, body_timeout=a.request_timeout,
                      limits=ImageLimits(max_bytes=a.max_image_bytes, max_pixels=a.max_image_pixels,
                                         max_images=a.max_images, allow_remote=a.allow_remote_images),
                      defaults=Defaults(temperature=a.temperature, top_p=a.top_p, max_tokens=a.max_tokens))
@@ -70,5 +80,5 @@ def cmd_serve(a) -> int:
     if a.host not in ("127.0.0.1", "localhost", "::1") and not a.api_key:
         print("note: listening beyond loopback without --api-key: anyone who can reach this port can use it",
               flush=True)
-    uvicorn.run(app, host=a.host, port=a.port, log_level=a.log_level)
+    uvicorn.run(app, host=a.host, port=a.port, log_level=a.log_level, **uvicorn_options())
     return 0

@@ -21,6 +21,8 @@ from __future__ import annotations
 import base64
 import binascii
 import http.client
+import socket
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -38,7 +40,7 @@ class ImageLimits:
     max_pixels: int = 25_000_000       # width * height of one image (5000 x 5000)
     max_images: int = 8                # images in one request, all messages together
     allow_remote: bool = False         # fetch http(s):// image URLs
-    remote_timeout: float = 10.0       # seconds, for a remote fetch
+    remote_timeout: float = 10.0       # seconds in total for a remote fetch (connect + headers + body)
 
 
 def load_image_url(url, limits: ImageLimits, param: str = "image_url.url") -> Image.Image:
@@ -104,23 +106,109 @@ class _SafeRedirects(urllib.request.HTTPRedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
+class _Deadline:
+    """A total time limit for one fetch: when it passes, every socket the fetch opened is shut down, so a
+    server that drips a byte every few seconds (each read within a per-read timeout) still ends on time."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.expired, self.socks, self.lock = seconds, False, [], threading.Lock()
+        self.timer = threading.Timer(seconds, self.expire)
+        self.timer.daemon = True
+
+    def __enter__(self):
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.timer.cancel()
+
+    def expire(self):
+        with self.lock:
+            self.expired = True
+            for s in self.socks:
+                _shut(s)
+
+    def add(self, sock):
+        with self.lock:
+            self.socks.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def handlers(self):
+        """urllib handlers whose connections register their sockets here."""
+        deadline = self
+
+        def tracked(base):
+            class Tracked(base):
+                def connect(self):
+                    super().connect()
+                    deadline.add(self.sock)
+            return Tracked
+
+        class HTTP(urllib.request.HTTPHandler):
+            def http_open(self, req):
+                return self.do_open(tracked(http.client.HTTPConnection), req)
+
+        class HTTPS(urllib.request.HTTPSHandler):
+            def https_open(self, req):
+                return self.do_open(tracked(http.client.HTTPSConnection), req, context=self._context)
+        return [HTTP(), HTTPS()]
+
+
+def _shut(sock) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+# At most this many remote fetches at once: each holds a worker thread, and a flood of slow ones must not
+# take every worker from the requests that send their pictures inline.
+_FETCH_SLOTS = threading.BoundedSemaphore(4)
+
+
 def fetch_remote(url: str, limits: ImageLimits, param: str) -> bytes:
-    """GET an http(s) image (opt-in), reading at most max_bytes + 1 bytes."""
-    opener = urllib.request.build_opener(_SafeRedirects())
+    """GET an http(s) image (opt-in), reading at most max_bytes + 1 bytes, within `remote_timeout` seconds
+    in total (connect, headers and body together, not per read)."""
+    if not _FETCH_SLOTS.acquire(blocking=False):
+        raise APIError(429, "too many remote image fetches in progress; retry later or send the image inline",
+                       param=param, code="server_busy")
+    try:
+        with _Deadline(limits.remote_timeout) as deadline:
+            data = _fetch(url, limits, param, deadline)
+    finally:
+        _FETCH_SLOTS.release()
+    if len(data) > limits.max_bytes:
+        raise _too_big(len(data), limits, param)
+    return data
+
+
+def _fetch(url: str, limits: ImageLimits, param: str, deadline: _Deadline) -> bytes:
+    opener = urllib.request.build_opener(_SafeRedirects(), *deadline.handlers())
     req = urllib.request.Request(url, headers={"User-Agent": "minimind-v-serve"})
+    chunks, size = [], 0
     try:
         with opener.open(req, timeout=limits.remote_timeout) as resp:
             declared = resp.headers.get("Content-Length")
             if declared and declared.isdigit() and int(declared) > limits.max_bytes:
                 raise _too_big(int(declared), limits, param)
-            data = resp.read(limits.max_bytes + 1)
+            while size <= limits.max_bytes:
+                part = resp.read(min(65536, limits.max_bytes + 1 - size))
+                if not part:
+                    break
+                chunks.append(part)
+                size += len(part)
     except APIError:
         raise
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
+        if deadline.expired:
+            raise bad_request(f"could not fetch the image URL within {limits.remote_timeout:g} s", param,
+                              "image_fetch_failed") from None
         raise bad_request(f"could not fetch the image URL: {e}", param, "image_fetch_failed") from None
-    if len(data) > limits.max_bytes:
-        raise _too_big(len(data), limits, param)
-    return data
+    if deadline.expired:
+        raise bad_request(f"could not fetch the image URL within {limits.remote_timeout:g} s", param,
+                          "image_fetch_failed")
+    return b"".join(chunks)
 
 
 def decode_image(data: bytes, limits: ImageLimits, param: str = "image") -> Image.Image:

@@ -41,8 +41,9 @@ def build_tiny_model(out: str | Path, seed: int = 0, std: float = 0.3, vocab_siz
 class LiveServer:
     """Run an ASGI app with uvicorn on 127.0.0.1 (a free port) in a daemon thread; stop it on exit."""
 
-    def __init__(self, app, log_level: str = "warning", startup_timeout: float = 30.0):
-        self.app, self.log_level, self.startup_timeout = app, log_level, startup_timeout
+    def __init__(self, app, log_level: str = "warning", startup_timeout: float = 30.0, **timeouts):
+        """`timeouts`: `header_timeout` / `keep_alive` seconds for guard.uvicorn_options."""
+        self.app, self.log_level, self.startup_timeout, self.timeouts = app, log_level, startup_timeout, timeouts
         self.url = None
 
     def __enter__(self) -> "LiveServer":
@@ -52,7 +53,9 @@ class LiveServer:
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level=self.log_level, lifespan="on"))
+        from .guard import uvicorn_options
+        self.server = uvicorn.Server(uvicorn.Config(self.app, log_level=self.log_level, lifespan="on",
+                                                    **uvicorn_options(**self.timeouts)))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True,
                                        name="uvicorn-test-server")
         self.thread.start()
