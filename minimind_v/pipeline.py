@@ -1,8 +1,9 @@
 """The Python API: load a model folder and talk to it about pictures.
 
     from minimind_v import VLM
+    from minimind_v.image import open_image_file       # the guarded opener: size checked before decoding
     vlm = VLM.load("runs/demo/model")
-    print(vlm.answer("What colour is the circle?", images=[PIL.Image.open("x.png")]))
+    print(vlm.answer("What colour is the circle?", images=[open_image_file("x.png")]))
     for piece in vlm.stream([{"role": "user", "content": "<image>\\nDescribe it."}], images=[img]):
         print(piece, end="")
 
