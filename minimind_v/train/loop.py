@@ -106,22 +106,37 @@ def build_model(cfg: TrainConfig, tok: Tokenizer, log) -> MiniMindVLM:
     return MiniMindVLM(mcfg)
 
 
-def build_dataset(cfg: TrainConfig, tok: Tokenizer, mcfg: ModelConfig, max_length: int):
-    files = [str(f) for f in cfg.data]
+def check_data_files(files: list[str]) -> None:
+    """What can be known about the data without a tokenizer or model, checked before either is built (so
+    a wrong file fails in seconds): every file exists and is readable, parquet files have a
+    `conversations` column, and there is at least one row."""
+    rows = 0
     for f in files:
         if not Path(f).exists():
             raise FileNotFoundError(f"data file {f} does not exist")
-    if all(f.endswith(".parquet") for f in files):
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-        for f in files:
+        if f.endswith(".parquet"):
+            import pyarrow as pa
+            import pyarrow.parquet as pq
             try:
-                names = pq.read_schema(f).names
+                pf = pq.ParquetFile(f)
+                names = pf.schema_arrow.names
             except (OSError, pa.ArrowException) as e:
                 raise NoUsableData(f"{f} is not a readable parquet file: {e}") from None
             if "conversations" not in names:
                 raise NoUsableData(f"{f} has no `conversations` column (it has: {', '.join(names) or 'none'}); "
                                    f"nothing to train on")
+            rows += pf.metadata.num_rows
+        elif f.endswith((".jsonl", ".json")):
+            with open(f, "rb") as fh:
+                rows += any(line.strip() for line in fh)       # stops at the first non-blank line
+    if rows == 0:
+        raise NoUsableData(f"the data ({', '.join(files)}) has zero rows: nothing to train on")
+
+
+def build_dataset(cfg: TrainConfig, tok: Tokenizer, mcfg: ModelConfig, max_length: int):
+    files = [str(f) for f in cfg.data]
+    check_data_files(files)
+    if all(f.endswith(".parquet") for f in files):
         return VLMDataset(files, tok, mcfg, max_length, think_block=cfg.think_block,
                           image_keys=bool(cfg.encoder_cache), augment=cfg.augment,
                           control_tokens_in_text=cfg.control_tokens_in_text)
@@ -204,6 +219,7 @@ def train(cfg: TrainConfig) -> dict:
     stage = get_stage(cfg.stage)
     _seed_all(cfg.seed)                   # the same initial weights on every rank
 
+    check_data_files([str(f) for f in cfg.data])   # zero rows, a missing column: refused before any model is built
     tok_dir = cfg.tokenizer or cfg.init_from
     if tok_dir is None:
         raise ValueError("give a tokenizer folder (--tokenizer) or a model folder to start from (--from)")
