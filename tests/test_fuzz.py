@@ -580,3 +580,19 @@ def test_eval_skips_an_undecodable_picture(vlm, model_dir, tmp_path, capsys):
     res = json.loads(out.read_text())
     assert res["n"] == 2 and res["skipped"] == {"bad_image": 1}
     assert [p["row"] for p in res["predictions"]] == [0, 2]
+
+
+def test_bodies_of_many_small_values_are_bounded(server):
+    """100 MB bodies are allowed for pictures; the same bytes as millions of tiny JSON values or messages
+    are refused before they are parsed or rendered."""
+    url = server.url + "/v1/chat/completions"
+    before = rss_mb()
+    t0 = time.monotonic()
+    for body in (b"[" + b"[]," * 3_000_000 + b"[]]",
+                 json.dumps({"model": "m", "messages": [{"role": "user", "content": ""}] * 200_000}).encode()):
+        r = httpx.post(url, content=body, headers={"Content-Type": "application/json"}, timeout=60)
+        assert r.status_code in (400, 413), r.text[:200]
+    assert time.monotonic() - t0 < 5 and rss_mb() - before < 500
+    many = {"model": "m", "messages": [{"role": "user", "content": "a"}] * 600}
+    r = httpx.post(url, json=many, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"

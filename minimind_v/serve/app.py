@@ -114,6 +114,9 @@ def create_app(vlm, *, name: str | None = None, api_key: str | None = None, limi
             raise APIError(404, f"The model '{req.model}' does not exist (this server has '{name}')",
                            param="model", code="model_not_found")
         chars = sum(len(m["content"]) for m in req.messages)
+        if 4 * len(req.messages) > max_context:          # each message's template alone takes 4 tokens or more
+            raise bad_request(f"This model's maximum context length is {max_context} tokens, and {len(req.messages)} "
+                              f"messages take at least {4 * len(req.messages)}", "messages", "context_length_exceeded")
         if chars > max_prompt_chars:
             raise bad_request(f"This model's maximum context length is {max_context} tokens, and the messages hold "
                               f"{chars} characters: more than {max_prompt_chars}, which no {max_context} tokens "
