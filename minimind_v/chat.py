@@ -26,8 +26,8 @@ def _open(path: str) -> Image.Image:
 def run_chat(a, stdin=None, stdout=None) -> int:
     from .pipeline import VLM
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
+    images = [_open(p) for p in (a.image or [])]      # a bad picture is named before the model loads
     vlm = VLM.load(a.model, device=a.device)
-    images = [_open(p) for p in (a.image or [])]
     if a.prompt is not None:
         for piece in vlm.stream([{"role": "user", "content": a.prompt}], images, **_sampling(a)):
             stdout.write(piece)

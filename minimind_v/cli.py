@@ -346,9 +346,12 @@ def main(argv=None) -> int:
     except NonFiniteLoss as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (FileNotFoundError, ValueError, KeyError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
+        print(f"error: {e}", file=sys.stderr)        # bad input (ImageError, NoUsableData, ModelTooLarge...)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

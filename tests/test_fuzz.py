@@ -596,3 +596,11 @@ def test_bodies_of_many_small_values_are_bounded(server):
     many = {"model": "m", "messages": [{"role": "user", "content": "a"}] * 600}
     r = httpx.post(url, json=many, timeout=60)
     assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_typed_image_pads_in_chat_are_text(vlm):
+    """`<|image_pad|>` typed in a chat (no picture) used to count as picture tokens; now it is text."""
+    pads = "<|image_pad|>" * vlm.model.cfg.image_token_len
+    ids = vlm.prompt_ids([{"role": "user", "content": pads + " hi"}], 0)
+    assert vlm.tok.image_id not in ids
+    assert isinstance(vlm.answer(pads + " hi", max_new_tokens=2, temperature=0.0), str)
