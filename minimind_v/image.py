@@ -23,7 +23,7 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 64_000_000
 # Training refuses pictures that carry no usable content once resized to a square: a side under 8 px
@@ -67,6 +67,9 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int 
         w, h = img.size
     except ImageError:
         raise
+    except UnidentifiedImageError:
+        raise ImageError("bad_image", "undecodable image: not a picture in a format Pillow reads (PNG, JPEG, GIF, "
+                                      "WebP, BMP, TIFF...)") from None
     except Exception as e:  # noqa: BLE001 - PIL raises many types for bad files
         raise ImageError("bad_image", f"undecodable image: {e}") from None
     if w <= 0 or h <= 0:
