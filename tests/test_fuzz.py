@@ -362,6 +362,7 @@ def test_truncated_checkpoint_and_garbage_tokenizer_give_one_line(tmp_path, mode
     tok = tmp_path / "tok"
     tok.mkdir()
     (tok / "tokenizer.json").write_text("{not json at all")
+    (tmp_path / "x.jsonl").write_text('{"text": "hello"}\n')
     code = main(["train", "--stage", "llm-pretrain", "--data", str(tmp_path / "x.jsonl"), "--out",
                  str(tmp_path / "run"), "--tokenizer", str(tok), "--no-progress"])
     err = capsys.readouterr().err
