@@ -540,6 +540,10 @@ def test_every_bad_row_kind_trains_to_the_end_and_check_agrees(mixed_files, tiny
     report = json.loads(rep.read_text())
     assert report["problems_by_kind"] == dict(want) and report["unreadable"] == []
     assert report["rows"] == n
+    # the same from the model's config.json and a tokenizer folder
+    main(["data", "check", *map(str, files), "--model", str(mdir / "config.json"), "--tokenizer",
+          tiny_tokenizer.path, "--max-length", "160", "--json", str(rep), "--no-progress", "--summary"])
+    assert json.loads(rep.read_text())["problems_by_kind"] == dict(want)
     # without --model the checker says what it assumes
     main(["data", "check", str(files[1]), "--no-progress", "--summary"])
     assert "assuming 64 tokens per picture" in capsys.readouterr().err

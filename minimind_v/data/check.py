@@ -226,9 +226,10 @@ def format_report(rep: Report, files, tokenizer_given: bool, list_all: bool = Tr
 
 
 def model_image_token_len(folder) -> int:
-    """Tokens per picture of the model in `folder` (its config.json), as training would use them."""
+    """Tokens per picture of the model in `folder` (its config.json, or that file itself), as training would
+    use them."""
     from ..config import ModelConfig
-    f = Path(folder) / "config.json"
+    f = Path(folder) if Path(folder).is_file() else Path(folder) / "config.json"
     if not f.exists():
         raise FileNotFoundError(f"{folder} is not a model folder (no config.json)")
     try:
@@ -248,7 +249,7 @@ def run_check(args) -> int:
     tokenizer, tokens = args.tokenizer, args.image_token_len
     try:
         if args.model:
-            tokenizer = tokenizer or args.model
+            tokenizer = tokenizer or (args.model if Path(args.model).is_dir() else None)
             tokens = tokens or model_image_token_len(args.model)
     except (FileNotFoundError, ValueError, TypeError) as e:
         print(f"error: --model {args.model}: {e}", file=sys.stderr)
@@ -278,8 +279,9 @@ def add_check_command(sub) -> None:
     p.add_argument("files", nargs="+", help="parquet or JSONL files")
     p.add_argument("--tokenizer", metavar="DIR", help="tokenizer folder: also find rows too long for --max-length")
     p.add_argument("--max-length", type=int, default=768, help="tokens per row, as in training (default: 768)")
-    p.add_argument("--model", metavar="DIR", help="model folder: its tokens per picture and its tokenizer (the "
-                                               "length check), exactly as training with --from DIR uses them")
+    p.add_argument("--model", metavar="DIR", help="model folder (or its config.json): its tokens per picture and "
+                                               "its tokenizer (the length check), as training with --from DIR "
+                                               "uses them")
     p.add_argument("--image-token-len", type=int,
                    help="tokens per picture (default: the --model's, else 64, which is said)")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
