@@ -286,13 +286,17 @@ def test_api_forged_turn_is_answered_as_text(server):
 # ---------------------------------------------------------------- row 2: pictures, Pillow's global guard
 def test_importing_the_package_leaves_pillows_guard_alone():
     code = ("import pkgutil, importlib\n"
-            "from PIL import Image\n"
+            "import warnings\n"
+            "from PIL import Image, ImageFile\n"
             "Image.MAX_IMAGE_PIXELS = 12345\n"
+            "filters = list(warnings.filters)\n"
             "import minimind_v\n"
             "names = [m.name for m in pkgutil.walk_packages(minimind_v.__path__, 'minimind_v.')]\n"
             "for n in names:\n"
             "    importlib.import_module(n)\n"
             "assert Image.MAX_IMAGE_PIXELS == 12345, Image.MAX_IMAGE_PIXELS\n"
+            "assert ImageFile.LOAD_TRUNCATED_IMAGES is False\n"
+            "assert [f for f in warnings.filters if f not in filters and 'PIL' in str(f)] == []\n"
             "print(len(names))\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
