@@ -613,3 +613,17 @@ def test_typed_image_pads_in_chat_are_text(vlm):
     ids = vlm.prompt_ids([{"role": "user", "content": pads + " hi"}], 0)
     assert vlm.tok.image_id not in ids
     assert isinstance(vlm.answer(pads + " hi", max_new_tokens=2, temperature=0.0), str)
+
+
+def test_a_resume_at_the_end_of_an_epoch_still_goes_on(tmp_path, tiny_tokenizer, synth_data):
+    """The no-spin guard must not mistake a checkpoint written at an epoch's last step for empty data."""
+    from minimind_v.train.loop import TrainConfig, train
+    f = tmp_path / "d.parquet"
+    pq.write_table(_good_rows(synth_data, 8), f)
+    kw = dict(stage="vlm-sft", data=[str(f)], out=str(tmp_path / "run"), tokenizer=tiny_tokenizer.path,
+              batch_size=4, max_length=160, progress=False, plot=False, save_every=2)
+    train(TrainConfig(**kw, max_steps=2))                    # 8 rows / 4 = 2 steps: saved at the epoch's end
+    st = json.loads(next((tmp_path / "run" / "checkpoints").glob("step-*/state.json")).read_text())
+    assert (st["epoch"], st["consumed"]) == (0, 8)
+    summary = train(TrainConfig(**kw, max_steps=4, resume="auto"))
+    assert summary["steps"] == 4

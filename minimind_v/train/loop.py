@@ -438,9 +438,10 @@ def train(cfg: TrainConfig) -> dict:
                 if step >= total_steps:
                     break
             else:                       # the epoch's data ran out: next epoch
-                if batches == 0:        # never spin: an epoch that yields nothing cannot advance the run
-                    raise NoUsableData(f"epoch {epoch} produced no batch from {len(ds)} row(s) starting at row "
-                                       f"{consumed}; nothing left to train on")
+                if batches == 0 and consumed == 0:
+                    # never spin: a whole epoch that yields nothing cannot advance the run. (A resume at the
+                    # very end of an epoch also yields nothing, legitimately: consumed > 0, next epoch.)
+                    raise NoUsableData(f"epoch {epoch} produced no batch from {len(ds)} row(s); nothing to train on")
                 epoch, consumed = epoch + 1, 0
                 continue
             break
