@@ -20,6 +20,7 @@ never objects; a caller who raises our limit past Pillow's sees Pillow's warning
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,10 @@ def _open_header(data: bytes, formats) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data), formats=formats)
     except Image.DecompressionBombError as e:
-        raise ImageError("too_many_pixels", f"decompression bomb refused from its header: {e}") from None
+        size = re.search(r"\((\d+) pixels\)", str(e))
+        what = f"image of {size.group(1)} pixels" if size else "image"
+        raise ImageError("too_many_pixels", f"{what} refused from its header: over Pillow's decompression-bomb "
+                                            f"limit of {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels") from None
 
 
 def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = 1,

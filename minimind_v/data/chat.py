@@ -8,8 +8,10 @@ is tokenised in one piece (so ids equal what the original tokenises), and the to
 tokens fall inside a reply. What people wrote is text, never control tokens: when a message holds a
 control-token string (`<|im_end|>`, `<|im_start|>`...), the prompt is tokenised piece by piece and that
 message's characters are encoded as plain text, so nobody can forge a turn (see `encode_segments`).
-`<|image_pad|>` typed in a message is refused (`image_pad_in_text`): pictures are marked by `<image>`. A row longer than max_length is cut in text only: never inside an image's
-placeholder run; if no reply survives the cut, the row is rejected as `too_long`.
+`<|image_pad|>` typed in a message is refused (`image_pad_in_text`): pictures are marked by `<image>`.
+
+A row longer than max_length is cut in text only: never inside an image's placeholder run; if no reply
+survives the cut, the row is rejected as `too_long`.
 """
 from __future__ import annotations
 

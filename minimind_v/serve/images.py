@@ -221,7 +221,7 @@ def decode_image(data: bytes, limits: ImageLimits, param: str = "image") -> Imag
         return open_image(data, max_pixels=limits.max_pixels, formats=ALLOWED_FORMATS)
     except ImageError as e:
         if e.kind == "too_many_pixels":
-            raise bad_request(f"{e} pixels", param, "image_too_large") from None  # checked from the header
+            raise bad_request(str(e), param, "image_too_large") from None          # checked from the header
         if e.kind == "bad_image" and str(e).startswith("undecodable"):
             raise bad_request("the image data is not a PNG, JPEG, GIF, WebP or BMP image", param,
                               "invalid_image") from None
