@@ -627,3 +627,26 @@ def test_a_resume_at_the_end_of_an_epoch_still_goes_on(tmp_path, tiny_tokenizer,
     assert (st["epoch"], st["consumed"]) == (0, 8)
     summary = train(TrainConfig(**kw, max_steps=4, resume="auto"))
     assert summary["steps"] == 4
+
+
+@pytest.mark.parametrize("damage", ["truncated_weights", "config_not_json", "config_a_list", "field_type",
+                                    "vision_not_object"])
+def test_a_damaged_model_folder_gives_one_line(damage, model_dir, tmp_path, capsys):
+    import shutil
+    bad = tmp_path / "bad"
+    shutil.copytree(model_dir, bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    if damage == "truncated_weights":
+        raw = (bad / "model.safetensors").read_bytes()
+        (bad / "model.safetensors").write_bytes(raw[:500])
+    elif damage == "config_not_json":
+        (bad / "config.json").write_text("{oops")
+    elif damage == "config_a_list":
+        (bad / "config.json").write_text("[1, 2]")
+    elif damage == "field_type":
+        (bad / "config.json").write_text(json.dumps({**cfg, "hidden_size": "wide"}))
+    else:
+        (bad / "config.json").write_text(json.dumps({**cfg, "vision": 5}))
+    code = main(["chat", "--model", str(bad), "--prompt", "hi"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "Traceback" not in err, err

@@ -112,11 +112,19 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu", dtype: to
     folder = Path(folder)
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"{folder} is not a model folder (no config.json)")
-    raw = json.loads((folder / "config.json").read_text())
+    try:
+        raw = json.loads((folder / "config.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{folder / 'config.json'} is not valid JSON: {e}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{folder / 'config.json'} holds a {type(raw).__name__}, not a JSON object")
     if is_hf_config(raw):
         from ..hf.export import load_hf_model
         return load_hf_model(folder, vision=vision).to(device=device, dtype=dtype).eval()
-    cfg = ModelConfig.from_dict(raw)
+    try:
+        cfg = ModelConfig.from_dict(raw)
+    except (TypeError, AttributeError, ZeroDivisionError) as e:     # a field of the wrong type or value
+        raise ValueError(f"{folder / 'config.json'} is not a usable model config: {e}") from None
     if vision and cfg.vision.path is None and cfg.vision.siglip is None:
         logging.getLogger("minimind_v").warning(f"{folder} has no vision encoder (converted without "
                                                 f"--vision-encoder): loaded text-only")
@@ -129,7 +137,11 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu", dtype: to
     weights = folder / WEIGHTS
     if not weights.exists():
         raise FileNotFoundError(f"{folder} has no {WEIGHTS}")
-    sd = load_file(str(weights))
+    try:
+        sd = load_file(str(weights))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error type for a damaged file
+        raise ValueError(f"{weights} cannot be read (truncated or not a safetensors file): "
+                         f"{type(e).__name__}: {e}") from None
     allow = {k for k in model.state_dict() if k.startswith("vision_encoder.")} if not vision else set()
     sd = {k: v for k, v in sd.items() if vision or not k.startswith("vision_encoder.")}
     strict_load(model, sd, allow, source=str(weights))
