@@ -211,6 +211,11 @@ def _fetch(url: str, limits: ImageLimits, param: str, deadline: _Deadline) -> by
     return b"".join(chunks)
 
 
+# Pictures decoded at once, over all requests: 40 worker threads each decoding a 25 Mpx picture would
+# hold 3 GB; waiting for a slot bounds that at a few hundred MB (text-only requests never wait).
+_DECODE_SLOTS = threading.BoundedSemaphore(4)
+
+
 def decode_image(data: bytes, limits: ImageLimits, param: str = "image") -> Image.Image:
     """Bytes -> RGB image through the package's one guarded opener (minimind_v/image.py): format and
     pixel count are checked from the header before decoding."""
@@ -218,7 +223,8 @@ def decode_image(data: bytes, limits: ImageLimits, param: str = "image") -> Imag
     if len(data) > limits.max_bytes:
         raise _too_big(len(data), limits, param)
     try:
-        return open_image(data, max_pixels=limits.max_pixels, formats=ALLOWED_FORMATS)
+        with _DECODE_SLOTS:          # a picture at the pixel limit is ~75 MB decoded: a few at a time
+            return open_image(data, max_pixels=limits.max_pixels, formats=ALLOWED_FORMATS)
     except ImageError as e:
         if e.kind == "too_many_pixels":
             raise bad_request(str(e), param, "image_too_large") from None          # checked from the header
