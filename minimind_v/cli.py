@@ -244,12 +244,14 @@ def _add_demo(sub):
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--quick", action="store_true", help="a one-minute smoke version (low accuracy)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads (default 0: 2 when two cores are idle, else 1; OMP_NUM_THREADS also sets it)")
     p.set_defaults(func=_cmd_demo)
 
 
 def _cmd_demo(a) -> int:
     from .demo import run_demo
-    run_demo(a.out, quick=a.quick, seed=a.seed)
+    run_demo(a.out, quick=a.quick, seed=a.seed, threads=a.threads)
     return 0
 
 
