@@ -236,6 +236,9 @@ def read_hf_folder(folder: str | Path) -> HFFolder:
         if not encoder:
             raise ValueError(f"{folder}: config.json has a vision_config but the weights hold no vision_encoder.* "
                              f"tensors")
+    elif "merge" not in raw:            # the original's own folder: its projector keys tell the generation
+        from ..formats.generations import config_for, detect
+        return HFFolder(config_for(raw, detect(weights, str(folder)), str(folder)), weights, encoder, raw)
     else:
         vision = default_vision(raw)
     cfg = model_config_from_original(raw, vision)
