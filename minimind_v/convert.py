@@ -57,7 +57,7 @@ def read_state_dict(path: str | Path, log=print) -> dict[str, torch.Tensor]:
         log(f"{path.name} is a resume checkpoint; using its 'model' entry")
         obj = obj["model"]
         if isinstance(obj, dict):
-            frozen = [k for k in obj if isinstance(k, str) and k.split(".", 1)[-1].startswith("vision_encoder.")]
+            frozen = [k for k in obj if isinstance(k, str) and k.startswith(tuple(w + "vision_encoder." for w in ("",) + WRAPPER_PREFIXES))]
             if frozen:       # 0420 resume files carry the frozen encoder; it comes from its own folder here
                 log(f"  {len(frozen)} vision_encoder.* tensors set aside (the frozen encoder; it is read from "
                     f"--vision-encoder DIR, the original's encoder folder)")

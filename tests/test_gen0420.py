@@ -72,3 +72,63 @@ def test_0420_checkpoint_and_hf_folder_reproduce_upstream(src, tmp_path):
     raw = json.loads((tmp_path / "m" / "config.json").read_text())     # the folder says what it is
     assert raw["vision"]["encoder_class"] == "siglip" and raw["vision"]["resample"] == "bicubic"
     check_model(model, fx())
+
+
+def test_0420_resume_file_and_fp16_trainer_file(tmp_path):
+    """A resume file ({'model', 'optimizer', ...}) carrying the frozen encoder: set aside with a message."""
+    sd = torch.load(str(R / "tiny_0420.pth"), weights_only=True)
+    assert {v.dtype for v in sd.values()} == {torch.float16}
+    enc = load_file(str(R / "tiny_siglip_p32" / "model.safetensors"))
+    model_sd = dict(sd, **{"vision_encoder." + k: v for k, v in enc.items()})
+    torch.save({"model": model_sd, "optimizer": {"state": {}, "param_groups": []}, "epoch": 0, "step": 3,
+                "world_size": 1, "wandb_id": None}, str(tmp_path / "sft_vlm_64_resume.pth"))
+    logs = []
+    convert(tmp_path / "sft_vlm_64_resume.pth", tmp_path / "m", config=str(R / "tiny_0420_config.json"),
+            vision_encoder=str(R / "tiny_siglip_p32"), log=logs.append)
+    assert any("set aside" in line and f"{len(enc)} vision_encoder" in line for line in logs)
+    assert any("0420" in line and "projector keys" in line for line in logs)
+    check_model(load_model(tmp_path / "m"), fx())
+
+
+def naflex_model(tmp_path):
+    """The March 2026 (e51dcf0) tiny model of the NaFlex fixture: 0420's LLM + the e51dcf0 projector."""
+    sd = torch.load(str(R / "tiny_0420.pth"), weights_only=True)
+    sd = {k: v for k, v in sd.items() if not k.startswith("vision_proj.")}
+    sd.update(load_file(str(R / "tiny_e51dcf0_vision_proj.safetensors")))
+    torch.save(sd, str(tmp_path / "e51.pth"))
+    shutil.copy(R / "tiny_0420_config.json", tmp_path / "e51_config.json")
+    convert(tmp_path / "e51.pth", tmp_path / "m", vision_encoder=str(R / "tiny_siglip2_p16"), **quiet)
+    return load_model(tmp_path / "m")
+
+
+def test_naflex_pixels_and_march_model_match_upstream(tmp_path):
+    nf = load_file(str(R / "naflex_e51dcf0.safetensors"))
+    model = naflex_model(tmp_path)
+    assert model.cfg.vision.resize == "naflex" and model.cfg.merge == 4 and not model.cfg.projector_norm
+    for name in ("img320x200", "img1000x200"):
+        packed = image_to_patches(picture(name), model.cfg.vision)[None]
+        patches, mask, shapes = split_naflex(packed)
+        m = nf[f"{name}.pixel_attention_mask"].bool()[..., None]
+        want = torch.where(m, nf["pixel_lut"][nf[f"{name}.pixel_values_u8"].long()], 0.)
+        assert torch.equal(patches, want), name
+        assert torch.equal(mask.int(), nf[f"{name}.pixel_attention_mask"]), name
+        assert torch.equal(shapes, nf[f"{name}.spatial_shapes"]), name
+        with torch.no_grad():
+            feats = model.vision_encoder(packed)
+            out = model(nf["input_ids"], pixel_values=packed)
+        torch.testing.assert_close(feats, nf[f"{name}.vision_last_hidden_state"], atol=1e-4, rtol=0)
+        torch.testing.assert_close(model.project(feats), nf[f"{name}.vision_proj"], atol=1e-4, rtol=0)
+        torch.testing.assert_close(out.hidden_states, nf[f"{name}.hidden_states"], atol=1e-4, rtol=0)
+        assert torch.equal(out.logits.argmax(-1), nf[f"{name}.logits_argmax"]), name
+    with torch.no_grad():
+        out = model(nf["input_ids"], pixel_values=image_to_patches(picture("img320x200"), model.cfg.vision)[None])
+    torch.testing.assert_close(out.logits[:, -16:], nf["img320x200.logits_last16"], atol=1e-4, rtol=0)
+
+
+def test_naflex_sizes_for_other_aspect_ratios():
+    """The issue's own examples: 320x240 -> 14 x 18 (252 real); 1000x200 -> 7 x 35; a square -> 16 x 16."""
+    from minimind_v.model.naflex import naflex_size
+    assert naflex_size(240, 320, 16, 256) == (224, 288)
+    assert naflex_size(200, 1000, 16, 256) == (112, 560)
+    assert naflex_size(512, 512, 16, 256) == (256, 256)
+    assert naflex_size(1, 5000, 16, 256) == (16, 4096)           # each side at least one patch
