@@ -132,3 +132,63 @@ def test_naflex_sizes_for_other_aspect_ratios():
     assert naflex_size(200, 1000, 16, 256) == (112, 560)
     assert naflex_size(512, 512, 16, 256) == (256, 256)
     assert naflex_size(1, 5000, 16, 256) == (16, 4096)           # each side at least one patch
+
+
+# ---------------------------------------------------------------- refusals: clear, non-zero, nothing left behind
+
+def _mixed(tmp_path):
+    sd = torch.load(str(R / "tiny_0420.pth"), weights_only=True)
+    sd["vision_proj.mlp.2.weight"] = torch.zeros(64, 64)
+    torch.save(sd, str(tmp_path / "mixed.pth"))
+    return [str(tmp_path / "mixed.pth"), "--config", str(R / "tiny_0420_config.json")]
+
+
+def _truncated(tmp_path):
+    (tmp_path / "cut.pth").write_bytes((R / "tiny_0420.pth").read_bytes()[:500_000])
+    return [str(tmp_path / "cut.pth"), "--config", str(R / "tiny_0420_config.json")]
+
+
+def _wrong_preset(tmp_path):
+    return [str(R / "tiny_0420.pth"), "--preset", "minimind-3v-2603"]
+
+
+def _wrong_encoder(tmp_path):
+    return [str(R / "tiny_0420.pth"), "--vision-encoder", str(R / "tiny_siglip2_p16")]
+
+
+def _march_config(tmp_path):
+    d = json.loads((R / "tiny_0420_config.json").read_text())
+    (tmp_path / "march_config.json").write_text(json.dumps(dict(d, merge=4, projector_norm=False)))
+    return [str(R / "tiny_0420.pth"), "--config", str(tmp_path / "march_config.json")]
+
+
+def _bare(tmp_path):
+    shutil.copy(R / "tiny_0420.pth", tmp_path / "sft_vlm_64.pth")
+    return [str(tmp_path / "sft_vlm_64.pth")]
+
+
+@pytest.mark.parametrize("make,message", [
+    (_mixed, "mixed projector keys"),
+    (_truncated, "cannot be read as a checkpoint"),
+    (_wrong_preset, "is a 0420 (2026-04-20) checkpoint but --preset minimind-3v-2603 describes a March 2026"),
+    (_wrong_encoder, "holds a Siglip2VisionModel (siglip2-base-p16-ve) but this 0420 (2026-04-20) model needs a "
+                     "SiglipVisionModel"),
+    (_march_config, "the weights are 0420 (2026-04-20) but its config says March 2026"),
+    (_bare, "--preset minimind-3v-0420"),
+], ids=["mixed", "truncated", "preset", "encoder", "config", "no-config"])
+def test_refused_inputs_exit_clearly_and_leave_nothing(make, message, tmp_path, capsys):
+    args = make(tmp_path)
+    out = tmp_path / "out"
+    assert cli.main(["convert", *args[:1], str(out), *args[1:]]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]      # no staging folder left
+
+
+def test_existing_output_folder_is_not_overwritten(tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "mine.txt").write_text("keep")
+    assert cli.main(["convert", str(R / "tiny_0420.pth"), str(tmp_path / "out")]) == 2
+    assert "already exists and is not empty" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["mine.txt"]
