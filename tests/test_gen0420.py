@@ -192,3 +192,60 @@ def test_existing_output_folder_is_not_overwritten(tmp_path, capsys):
     assert cli.main(["convert", str(R / "tiny_0420.pth"), str(tmp_path / "out")]) == 2
     assert "already exists and is not empty" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["mine.txt"]
+
+
+# ---------------------------------------------------------------- the 0420 data format
+
+def test_0420_data_rows_give_upstream_tokens_labels_and_pixels():
+    """Every row of both files (conversations as JSON string and as a list; no image_names; a placeholder
+    picture on the text-only row) gives upstream's ids and labels, and its pixels' sha256.
+
+    Upstream pads every row to max_length (id 0, label -100); we pad in the collator, so the rendered row
+    must equal upstream's prefix and the rest must be padding. One deliberate difference: at 128 upstream
+    cuts row list/1 inside its second image's placeholders (a sample with no label that splices part of
+    a picture); we never cut inside an image, so that row is skipped as `too_long` (at 256 it matches)."""
+    import hashlib
+
+    from minimind_v.config import ModelConfig
+    from minimind_v.data.chat import parse_conversations, render
+    from minimind_v.data.parquet import Sample, Skipped, VLMDataset
+    from minimind_v.formats.generations import config_for
+    from minimind_v.tokenizer import Tokenizer
+    tok = Tokenizer.load(R / "tiny_0420_hf")
+    cfg: ModelConfig = config_for(json.loads((R / "tiny_0420_config.json").read_text()), "0420", "test")
+    exp = json.loads((R / "data_0420_expected.json").read_text())
+    checked = 0
+    for name in ("data_0420.parquet", "data_0420_list.parquet"):
+        for row, want_row in exp[name].items():
+            for variant, want in want_row["variants"].items():
+                kind, length = variant.split("@")
+                ds = VLMDataset(R / name, tok, cfg, int(length), think_block=kind == "no_system_think_kept")
+                if (name, row, length) == ("data_0420_list.parquet", "1", "128"):
+                    s = ds[int(row)]
+                    assert isinstance(s, Skipped) and s.kind == "too_long"
+                    continue
+                if kind == "seeded":        # upstream's random choices, as recorded: a system prompt, the think block
+                    msgs = parse_conversations(ds.rows[int(row)]["conversations"])
+                    if want["random_system_prompt_added"]:
+                        msgs = [{"role": "system", "content": want["random_system_prompt_added"]}] + msgs
+                    r = render(msgs, tok, cfg.image_token_len, int(length),
+                               think_block=want["empty_think_removed"] is False)
+                    s = Sample(torch.tensor(r.ids), torch.tensor(r.labels), None)
+                else:
+                    s = ds[int(row)]
+                assert isinstance(s, Sample), (name, row, variant, s)
+                n = len(s.input_ids)
+                ids, labels = want["input_ids"], want["labels"]
+                assert s.input_ids.tolist() == ids[:n], (name, row, variant)
+                assert s.labels.tolist() == labels[:n], (name, row, variant)
+                assert set(ids[n:]) <= {0} and set(labels[n:]) <= {-100}, (name, row, variant)
+                checked += 1
+            digest = want_row["pixel_values"]["pixel_values"]
+            s = VLMDataset(R / name, tok, cfg, 256)[int(row)]
+            if digest["sum_f64"] == -196608.0:          # the text-only row: upstream's all -1 placeholder
+                assert s.pixel_values is None
+                continue
+            pv = patches_to_picture(s.pixel_values, 32).contiguous()
+            assert list(pv.shape) == digest["shape"]
+            assert hashlib.sha256(pv.numpy().tobytes()).hexdigest() == digest["sha256"], (name, row)
+    assert checked >= 22
