@@ -361,8 +361,12 @@ def to_reference(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.fl
     cfg_file.write_text(json.dumps(ref, indent=2) + "\n")
     log(f"{src} -> {dst}: {len(sd)} tensors ({str(dtype).replace('torch.', '')}), config in original field names "
         f"-> {cfg_file}")
-    log(f"  the original loads it with MiniMindVLM(VLMConfig(hidden_size={cfg.hidden_size}, num_hidden_layers="
-        f"{cfg.num_hidden_layers}, use_moe={cfg.use_moe})) and load_state_dict(torch.load(...), strict=True)")
+    gen = generation_of(cfg)
+    log(f"  layout: {label(gen) if gen else f'merge={cfg.merge}, projector_norm={cfg.projector_norm} (no upstream release)'}"
+        f"; the original loads it with MiniMindVLM(VLMConfig(hidden_size={cfg.hidden_size}, num_hidden_layers="
+        f"{cfg.num_hidden_layers}, use_moe={cfg.use_moe}), vision_model_path=ENCODER_DIR) and "
+        f"load_state_dict(torch.load(...), strict=False): every key matches, and the only missing ones are its "
+        f"vision_encoder.* (strict=True holds only when ENCODER_DIR is absent and the model has no encoder)")
     if model.vision_encoder is not None:
         enc_dir = dst.with_name(dst.stem + "_vision_encoder")
         model.vision_encoder.encoder.save_pretrained(str(enc_dir))

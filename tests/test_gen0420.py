@@ -249,3 +249,42 @@ def test_0420_data_rows_give_upstream_tokens_labels_and_pixels():
             assert list(pv.shape) == digest["shape"]
             assert hashlib.sha256(pv.numpy().tobytes()).hexdigest() == digest["sha256"], (name, row)
     assert checked >= 22
+
+
+# ---------------------------------------------------------------- writing back: the original's own layout
+
+def _same_file(back: dict, orig: dict):
+    """What upstream's loading path needs: load_state_dict(sd, strict=False) on its MiniMindVLM reports
+    only vision_encoder.* missing, so the key set, shapes and dtypes must be exactly its trainer's."""
+    assert set(back) == set(orig)
+    for k in orig:
+        assert back[k].shape == orig[k].shape and back[k].dtype == orig[k].dtype, k
+        assert torch.equal(back[k], orig[k]), k
+
+
+@pytest.mark.parametrize("generation", ["0420", "2603"])
+def test_round_trip_upstream_to_ours_to_reference_is_exact(generation, tmp_path):
+    if generation == "0420":
+        src, encoder = R / "tiny_0420.pth", R / "tiny_siglip_p32"
+        convert(src, tmp_path / "m", vision_encoder=str(encoder), **quiet)
+    else:
+        naflex_model(tmp_path)
+        src, encoder = tmp_path / "e51.pth", R / "tiny_siglip2_p16"
+    orig = torch.load(str(src), weights_only=True)
+    out = tmp_path / "back" / "sft_vlm_64.pth"
+    assert cli.main(["convert", str(tmp_path / "m"), str(out), "--to", "reference", "--dtype", "fp16"]) == 0
+    back = torch.load(str(out), weights_only=True)
+    _same_file(back, orig)
+    ref_cfg = json.loads((out.parent / "sft_vlm_64_config.json").read_text())
+    upstream_cfg = json.loads((R / "tiny_0420_config.json").read_text())
+    for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "vocab_size",
+              "image_hidden_size", "image_token_len", "image_ids", "tie_word_embeddings", "intermediate_size"):
+        assert ref_cfg[k] == upstream_cfg[k], k
+    # and back again: the generation is read from the written config and keys, the model is the same
+    convert(out, tmp_path / "again", vision_encoder=str(encoder), **quiet)
+    a, b = load_model(tmp_path / "m"), load_model(tmp_path / "again")
+    assert a.cfg == b.cfg
+    pix = image_to_patches(picture("img320x200"), a.cfg.vision)[None]
+    ids = load_file(str(R / ("fixture_0420.safetensors" if generation == "0420" else "naflex_e51dcf0.safetensors")))
+    with torch.no_grad():
+        assert torch.equal(a(ids["input_ids"], pixel_values=pix).logits, b(ids["input_ids"], pixel_values=pix).logits)
