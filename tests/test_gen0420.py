@@ -21,6 +21,7 @@ from minimind_v.convert import convert
 from minimind_v.model.folder import load_model
 from minimind_v.model.naflex import patches_to_picture, split_naflex
 from minimind_v.model.vision import image_to_patches
+from minimind_v.model.vlm import MiniMindVLM
 
 R = shared_dir() / "fixtures" / "reference_0420"
 needs_0420 = pytest.mark.skipif(not R.exists(), reason=f"{R} is absent (a user's clone): the fixtures ship with "
@@ -288,3 +289,25 @@ def test_round_trip_upstream_to_ours_to_reference_is_exact(generation, tmp_path)
     ids = load_file(str(R / ("fixture_0420.safetensors" if generation == "0420" else "naflex_e51dcf0.safetensors")))
     with torch.no_grad():
         assert torch.equal(a(ids["input_ids"], pixel_values=pix).logits, b(ids["input_ids"], pixel_values=pix).logits)
+
+
+# ---------------------------------------------------------------- the 0420 training recipe
+
+def test_trainable_projector_first_and_last_layers(tmp_path):
+    """0420's vlm-sft: the projector (its LayerNorm included) and the first and last LLM layers, nothing else."""
+    from minimind_v.train.stages import TRAINABLE_CHOICES, set_trainable
+    convert(R / "tiny_0420.pth", tmp_path / "m", vision_encoder=str(R / "tiny_siglip_p32"), **quiet)
+    model = load_model(tmp_path / "m")
+    set_trainable(model, TRAINABLE_CHOICES["projector+first+last"])
+    on = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert "vision_proj.mlp.0.weight" in on and "vision_proj.mlp.3.bias" in on
+    assert {n.split(".")[2] for n in on if n.startswith("model.layers.")} == {"0", "1"}       # 2 layers: first, last
+    from minimind_v.config import preset
+    with torch.device("meta"):
+        four = MiniMindVLM(preset("minimind-3v-0420", num_hidden_layers=4), vision=False)
+    set_trainable(four, TRAINABLE_CHOICES["projector+first+last"])
+    assert {n.split(".")[2] for n, p in four.named_parameters() if p.requires_grad and ".layers." in n} == {"0", "3"}
+    assert not any(n.startswith(("vision_encoder.", "model.embed_tokens", "model.norm")) for n in on)
+    set_trainable(model, TRAINABLE_CHOICES["projector"])
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == \
+        {n for n, _ in model.vision_proj.named_parameters(prefix="vision_proj")}
