@@ -149,10 +149,9 @@ def encoder_vision(cfg: ModelConfig, encoder_dir: str | Path, bundle: bool, log=
                                         "image_size": side * enc.patch_size})
 
 
-def load_encoder_tensors(encoder_cfg, tensors: dict[str, torch.Tensor], source: str):
-    """A Siglip2VisionModel with `tensors` (its own names) loaded strictly."""
-    from transformers import Siglip2VisionModel
-    enc = Siglip2VisionModel(encoder_cfg)
+def load_encoder_tensors(encoder_cfg, tensors: dict[str, torch.Tensor], source: str, kind: str = "siglip2"):
+    """A Siglip2VisionModel (or SiglipVisionModel) with `tensors` (its own names) loaded strictly."""
+    enc = encoder_classes(kind)[1](encoder_cfg)
     own = enc.state_dict()
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
@@ -285,19 +284,19 @@ def convert_hf_folder(src: str | Path, dst: str | Path, *, tokenizer: str | None
                       vision_encoder: str | None = None, bundle_encoder: bool = False, seed: int = 0,
                       log=print) -> Path:
     """A Hugging Face MiniMind-V folder (exported here, or the original's) -> our model folder."""
-    from transformers import Siglip2VisionConfig
     src = Path(src)
     hf = readable(read_hf_folder, src)
     cfg, encoder, encoder_dir = hf.cfg, None, None
     if hf.encoder:      # encoder weights inside: rebuild it, strictly, as DST/vision_encoder
+        kind = cfg.vision.encoder_class
         if vision_encoder:
-            enc_cfg = Siglip2VisionConfig.from_pretrained(str(vision_encoder))
+            enc_cfg = encoder_classes(kind)[0].from_pretrained(str(vision_encoder))
         elif cfg.vision.siglip is not None:
-            enc_cfg = Siglip2VisionConfig(**cfg.vision.siglip)
+            enc_cfg = encoder_classes(kind)[0](**cfg.vision.siglip)
         else:
             raise ValueError(f"{src} holds {len(hf.encoder)} vision_encoder.* tensors but no vision_config; give "
                              f"--vision-encoder DIR (the SigLIP2 folder whose config they fit)")
-        encoder = load_encoder_tensors(enc_cfg, hf.encoder, str(src))
+        encoder = load_encoder_tensors(enc_cfg, hf.encoder, str(src), kind)
         log(f"{src}: {len(hf.encoder)} encoder tensors -> {Path(dst) / 'vision_encoder'}")
         cfg = cfg.replace(vision=dict(cfg.vision.__dict__, path="vision_encoder", siglip=None,
                                       patch_size=enc_cfg.patch_size, hidden_size=enc_cfg.hidden_size))
@@ -385,7 +384,9 @@ def export(src: str | Path, dst: str | Path, to: str = "hf", dtype: torch.dtype 
     src = Path(src)
     model = load_model(src, vision=True)
     tok = Tokenizer.load(src) if (src / "tokenizer.json").exists() else None
-    return export_hf(model, dst, tok, dtype, log)
+    with staged_folder(Path(dst)) as stage:        # never a half-written folder
+        export_hf(model, stage, tok, dtype, log=lambda m: log(m.replace(str(stage), str(dst))))
+    return Path(dst)
 
 
 # ---------------------------------------------------------------- helpers

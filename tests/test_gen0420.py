@@ -311,3 +311,48 @@ def test_trainable_projector_first_and_last_layers(tmp_path):
     set_trainable(model, TRAINABLE_CHOICES["projector"])
     assert {n for n, p in model.named_parameters() if p.requires_grad} == \
         {n for n, _ in model.vision_proj.named_parameters(prefix="vision_proj")}
+
+
+# ---------------------------------------------------------------- export --to hf, for both generations
+
+def _hf_load(folder):
+    from transformers import AutoImageProcessor, AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(str(folder), trust_remote_code=True, dtype=torch.float32).eval()
+    return model, AutoImageProcessor.from_pretrained(str(folder), trust_remote_code=True)
+
+
+def test_0420_export_hf_loads_in_transformers_and_in_upstreams_eval_path(tmp_path):
+    from transformers import SiglipImageProcessor, SiglipVisionModel
+    convert(R / "tiny_0420.pth", tmp_path / "m", vision_encoder=str(R / "tiny_siglip_p32"), **quiet)
+    assert cli.main(["export", "--model", str(tmp_path / "m"), "--to", "hf", str(tmp_path / "hf")]) == 0
+    model, proc = _hf_load(tmp_path / "hf")
+    f = fx()
+    for name in PICS:
+        pv = proc(images=[picture(name)], return_tensors="pt")["pixel_values"]
+        assert torch.equal(pv, f["pixel_lut"][f[f"{name}.pixel_values_u8"].long()])      # (1, 3, 256, 256)
+        with torch.no_grad():
+            logits = model(f["input_ids"], pixel_values=pv).logits
+        torch.testing.assert_close(logits[:, -16:], f[f"{name}.logits_last16"], atol=1e-4, rtol=0)
+    # upstream's eval_vlm.py: its own encoder and processor set on the loaded model, pixels as a dict
+    model.vision_encoder = SiglipVisionModel.from_pretrained(str(R / "tiny_siglip_p32"), dtype=torch.float32).eval()
+    upstream_proc = SiglipImageProcessor.from_pretrained(str(R / "tiny_siglip_p32"))
+    inputs = upstream_proc(images=picture("img320x200"), return_tensors="pt")
+    with torch.no_grad():
+        logits = model(f["input_ids"], attention_mask=f["attention_mask"], pixel_values=dict(inputs)).logits
+    torch.testing.assert_close(logits[:, -16:], f["img320x200.logits_last16"], atol=1e-4, rtol=0)
+    # and back: the exported folder converts to ours with the same numbers
+    convert(tmp_path / "hf", tmp_path / "again", **quiet)
+    check_model(load_model(tmp_path / "again"), f)
+
+
+def test_march_naflex_export_hf_gives_upstreams_logits(tmp_path):
+    naflex_model(tmp_path)
+    assert cli.main(["export", "--model", str(tmp_path / "m"), "--to", "hf", str(tmp_path / "hf")]) == 0
+    model, proc = _hf_load(tmp_path / "hf")
+    nf = load_file(str(R / "naflex_e51dcf0.safetensors"))
+    inputs = proc(images=[picture("img1000x200")], return_tensors="pt")
+    assert torch.equal(inputs["spatial_shapes"], nf["img1000x200.spatial_shapes"])
+    assert torch.equal(inputs["pixel_attention_mask"], nf["img1000x200.pixel_attention_mask"])
+    with torch.no_grad():
+        out = model(nf["input_ids"], output_hidden_states=True, **inputs)
+    torch.testing.assert_close(out.hidden_states[-1], nf["img1000x200.hidden_states"], atol=1e-4, rtol=0)
