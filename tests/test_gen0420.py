@@ -72,7 +72,14 @@ def test_0420_checkpoint_and_hf_folder_reproduce_upstream(src, tmp_path):
         ("siglip", "square", "bicubic", 32, 1, True)
     raw = json.loads((tmp_path / "m" / "config.json").read_text())     # the folder says what it is
     assert raw["vision"]["encoder_class"] == "siglip" and raw["vision"]["resample"] == "bicubic"
-    check_model(model, fx())
+    f = fx()
+    check_model(model, f)
+    from minimind_v.model.generate import SamplingParams, generate     # greedy, with the KV cache
+    pix = image_to_patches(picture("img320x200"), model.cfg.vision)[None]
+    ids = generate(model, [f["input_ids"][0].tolist()], SamplingParams(max_new_tokens=8), pixel_values=pix)
+    assert ids == f["img320x200.greedy_ids"].tolist()
+    assert generate(model, [f["text.input_ids"][0].tolist()], SamplingParams(max_new_tokens=8)) == \
+        f["text.greedy_ids"].tolist()
 
 
 def test_0420_resume_file_and_fp16_trainer_file(tmp_path):
@@ -340,6 +347,9 @@ def test_0420_export_hf_loads_in_transformers_and_in_upstreams_eval_path(tmp_pat
     with torch.no_grad():
         logits = model(f["input_ids"], attention_mask=f["attention_mask"], pixel_values=dict(inputs)).logits
     torch.testing.assert_close(logits[:, -16:], f["img320x200.logits_last16"], atol=1e-4, rtol=0)
+    out = model.generate(f["input_ids"], attention_mask=f["attention_mask"], max_new_tokens=8, do_sample=False,
+                         pixel_values=dict(inputs))
+    assert out[:, f["input_ids"].shape[1]:].tolist() == f["img320x200.greedy_ids"].tolist()
     # and back: the exported folder converts to ours with the same numbers
     convert(tmp_path / "hf", tmp_path / "again", **quiet)
     check_model(load_model(tmp_path / "again"), f)
