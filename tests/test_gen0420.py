@@ -366,3 +366,17 @@ def test_march_naflex_export_hf_gives_upstreams_logits(tmp_path):
     with torch.no_grad():
         out = model(nf["input_ids"], output_hidden_states=True, **inputs)
     torch.testing.assert_close(out.hidden_states[-1], nf["img1000x200.hidden_states"], atol=1e-4, rtol=0)
+
+
+def test_hand_written_config_and_upstream_hf_folder_used_directly(tmp_path):
+    """The issue's own attempts: a config that says merge 1 / projector_norm true now loads; and upstream's
+    Hugging Face folder serves as a (text-only) model folder as it is."""
+    d = json.loads((R / "tiny_0420_config.json").read_text())
+    (tmp_path / "mine.json").write_text(json.dumps(dict(d, merge=1, projector_norm=True)))
+    convert(R / "tiny_0420.pth", tmp_path / "m", config=str(tmp_path / "mine.json"), **quiet)
+    f = fx()
+    for folder in (tmp_path / "m", R / "tiny_0420_hf"):
+        model = load_model(folder)
+        assert model.vision_encoder is None and model.cfg.projector_norm and model.cfg.merge == 1
+        with torch.no_grad():
+            torch.testing.assert_close(model(f["text.input_ids"]).logits, f["text.logits"], atol=1e-4, rtol=0)
