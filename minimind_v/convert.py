@@ -86,6 +86,9 @@ def readable(read, path):
     except (FileNotFoundError, ValueError):
         raise
     except Exception as e:  # noqa: BLE001 - torch.load and safetensors raise many types for bad files
+        if Path(path).is_dir():
+            files = sorted(f.name for f in Path(path).iterdir() if f.suffix in (".bin", ".safetensors"))
+            path = f"{path} ({', '.join(files)})"
         raise ValueError(f"{path} cannot be read as a checkpoint (truncated, corrupt, or not a weights file): "
                          f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
 
@@ -413,8 +416,20 @@ def parameter_counts(model: MiniMindVLM) -> dict[str, int]:
 def convert(src: str | Path, dst: str | Path, to: str = "ours", *, preset_name: str | None = None,
             config: str | None = None, tokenizer: str | None = None, vision_encoder: str | None = None,
             bundle_encoder: bool = False, dtype: torch.dtype = torch.float32, seed: int = 0, log=print) -> Path:
-    """The Python face of `minimind-v convert`: dispatch on what SRC is and what `to` asks for."""
-    src = Path(src)
+    """The Python face of `minimind-v convert`: dispatch on what SRC is and what `to` asks for. An OS-level
+    failure on the way (an encoder folder whose weights transformers cannot open, a full disk) comes out as
+    one ValueError naming it; a missing file stays FileNotFoundError."""
+    try:
+        return _convert(Path(src), dst, to, preset_name=preset_name, config=config, tokenizer=tokenizer,
+                        vision_encoder=vision_encoder, bundle_encoder=bundle_encoder, dtype=dtype, seed=seed, log=log)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise ValueError(f"convert {src} -> {dst} failed: {type(e).__name__}: {e}") from None
+
+
+def _convert(src: Path, dst, to, *, preset_name, config, tokenizer, vision_encoder, bundle_encoder, dtype, seed,
+             log) -> Path:
     if to in ("reference", "hf"):
         if not src.is_dir():
             raise ValueError(f"--to {to} reads a model folder; {src} is not one (convert it to ours first)")

@@ -156,6 +156,12 @@ def _truncated(tmp_path):
     return [str(tmp_path / "cut.pth"), "--config", str(R / "tiny_0420_config.json")]
 
 
+def _truncated_hf(tmp_path):
+    shutil.copytree(R / "tiny_0420_hf", tmp_path / "hf")
+    (tmp_path / "hf" / "pytorch_model.bin").write_bytes((R / "tiny_0420_hf" / "pytorch_model.bin").read_bytes()[:9999])
+    return [str(tmp_path / "hf")]
+
+
 def _wrong_preset(tmp_path):
     return [str(R / "tiny_0420.pth"), "--preset", "minimind-3v-2603"]
 
@@ -178,12 +184,13 @@ def _bare(tmp_path):
 @pytest.mark.parametrize("make,message", [
     (_mixed, "mixed projector keys"),
     (_truncated, "cannot be read as a checkpoint"),
+    (_truncated_hf, "hf (pytorch_model.bin) cannot be read as a checkpoint"),
     (_wrong_preset, "is a 0420 (2026-04-20) checkpoint but --preset minimind-3v-2603 describes a March 2026"),
     (_wrong_encoder, "holds a Siglip2VisionModel (siglip2-base-p16-ve) but this 0420 (2026-04-20) model needs a "
                      "SiglipVisionModel"),
     (_march_config, "the weights are 0420 (2026-04-20) but its config says March 2026"),
     (_bare, "--preset minimind-3v-0420"),
-], ids=["mixed", "truncated", "preset", "encoder", "config", "no-config"])
+], ids=["mixed", "truncated", "truncated-hf", "preset", "encoder", "config", "no-config"])
 def test_refused_inputs_exit_clearly_and_leave_nothing(make, message, tmp_path, capsys):
     args = make(tmp_path)
     out = tmp_path / "out"
@@ -380,3 +387,33 @@ def test_hand_written_config_and_upstream_hf_folder_used_directly(tmp_path):
         assert model.vision_encoder is None and model.cfg.projector_norm and model.cfg.merge == 1
         with torch.no_grad():
             torch.testing.assert_close(model(f["text.input_ids"]).logits, f["text.logits"], atol=1e-4, rtol=0)
+
+
+def test_0420_preset_builds_upstreams_names_and_shapes():
+    """The preset at the tiny sizes has exactly the keys and shapes of upstream's trainer file; full size, the
+    projector is LayerNorm(768) + 2 x Linear(768, 768) = 1,182,720 parameters, and the encoder is SigLIP v1."""
+    from minimind_v.config import preset
+    from minimind_v.convert import parameter_counts
+    d = json.loads((R / "tiny_0420_config.json").read_text())
+    small = preset("minimind-3v-0420", **{k: d[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
+                                                              "num_key_value_heads", "vocab_size")},
+                   vision=dict(preset("minimind-3v-0420").vision.__dict__, hidden_size=d["image_hidden_size"]))
+    with torch.device("meta"):
+        model = MiniMindVLM(small, vision=False)
+        full = MiniMindVLM(preset("minimind-3v-0420"), vision=False)
+    upstream = torch.load(str(R / "tiny_0420.pth"), weights_only=True)
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == {k: tuple(v.shape) for k, v in upstream.items()}
+    assert parameter_counts(full)["projector"] == 1_182_720
+    v = preset("minimind-3v-0420").vision
+    assert (v.encoder_class, v.patch_size, v.image_size, v.resample, v.resize) == ("siglip", 32, 256, "bicubic", "square")
+    assert preset("minimind-3v-2603").vision.resize == "naflex"
+
+
+def test_encoder_folder_without_weights_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "enc").mkdir()
+    shutil.copy(R / "tiny_siglip_p32" / "config.json", tmp_path / "enc" / "config.json")
+    assert cli.main(["convert", str(R / "tiny_0420.pth"), str(tmp_path / "out"),
+                     "--vision-encoder", str(tmp_path / "enc")]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
