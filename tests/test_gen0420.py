@@ -417,3 +417,18 @@ def test_encoder_folder_without_weights_is_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "error:" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_folder_with_the_old_projector_norm_keys_still_loads(tmp_path):
+    """Before the 0420 layout, `projector_norm` folders held `vision_proj.norm.*` + Linears at mlp.0 / mlp.2."""
+    from safetensors.torch import save_file
+    convert(R / "tiny_0420.pth", tmp_path / "m", **quiet)
+    sd = load_file(str(tmp_path / "m" / "model.safetensors"))
+    old = {"vision_proj.mlp.0.": "vision_proj.norm.", "vision_proj.mlp.1.": "vision_proj.mlp.0.",
+           "vision_proj.mlp.3.": "vision_proj.mlp.2."}
+    sd = {next((to + k[len(o):] for o, to in old.items() if k.startswith(o)), k): v for k, v in sd.items()}
+    save_file(sd, str(tmp_path / "m" / "model.safetensors"))
+    f = fx()
+    with torch.no_grad():
+        proj = load_model(tmp_path / "m", vision=False).project(f["img256.vision_last_hidden_state"])
+    torch.testing.assert_close(proj, f["img256.vision_proj"], atol=1e-5, rtol=0)

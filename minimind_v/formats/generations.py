@@ -145,3 +145,20 @@ def processor_settings(encoder_dir: str | Path) -> dict:
         if v is not None:
             out[ours] = float(v)
     return out
+
+
+def upgrade_norm_keys(sd: dict, cfg: ModelConfig, log=None) -> dict:
+    """Folders written before the 0420 layout held the projector LayerNorm as `vision_proj.norm.*` with the
+    Linears at `mlp.0` / `mlp.2`; the same weights now sit at `mlp.0` (norm), `mlp.1`, `mlp.3`, as upstream
+    names them. Renames exactly that pattern (nothing else), so such folders keep loading strictly."""
+    if not cfg.projector_norm or "vision_proj.norm.weight" not in sd or "vision_proj.mlp.3.weight" in sd:
+        return sd
+    moves = {"vision_proj.norm.": "vision_proj.mlp.0.", "vision_proj.mlp.0.": "vision_proj.mlp.1.",
+             "vision_proj.mlp.2.": "vision_proj.mlp.3."}
+    out = {}
+    for k, v in sd.items():
+        new = next((to + k[len(old):] for old, to in moves.items() if k.startswith(old)), k)
+        out[new] = v
+    if log:
+        log("projector keys renamed to the 0420 layout (vision_proj.norm -> mlp.0, mlp.0 -> mlp.1, mlp.2 -> mlp.3)")
+    return out
