@@ -86,7 +86,7 @@ def render_text(msgs: list[dict], image_token_len: int, image_token: str = "<|im
         if m["role"] != "system":
             content = content.replace(IMAGE_MARKER, image_token * image_token_len)
         head = f"<|im_start|>{m['role']}\n"
-        if m["role"] == "assistant" and think_block:
+        if m["role"] == "assistant" and think_block and "<think>" not in content:   # a real one stays as it is
             content = THINK_BLOCK + content
         piece = head + content + "<|im_end|>\n"
         if m["role"] == "assistant":

@@ -129,7 +129,8 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu", dtype: to
     weights = folder / WEIGHTS
     if not weights.exists():
         raise FileNotFoundError(f"{folder} has no {WEIGHTS}")
-    sd = load_file(str(weights))
+    from ..formats.generations import upgrade_norm_keys
+    sd = upgrade_norm_keys(load_file(str(weights)), cfg, logging.getLogger("minimind_v").info)
     allow = {k for k in model.state_dict() if k.startswith("vision_encoder.")} if not vision else set()
     sd = {k: v for k, v in sd.items() if vision or not k.startswith("vision_encoder.")}
     strict_load(model, sd, allow, source=str(weights))
