@@ -252,12 +252,14 @@ def _add_demo(sub):
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--quick", action="store_true", help="a one-minute smoke version (low accuracy)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads (default 0: 2 when two cores are idle, else 1; OMP_NUM_THREADS also sets it)")
     p.set_defaults(func=_cmd_demo)
 
 
 def _cmd_demo(a) -> int:
     from .demo import run_demo
-    run_demo(a.out, quick=a.quick, seed=a.seed)
+    run_demo(a.out, quick=a.quick, seed=a.seed, threads=a.threads)
     return 0
 
 
@@ -276,14 +278,16 @@ def _add_convert(sub) -> None:
     c.add_argument("--to", default="ours", choices=["ours", "reference", "hf"],
                    help="ours: a minimind-v model folder (default); reference: the original's .pth state dict + "
                         "<stem>_config.json; hf: a transformers folder (same as `export --to hf`)")
-    c.add_argument("--preset", choices=list(PRESETS), help="model shape of a bare checkpoint (minimind-3v = the "
-                                                           "768x8 dense model, minimind-3v-moe = its MoE variant)")
+    c.add_argument("--preset", choices=list(PRESETS),
+                   help="model shape of a bare checkpoint: minimind-3v-0420 = the current upstream release (SigLIP "
+                        "p32, no merge), minimind-3v-2603 = the March 2026 one (SigLIP2 p16 NaFlex); -moe variants; "
+                        "the generation is also read from the checkpoint's projector keys")
     c.add_argument("--config", help="JSON config of a bare checkpoint, in the original's field names "
                                     "(default: <stem>_config.json next to it)")
     c.add_argument("--tokenizer", help="tokenizer folder to bundle (the original's model/ folder: tokenizer.json "
                                        "+ tokenizer_config.json)")
-    c.add_argument("--vision-encoder", help="local SigLIP2 folder (siglip2-base-p16-ve) the model uses; without it "
-                                            "the folder is text-only")
+    c.add_argument("--vision-encoder", help="local encoder folder the model uses (0420: siglip2-base-p32-256-ve, "
+                                            "March 2026: siglip2-base-p16-ve); without it the folder is text-only")
     c.add_argument("--bundle-encoder", action="store_true",
                    help="copy the encoder folder into DST/vision_encoder instead of pointing at it")
     c.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="weights of --to reference / hf outputs")

@@ -18,13 +18,25 @@ from pathlib import Path
 from typing import Any
 
 
+ENCODER_CLASSES = ("siglip2", "siglip")
+RESIZES = ("square", "naflex")
+RESAMPLES = ("bilinear", "bicubic")
+
+
 @dataclass
 class VisionConfig:
     """Where the image encoder comes from and how pictures are cut into patches.
 
-    `path` names a local Hugging Face folder holding a `Siglip2VisionModel` (the real recipe uses
-    `siglip2-base-p16-ve`). When `path` is None, `siglip` holds a `Siglip2VisionConfig` dict and the
-    encoder is built from scratch with random weights (the tiny demo encoder, which is then trained).
+    `path` names a local Hugging Face folder holding the encoder (the March 2026 recipe uses the
+    `Siglip2VisionModel` "siglip2-base-p16-ve", the 0420 one the `SiglipVisionModel` "siglip2-base-p32-256-ve").
+    When `path` is None, `siglip` holds the encoder config dict and the encoder is built from scratch with
+    random weights (the tiny demo encoder, which is then trained).
+
+    `encoder_class` names the transformers class ("siglip2": NaFlex, Linear patch embedding; "siglip": v1,
+    Conv2d patch embedding on a (3, H, W) picture). `resize` says how a picture becomes pixels:
+    "square" squashes it to image_size x image_size (every patch real; fine for models trained here),
+    "naflex" keeps the aspect ratio with at most (image_size / patch_size)^2 patches, padding the rest
+    (what the original's Siglip2ImageProcessor does; siglip2 only). `resample` is the PIL filter.
     """
 
     path: str | None = None
@@ -34,6 +46,17 @@ class VisionConfig:
     hidden_size: int = 768         # encoder width = projector input width (before merging)
     image_mean: float = 0.5        # SigLIP normalisation: (x/255 - 0.5) / 0.5
     image_std: float = 0.5
+    encoder_class: str = "siglip2"  # "siglip2" (Siglip2VisionModel) | "siglip" (SiglipVisionModel, v1)
+    resize: str = "square"          # "square" | "naflex" (aspect kept, padded; the original p16 processor)
+    resample: str = "bilinear"      # "bilinear" | "bicubic" (the original p32 processor)
+
+    def __post_init__(self):
+        checks = (("encoder_class", ENCODER_CLASSES), ("resize", RESIZES), ("resample", RESAMPLES))
+        for name, allowed in checks:
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"vision.{name}={getattr(self, name)!r}; choose from {list(allowed)}")
+        if self.resize == "naflex" and self.encoder_class != "siglip2":
+            raise ValueError("vision.resize='naflex' needs encoder_class='siglip2' (SigLIP v1 takes square pictures)")
 
     @property
     def num_patches(self) -> int:
@@ -73,7 +96,8 @@ class ModelConfig:
     image_token_id: int = 12
     image_token_len: int | None = None    # visual tokens per image; derived from the vision config
     merge: int = 4                        # consecutive patch features concatenated per visual token
-    projector_norm: bool = False          # LayerNorm on the merged features before the MLP (B/32 variant)
+    projector_norm: bool = False          # LayerNorm first in the MLP (`mlp.0`, then Linear mlp.1 / mlp.3): the 0420
+                                          # layout; without it Linear mlp.0 / mlp.2 (the March 2026 layout)
     visual_pos_embed: bool = False        # a learned vector per visual-token place added after the projector
     vision: VisionConfig = field(default_factory=VisionConfig)
 
@@ -160,15 +184,38 @@ def _preset_3v_moe() -> ModelConfig:
     return _preset_3v().replace(use_moe=True)
 
 
+def _preset_2603() -> ModelConfig:
+    """The March 2026 release (commit e51dcf0): SigLIP2 B/16 NaFlex pixels, 4-merge, Linear/GELU/Linear."""
+    return ModelConfig(vision=VisionConfig(path=None, siglip=SIGLIP2_B16, image_size=256, patch_size=16,
+                                           resize="naflex"))
+
+
+def _preset_0420() -> ModelConfig:
+    """The 2026-04-20 release: SigLIP v1-class B/32 at 256 px (bicubic squash), no merge, LayerNorm first."""
+    return ModelConfig(merge=1, projector_norm=True,
+                       vision=VisionConfig(path=None, siglip=SIGLIP_B32, image_size=256, patch_size=32,
+                                           encoder_class="siglip", resample="bicubic"))
+
+
 # Shape of siglip2-base-patch16-naflex (the encoder the real recipe freezes). Used to build a random
 # encoder of the right size for benchmarks; a user points `vision.path` at the real folder instead.
 SIGLIP2_B16 = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
                    patch_size=16, num_patches=256, vision_use_head=False)
 
+# Shape of siglip2-base-p32-256-ve (a SiglipVisionModel: Conv2d patch embedding, 64 fixed positions).
+SIGLIP_B32 = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                  patch_size=32, image_size=256)
+
+# "minimind-3v" is the March architecture with square pixels (for training from scratch); the dated
+# presets reproduce each upstream release exactly, pixels included.
 PRESETS = {
     "tiny": _preset_tiny,
     "minimind-3v": _preset_3v,
     "minimind-3v-moe": _preset_3v_moe,
+    "minimind-3v-2603": _preset_2603,
+    "minimind-3v-2603-moe": lambda: _preset_2603().replace(use_moe=True),
+    "minimind-3v-0420": _preset_0420,
+    "minimind-3v-0420-moe": lambda: _preset_0420().replace(use_moe=True),
 }
 
 

@@ -22,17 +22,22 @@ output with `--bundle-encoder`); without it the folder is text-only and says so.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
 
 from .config import ModelConfig, preset
+from .formats.generations import (PRESET_OF, check_matches, config_for, detect, encoder_folder_kind, generation_of,
+                                  label, processor_settings)
 from .hf.export import export_hf, is_hf_folder, read_hf_folder, read_weights_file
 from .hf.fields import default_vision, model_config_from_original, original_config
 from .model.folder import FRESH_MARKER, CheckpointMismatch, load_model, projector_is_fresh, save_model, strict_load
+from .model.naflex import encoder_classes, encoder_patches
 from .model.vlm import MiniMindVLM
 from .tokenizer import Tokenizer
 
@@ -47,14 +52,17 @@ def read_state_dict(path: str | Path, log=print) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        obj = read_weights_file(path)
-    except Exception as e:  # noqa: BLE001 - torch / safetensors / pickle raise many types for a damaged file
-        raise ValueError(f"{path} cannot be read as a checkpoint (truncated or not a weights file): "
-                         f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}") from None
+    obj = readable(read_weights_file, path)
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict) and "optimizer" in obj:
         log(f"{path.name} is a resume checkpoint; using its 'model' entry")
         obj = obj["model"]
+        if isinstance(obj, dict):
+            frozen = [k for k in obj if isinstance(k, str) and k.startswith(tuple(w + "vision_encoder." for w in ("",) + WRAPPER_PREFIXES))]
+            if frozen:       # 0420 resume files carry the frozen encoder; it comes from its own folder here
+                log(f"  {len(frozen)} vision_encoder.* tensors set aside (the frozen encoder; it is read from "
+                    f"--vision-encoder DIR, the original's encoder folder)")
+                dropped = set(frozen)
+                obj = {k: v for k, v in obj.items() if k not in dropped}
     if not isinstance(obj, dict):
         raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict")
     bad = sorted(k for k, v in obj.items() if not isinstance(v, torch.Tensor))
@@ -70,50 +78,83 @@ def read_state_dict(path: str | Path, log=print) -> dict[str, torch.Tensor]:
     return {k: (v.float() if v.is_floating_point() else v) for k, v in obj.items()}
 
 
-def resolve_config(src: Path, preset_name: str | None, config: str | None, log=print) -> ModelConfig:
-    """The model config for a bare checkpoint: --preset, --config, or `<stem>_config.json` beside it."""
+def readable(read, path):
+    """Run a file reader, turning torch / pickle / safetensors failures (a truncated download, a file that is
+    not a checkpoint, a pickle that weights_only refuses) into one clear ValueError."""
+    try:
+        return read(path)
+    except (FileNotFoundError, ValueError):
+        raise
+    except Exception as e:  # noqa: BLE001 - torch.load and safetensors raise many types for bad files
+        if Path(path).is_dir():
+            files = sorted(f.name for f in Path(path).iterdir() if f.suffix in (".bin", ".safetensors"))
+            path = f"{path} ({', '.join(files)})"
+        raise ValueError(f"{path} cannot be read as a checkpoint (truncated, corrupt, or not a weights file): "
+                         f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+
+
+def resolve_config(src: Path, preset_name: str | None, config: str | None, log=print,
+                   generation: str | None = None) -> ModelConfig:
+    """The model config for a bare checkpoint: --preset, --config, or `<stem>_config.json` beside it,
+    checked against the generation its projector keys show (formats/generations.py)."""
     if preset_name and config:
         raise ValueError("give either --preset or --config, not both")
     if preset_name:
-        return preset(preset_name)
+        cfg = preset(preset_name)
+        check_matches(cfg, generation, str(src), f"--preset {preset_name}")
+        return cfg
     if config is None:
         sibling = src.with_name(src.stem + "_config.json")
         if not sibling.exists():
-            raise ValueError(f"{src.name} holds weights only: say which model it is with --preset "
-                             f"(minimind-3v, minimind-3v-moe) or --config FILE (original field names)")
+            hint = (f"--preset {PRESET_OF[generation]}" if generation else
+                    "--preset (minimind-3v-2603, minimind-3v-0420, or their -moe variants)")
+            raise ValueError(f"{src.name} holds weights only: say which model it is with {hint} or --config FILE "
+                             f"(original field names)")
         log(f"config from {sibling}")
         config = str(sibling)
-    d = json.loads(Path(config).read_text())
+    try:
+        d = json.loads(Path(config).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--config {config} is not valid JSON: {e}") from None
     if "vision" in d:                       # one of our own config.json files
-        return ModelConfig.from_dict(d)
-    return model_config_from_original(d)
+        cfg = ModelConfig.from_dict(d)
+        check_matches(cfg, generation, str(src), str(config))
+        return cfg
+    return config_for(d, generation, str(src))
 
 
 # ---------------------------------------------------------------- vision encoder
 
-def encoder_vision(cfg: ModelConfig, encoder_dir: str | Path, bundle: bool) -> dict:
-    """The vision block for a SigLIP2 folder, checked against the checkpoint's projector input width."""
-    from transformers import Siglip2VisionConfig
+def encoder_vision(cfg: ModelConfig, encoder_dir: str | Path, bundle: bool, log=print) -> dict:
+    """The vision block for a local encoder folder (SigLIP2 for March 2026, SigLIP v1 for 0420), checked
+    against the model: class, width, patch count; pixels as its preprocessor_config.json says."""
     encoder_dir = Path(encoder_dir)
-    if not (encoder_dir / "config.json").exists():
-        raise FileNotFoundError(f"--vision-encoder {encoder_dir} has no config.json (expected a local SigLIP2 "
-                                f"folder such as siglip2-base-p16-ve)")
-    enc = Siglip2VisionConfig.from_pretrained(str(encoder_dir))
+    kind = encoder_folder_kind(encoder_dir)
+    if kind != cfg.vision.encoder_class:
+        gen = generation_of(cfg)
+        want = {"siglip2": "a Siglip2VisionModel (siglip2-base-p16-ve)",
+                "siglip": "a SiglipVisionModel (siglip2-base-p32-256-ve)"}
+        raise ValueError(f"--vision-encoder {encoder_dir} holds {want[kind]} but this "
+                         f"{label(gen) + ' ' if gen else ''}model needs {want[cfg.vision.encoder_class]}")
+    enc = encoder_classes(kind)[0].from_pretrained(str(encoder_dir))
     if enc.hidden_size != cfg.vision.hidden_size:
         raise ValueError(f"encoder {encoder_dir} is {enc.hidden_size} wide but the model's projector expects "
                          f"{cfg.vision.hidden_size} (image_hidden_size)")
     side = math.isqrt(cfg.image_token_len * cfg.merge)
-    if side * side > enc.num_patches:
-        raise ValueError(f"the model needs {side * side} patches per picture; encoder {encoder_dir} allows "
-                         f"{enc.num_patches}")
-    return dict(cfg.vision.__dict__, path="vision_encoder" if bundle else str(encoder_dir.resolve()), siglip=None,
-                patch_size=enc.patch_size, image_size=side * enc.patch_size)
+    most = encoder_patches(enc, kind)
+    if side * side > most or (kind == "siglip" and side * side != most):
+        raise ValueError(f"the model needs {side * side} patches per picture; encoder {encoder_dir} takes {most}")
+    pixels = processor_settings(encoder_dir)
+    if not pixels:
+        log(f"  {encoder_dir} has no preprocessor_config.json: {cfg.vision.resize} {cfg.vision.resample} pixels")
+    return dict(cfg.vision.__dict__, **{**pixels, "path": "vision_encoder" if bundle else str(encoder_dir.resolve()),
+                                        "siglip": None, "patch_size": enc.patch_size,
+                                        "image_size": side * enc.patch_size})
 
 
-def load_encoder_tensors(encoder_cfg, tensors: dict[str, torch.Tensor], source: str):
-    """A Siglip2VisionModel with `tensors` (its own names) loaded strictly."""
-    from transformers import Siglip2VisionModel
-    enc = Siglip2VisionModel(encoder_cfg)
+def load_encoder_tensors(encoder_cfg, tensors: dict[str, torch.Tensor], source: str, kind: str = "siglip2"):
+    """A Siglip2VisionModel (or SiglipVisionModel) with `tensors` (its own names) loaded strictly."""
+    enc = encoder_classes(kind)[1](encoder_cfg)
     own = enc.state_dict()
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
@@ -158,6 +199,25 @@ def write_folder(model: MiniMindVLM, dst: Path, tokenizer: Tokenizer | None, *, 
     return dst
 
 
+@contextlib.contextmanager
+def staged_folder(dst: Path):
+    """Yield a temporary folder beside `dst`; on success it becomes `dst`, on any error it is removed.
+    An existing non-empty `dst` is refused (nothing of the user's is overwritten or half-replaced)."""
+    dst = Path(dst)
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+        raise ValueError(f"{dst} already exists and is not empty; choose a new output folder")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
+    try:
+        yield stage
+        if dst.exists():
+            dst.rmdir()
+        stage.rename(dst)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
 def convert_weights(weights: dict[str, torch.Tensor], cfg: ModelConfig, dst: str | Path, *, source: str,
                     tokenizer: str | Tokenizer | None = None, encoder_dir=None, encoder=None, seed: int = 0,
                     fresh_projector: bool | None = None, log=print) -> Path:
@@ -179,7 +239,9 @@ def convert_weights(weights: dict[str, torch.Tensor], cfg: ModelConfig, dst: str
     tok = Tokenizer.load(tokenizer) if isinstance(tokenizer, (str, Path)) else tokenizer
     if tok is not None:
         _check_tokenizer(tok, cfg)
-    write_folder(model, dst, tok, encoder_dir=encoder_dir, encoder=encoder, fresh_projector=fresh)
+    with staged_folder(dst) as stage:       # written and verified beside DST, renamed only when whole
+        write_folder(model, stage, tok, encoder_dir=encoder_dir, encoder=encoder, fresh_projector=fresh)
+        verify = load_model(stage, vision=cfg.vision.path is not None)
     counts = parameter_counts(model)
     log(f"{source}: {len(weights)} tensors, all accounted for -> {dst}")
     log(f"  {describe(cfg)}; LLM {counts['llm']:,} + projector {counts['projector']:,} parameters"
@@ -195,7 +257,6 @@ def convert_weights(weights: dict[str, torch.Tensor], cfg: ModelConfig, dst: str
         log(f"  vision encoder: {dst / cfg.vision.path if cfg.vision.path == 'vision_encoder' else cfg.vision.path}")
     if tok is None:
         log("  no tokenizer bundled: pass --tokenizer DIR (chat and train read it from the folder)")
-    verify = load_model(dst, vision=cfg.vision.path is not None)
     log(f"  verified: {dst} loads strictly ({sum(1 for _ in verify.state_dict())} tensors)")
     return dst
 
@@ -206,16 +267,18 @@ def convert_checkpoint(src: str | Path, dst: str | Path, *, preset_name: str | N
     """An original `.pth`/`.safetensors` checkpoint -> our model folder (see the module docstring)."""
     src = Path(src)
     weights = read_state_dict(src, log)
-    cfg = resolve_config(src, preset_name, config, log)
+    generation = detect(weights, str(src))
+    cfg = resolve_config(src, preset_name, config, log, generation)
+    if generation:
+        log(f"{src.name}: {label(generation)} layout (from its projector keys)")
     sibling = src.with_name(src.stem + "_vision_encoder")
     if vision_encoder is None and (sibling / "config.json").exists():
         log(f"vision encoder from {sibling} (written there by --to reference)")
         vision_encoder = str(sibling)
     if vision_encoder:
-        cfg = cfg.replace(vision=encoder_vision(cfg, vision_encoder, bundle_encoder))
-    else:
-        cfg = cfg.replace(vision=default_vision({"merge": cfg.merge, "image_token_len": cfg.image_token_len,
-                                                 "image_hidden_size": cfg.vision.hidden_size}))
+        cfg = cfg.replace(vision=encoder_vision(cfg, vision_encoder, bundle_encoder, log))
+    else:                                   # text-only: no encoder, the generation's pixel settings kept
+        cfg = cfg.replace(vision=dict(cfg.vision.__dict__, path=None, siglip=None))
     return convert_weights(weights, cfg, dst, source=str(src), tokenizer=tokenizer, encoder_dir=vision_encoder,
                            seed=seed, log=log)
 
@@ -224,24 +287,24 @@ def convert_hf_folder(src: str | Path, dst: str | Path, *, tokenizer: str | None
                       vision_encoder: str | None = None, bundle_encoder: bool = False, seed: int = 0,
                       log=print) -> Path:
     """A Hugging Face MiniMind-V folder (exported here, or the original's) -> our model folder."""
-    from transformers import Siglip2VisionConfig
     src = Path(src)
-    hf = read_hf_folder(src)
+    hf = readable(read_hf_folder, src)
     cfg, encoder, encoder_dir = hf.cfg, None, None
     if hf.encoder:      # encoder weights inside: rebuild it, strictly, as DST/vision_encoder
+        kind = cfg.vision.encoder_class
         if vision_encoder:
-            enc_cfg = Siglip2VisionConfig.from_pretrained(str(vision_encoder))
+            enc_cfg = encoder_classes(kind)[0].from_pretrained(str(vision_encoder))
         elif cfg.vision.siglip is not None:
-            enc_cfg = Siglip2VisionConfig(**cfg.vision.siglip)
+            enc_cfg = encoder_classes(kind)[0](**cfg.vision.siglip)
         else:
             raise ValueError(f"{src} holds {len(hf.encoder)} vision_encoder.* tensors but no vision_config; give "
                              f"--vision-encoder DIR (the SigLIP2 folder whose config they fit)")
-        encoder = load_encoder_tensors(enc_cfg, hf.encoder, str(src))
+        encoder = load_encoder_tensors(enc_cfg, hf.encoder, str(src), kind)
         log(f"{src}: {len(hf.encoder)} encoder tensors -> {Path(dst) / 'vision_encoder'}")
         cfg = cfg.replace(vision=dict(cfg.vision.__dict__, path="vision_encoder", siglip=None,
                                       patch_size=enc_cfg.patch_size, hidden_size=enc_cfg.hidden_size))
     elif vision_encoder:
-        cfg = cfg.replace(vision=encoder_vision(cfg, vision_encoder, bundle_encoder))
+        cfg = cfg.replace(vision=encoder_vision(cfg, vision_encoder, bundle_encoder, log))
         encoder_dir = vision_encoder
     if tokenizer is None and (src / "tokenizer.json").exists():
         tokenizer = str(src)
@@ -256,7 +319,7 @@ def reattach_encoder(src: str | Path, dst: str | Path, vision_encoder: str, bund
     src = Path(src)
     model = load_model(src, vision=False)
     fresh = projector_is_fresh(json.loads((src / "config.json").read_text()))
-    cfg = model.cfg.replace(vision=encoder_vision(model.cfg, vision_encoder, bundle_encoder))
+    cfg = model.cfg.replace(vision=encoder_vision(model.cfg, vision_encoder, bundle_encoder, log))
     sd = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight" or not cfg.tie_word_embeddings}
     tok = tokenizer or (str(src) if (src / "tokenizer.json").exists() else None)
     return convert_weights(sd, cfg, dst, source=str(src), tokenizer=tok, encoder_dir=vision_encoder,
@@ -300,8 +363,12 @@ def to_reference(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.fl
     cfg_file.write_text(json.dumps(ref, indent=2) + "\n")
     log(f"{src} -> {dst}: {len(sd)} tensors ({str(dtype).replace('torch.', '')}), config in original field names "
         f"-> {cfg_file}")
-    log(f"  the original loads it with MiniMindVLM(VLMConfig(hidden_size={cfg.hidden_size}, num_hidden_layers="
-        f"{cfg.num_hidden_layers}, use_moe={cfg.use_moe})) and load_state_dict(torch.load(...), strict=True)")
+    gen = generation_of(cfg)
+    log(f"  layout: {label(gen) if gen else f'merge={cfg.merge}, projector_norm={cfg.projector_norm} (no upstream release)'}"
+        f"; the original loads it with MiniMindVLM(VLMConfig(hidden_size={cfg.hidden_size}, num_hidden_layers="
+        f"{cfg.num_hidden_layers}, use_moe={cfg.use_moe}), vision_model_path=ENCODER_DIR) and "
+        f"load_state_dict(torch.load(...), strict=False): every key matches, and the only missing ones are its "
+        f"vision_encoder.* (strict=True holds only when ENCODER_DIR is absent and the model has no encoder)")
     if model.vision_encoder is not None:
         enc_dir = dst.with_name(dst.stem + "_vision_encoder")
         model.vision_encoder.encoder.save_pretrained(str(enc_dir))
@@ -320,7 +387,9 @@ def export(src: str | Path, dst: str | Path, to: str = "hf", dtype: torch.dtype 
     src = Path(src)
     model = load_model(src, vision=True)
     tok = Tokenizer.load(src) if (src / "tokenizer.json").exists() else None
-    return export_hf(model, dst, tok, dtype, log)
+    with staged_folder(Path(dst)) as stage:        # never a half-written folder
+        export_hf(model, stage, tok, dtype, log=lambda m: log(m.replace(str(stage), str(dst))))
+    return Path(dst)
 
 
 # ---------------------------------------------------------------- helpers
@@ -347,8 +416,20 @@ def parameter_counts(model: MiniMindVLM) -> dict[str, int]:
 def convert(src: str | Path, dst: str | Path, to: str = "ours", *, preset_name: str | None = None,
             config: str | None = None, tokenizer: str | None = None, vision_encoder: str | None = None,
             bundle_encoder: bool = False, dtype: torch.dtype = torch.float32, seed: int = 0, log=print) -> Path:
-    """The Python face of `minimind-v convert`: dispatch on what SRC is and what `to` asks for."""
-    src = Path(src)
+    """The Python face of `minimind-v convert`: dispatch on what SRC is and what `to` asks for. An OS-level
+    failure on the way (an encoder folder whose weights transformers cannot open, a full disk) comes out as
+    one ValueError naming it; a missing file stays FileNotFoundError."""
+    try:
+        return _convert(Path(src), dst, to, preset_name=preset_name, config=config, tokenizer=tokenizer,
+                        vision_encoder=vision_encoder, bundle_encoder=bundle_encoder, dtype=dtype, seed=seed, log=log)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise ValueError(f"convert {src} -> {dst} failed: {type(e).__name__}: {e}") from None
+
+
+def _convert(src: Path, dst, to, *, preset_name, config, tokenizer, vision_encoder, bundle_encoder, dtype, seed,
+             log) -> Path:
     if to in ("reference", "hf"):
         if not src.is_dir():
             raise ValueError(f"--to {to} reads a model folder; {src} is not one (convert it to ours first)")

@@ -24,6 +24,7 @@ reaches, and the designs we measured against it, are in docs/demo.md.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -55,6 +56,9 @@ class DemoRecipe:
     sft_lr: float = 1.5e-3
     turns: int = 4
     visual_pos: bool = True       # a learned place vector per visual token (ModelConfig.visual_pos_embed)
+    caption_relations: bool = False    # captions also say which object is left of which (synth.relations)
+    padding: str = "pack"         # several rows per sequence, attention kept within each row (no pad FLOPs)
+    pretrain_batch: int | None = None   # caption-stage batch (default: batch_size)
 
     def model_overrides(self) -> dict:
         vision = tiny_siglip(self.enc_hidden, self.enc_layers, self.enc_heads, self.image_size, self.patch_size)
@@ -63,12 +67,73 @@ class DemoRecipe:
                     visual_pos_embed=self.visual_pos)
 
 
+def idle_cores(interval: float = 0.5) -> float | None:
+    """How many cores sat idle over the last `interval` seconds (from /proc/stat; None where it is absent).
+
+    Measured now rather than read from the load average, which lags by a minute and would still count
+    the `pip install` that `./run demo` has just finished."""
+    def snap():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return v[3] + v[4], sum(v)                     # idle + iowait, total (in clock ticks, all cores)
+    try:
+        i0, t0 = snap()
+        time.sleep(interval)
+        i1, t1 = snap()
+    except (OSError, ValueError, IndexError):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores * (i1 - i0) / max(1, t1 - t0)
+
+
+def choose_threads(requested: int = 0) -> tuple[int, str]:
+    """Threads for the demo's tiny matrices: 2 when two cores are free, else 1.
+
+    More than two barely help a model this small, and two threads on a machine where one core is busy
+    are several times slower than one (OpenMP threads wait for each other at every operation), so the
+    demo takes a second thread only when a second core is really idle. `--threads` or OMP_NUM_THREADS
+    override the choice."""
+    if requested > 0:
+        return requested, "--threads"
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env), "OMP_NUM_THREADS"
+    free = idle_cores()
+    if free is None:
+        return 1, "CPU load unknown"
+    return (2 if free >= 1.6 else 1), f"{free:.1f} idle cores"
+
+
 QUICK = DemoRecipe(n_train=600, n_eval=80, warmup_pictures=300, warmup_steps=20, pretrain_steps=20, sft_steps=40,
                    layers=2)
 
 
+# Seconds per step on this project's 2-core reference machine (quiet), for the ETA printed at the start:
+# (caption step, SFT step) by thread count; the rest (data, warm-up, evaluation) is about a minute.
+STEP_SECONDS = {1: (0.30, 0.62), 2: (0.22, 0.45)}
+
+
+def eta_minutes(r: "DemoRecipe", threads: int) -> float:
+    cap, sft = STEP_SECONDS[min(max(threads, 1), 2)]          # per step of 32 rows
+    caption_rows = r.pretrain_steps * (r.pretrain_batch or r.batch_size)
+    return (60 + caption_rows / 32 * cap + r.sft_steps * r.batch_size / 32 * sft) / 60
+
+
 def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0,
-             recipe: DemoRecipe | None = None, examples: int = 3) -> dict:
+             recipe: DemoRecipe | None = None, examples: int = 3, threads: int = 0) -> dict:
+    """Run the demo; `threads` 0 picks 1 or 2 by how many cores are idle now (`choose_threads`)."""
+    import torch
+
+    before = torch.get_num_threads()
+    n, why = choose_threads(threads)
+    torch.set_num_threads(n)
+    try:
+        return _run_demo(out, quick, seed, recipe, examples, n, why)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_demo(out, quick, seed, recipe, examples, threads, why) -> dict:
     import torch
 
     from .data import synth
@@ -87,9 +152,12 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0,
     torch.manual_seed(seed)
     say = lambda msg: print(f"[demo {time.time() - t0:5.0f}s] {msg}", flush=True)  # noqa: E731
 
+    say(f"{threads} thread{'s' if threads > 1 else ''} ({why}); expected wall clock about "
+        f"{eta_minutes(r, threads):.0f} min on a quiet 2-core machine")
     say(f"1/6 drawing {r.n_train} training and {r.n_eval} held-out pictures ({r.image_size}px)")
     train_paths = synth.generate(out / "data", r.n_train, seed=seed, image_size=r.image_size,
-                                 kind="all", turns=r.turns, progress=True)
+                                 kind="all", turns=r.turns, progress=True,
+                                 caption_relations=r.caption_relations)
     eval_path = synth.generate(out / "heldout", r.n_eval, seed=seed + 1000, image_size=r.image_size,
                                kind="eval")["eval"]
 
@@ -106,17 +174,17 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0,
         f"{warm['position_accuracy']:.0%}")
     encoder.encoder.save_pretrained(str(out / "encoder"))
 
-    common = dict(batch_size=r.batch_size, unfreeze_vision=True, trainable="all", seed=seed,
-                  log_every=20, num_workers=0)
+    common = dict(unfreeze_vision=True, trainable="all", seed=seed, log_every=20, num_workers=0,
+                  padding=r.padding)
     say(f"4/6 vlm-pretrain: captions, {r.pretrain_steps} steps")
     train(TrainConfig(stage="vlm-pretrain", data=[str(train_paths["pretrain"])], out=str(out / "pretrain"),
                       tokenizer=str(tok_dir), preset="tiny", model_overrides=overrides,
                       vision_encoder=str(out / "encoder"), max_steps=r.pretrain_steps, lr=r.lr,
-                      warmup_steps=20, **common))
+                      batch_size=r.pretrain_batch or r.batch_size, warmup_steps=20, **common))
     say(f"5/6 vlm-sft: questions, {r.sft_steps} steps")
     train(TrainConfig(stage="vlm-sft", data=[str(train_paths["sft"])], out=str(out / "sft"),
                       init_from=str(out / "pretrain" / "model"), max_steps=r.sft_steps, lr=r.sft_lr,
-                      **common))
+                      batch_size=r.batch_size, **common))
     model_dir = out / "sft" / "model"
 
     say("6/6 evaluating on the held-out split (and blind)")
@@ -134,7 +202,8 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0,
                "blind_per_type": blind["per_type"], "majority_baseline": maj["overall"],
                "majority_per_type": maj["per_type"], "n_eval": res["n"], "wall_clock_s": round(wall, 1),
                "parameters": vlm.model.num_parameters(include_vision=True), "model": str(model_dir.resolve()),
-               "encoder_warmup": warm, "recipe": asdict(r), "quick": quick}
+               "encoder_warmup": warm, "recipe": asdict(r), "quick": quick, "threads": threads,
+               "seed": seed, "versions": library_versions()}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print()
     print(format_table(res, blind, maj))
@@ -146,6 +215,19 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0,
           f"--prompt \"What colour is the circle?\" --greedy")
     _save_example(row_for_example(rows), out / "example.png")
     return summary
+
+
+def library_versions() -> dict:
+    """The versions a result came from (a demo's numbers move with the arithmetic underneath)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+    out = {"python": platform.python_version()}
+    for name in ("torch", "transformers", "tokenizers", "numpy", "pillow", "pyarrow"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def row_for_example(rows):

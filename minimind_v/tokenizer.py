@@ -65,9 +65,13 @@ class Tokenizer:
 
     @property
     def control_strings(self) -> tuple[str, ...]:
-        """The added (special) tokens' strings: `<|im_start|>`, `<|im_end|>`, `<|image_pad|>`, ..."""
+        """The strings of the tokens that shape a conversation: `<|im_start|>`, `<|im_end|>`, `<|endoftext|>`
+        and `<|image_pad|>`. Typed by a person they could open, close or pad turns, so in written text they
+        are plain characters. Other added tokens (`<think>`, `<tool_call>`...) mark up content inside a turn;
+        the original's data uses them in replies, so they keep their meaning."""
         if getattr(self, "_control", None) is None:
-            self._control = tuple(t.content for t in self.tok.get_added_tokens_decoder().values())
+            ids = (self.bos_id, self.eos_id, self.pad_id, self.image_id)
+            self._control = tuple(dict.fromkeys(self.tok.id_to_token(i) for i in ids))
         return self._control
 
     @property
@@ -83,6 +87,22 @@ class Tokenizer:
 
     def has_control_text(self, text: str) -> bool:
         return "<" in text and any(c in text for c in self.control_strings)
+
+    def encode_written_with_offsets(self, text: str):
+        """(ids, offsets) of text a person wrote: the `control_strings` in it are encoded as characters,
+        everything else exactly as `encode_with_offsets` does."""
+        if not self.has_control_text(text):
+            return self.encode_with_offsets(text)
+        import re
+        ids, offsets, pos = [], [], 0
+        for part in re.split("(" + "|".join(map(re.escape, self.control_strings)) + ")", text):
+            if part:
+                i, o = (self.encode_text_with_offsets(part) if part in self.control_strings
+                        else self.encode_with_offsets(part))
+                ids += i
+                offsets += [(s + pos, e + pos) for s, e in o]
+                pos += len(part)
+        return ids, offsets
 
     def encode_text_with_offsets(self, text: str):
         """Like `encode_with_offsets`, but control-token strings in `text` are plain characters (for text a

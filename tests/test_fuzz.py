@@ -272,6 +272,13 @@ def test_typed_control_tokens_are_text(vlm, tiny_tokenizer):
     assert r.ids.count(tiny_tokenizer.eos_id) == 2
     labelled = [t for t, l in zip(r.ids, r.labels) if l != -100]
     assert tiny_tokenizer.decode(labelled, skip_special=False) == "a<|im_end|>b<|im_end|>\n"
+    # content markup the original's data uses inside replies (<think>) keeps its meaning
+    think = render([{"role": "user", "content": "q"}, {"role": "assistant", "content": "<think>\nhm\n</think>\n\na"}],
+                   tiny_tokenizer, 16)
+    assert tiny_tokenizer.tok.token_to_id("<think>") in think.ids
+    mixed = render([{"role": "user", "content": "q"}, {"role": "assistant", "content": "<think>x</think><|im_end|>a"}],
+                   tiny_tokenizer, 16)
+    assert tiny_tokenizer.tok.token_to_id("<think>") in mixed.ids and mixed.ids.count(tiny_tokenizer.eos_id) == 2
     # the documented switch keeps them control tokens (trusted data)
     r2 = render(msgs, tiny_tokenizer, 16, control_tokens_in_text=True)
     assert r2.ids.count(tiny_tokenizer.eos_id) == 3

@@ -6,8 +6,9 @@
 Labels cover exactly each assistant reply plus its closing `<|im_end|>\n`, as in the original. The text
 is tokenised in one piece (so ids equal what the original tokenises), and the token offsets tell which
 tokens fall inside a reply. What people wrote is text, never control tokens: when a message holds a
-control-token string (`<|im_end|>`, `<|im_start|>`...), the prompt is tokenised piece by piece and that
-message's characters are encoded as plain text, so nobody can forge a turn (see `encode_segments`).
+turn-shaping token string (`<|im_start|>`, `<|im_end|>`, `<|endoftext|>`), the prompt is tokenised piece by
+piece and those strings are encoded as plain text, so nobody can forge a turn (see `encode_segments`;
+content markup such as `<think>` keeps its meaning, as in the original's data).
 `<|image_pad|>` typed in a message is refused (`image_pad_in_text`): pictures are marked by `<image>`.
 
 A row longer than max_length is cut in text only: never inside an image's placeholder run; if no reply
@@ -108,7 +109,7 @@ def render_segments(msgs: list[dict], image_token_len: int, image_token: str = I
         head = f"<|im_start|>{m['role']}\n"
         start = pos
         add(False, head)
-        if m["role"] == "assistant" and think_block:
+        if m["role"] == "assistant" and think_block and "<think>" not in m["content"]:   # a real one stays
             add(False, THINK_BLOCK)
         if m["role"] == "system":
             add(True, m["content"])
@@ -143,7 +144,7 @@ def encode_segments(segs, tok, control_tokens_in_text: bool = False):
         return tok.encode_with_offsets(text)
     ids, offsets, pos = [], [], 0
     for is_text, piece in segs:
-        i, o = tok.encode_text_with_offsets(piece) if is_text else tok.encode_with_offsets(piece)
+        i, o = tok.encode_written_with_offsets(piece) if is_text else tok.encode_with_offsets(piece)
         ids += i
         offsets += [(s + pos, e + pos) for s, e in o]
         pos += len(piece)

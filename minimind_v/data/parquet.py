@@ -2,7 +2,8 @@
 
 Columns: `conversations` (JSON string of {"role", "content"} messages; `<image>` marks a picture),
 `image_bytes` (binary, a list of binaries in marker order, or null/empty for text-only rows),
-`image_names` (string). Extra columns (`answer`, `type`, `task`) are kept for evaluation.
+`image_names` (string; optional, the 0420 format has none). Conversations may also be a list of
+messages (0420), and a 0420 text-only row's stand-in picture is dropped (data/placeholder.py). Extra columns (`answer`, `type`, `task`) are kept for evaluation.
 
 Files are opened memory-mapped and read one row group at a time, lazily in each DataLoader worker,
 so no worker copies the whole file. A bad row never crashes a run: `__getitem__` returns a `Skipped`
@@ -24,6 +25,7 @@ from ..model.vision import (DEFAULT_MAX_PIXELS, TRAIN_MAX_ASPECT, TRAIN_MIN_SIDE
                             open_image)
 from .augment import augment_image
 from .chat import BadRow, check_order, count_markers, parse_conversations, render
+from .placeholder import is_placeholder
 
 
 @dataclass
@@ -113,6 +115,8 @@ def validate_row(row: dict) -> tuple[list[dict], list]:
     raw = row.get("image_bytes")
     images = row_images(row)
     n_markers = count_markers(msgs)
+    if not n_markers and images and all(is_placeholder(b) for b in images):
+        images = []                   # 0420 text-only row: a stand-in picture that no token refers to
     if any(b is None for b in images):
         raise BadRow("null_image", "a null image in the image list")
     if n_markers and not images:

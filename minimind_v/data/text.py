@@ -84,7 +84,7 @@ class TextDataset(Dataset):
             msgs = validate_text_row(row)
             if msgs is None:
                 body = (self.tok.encode(row["text"]) if self.control_tokens_in_text
-                        else self.tok.encode_text_with_offsets(row["text"])[0])     # written text is text
+                        else self.tok.encode_written_with_offsets(row["text"])[0])  # written text is text
                 ids = [self.tok.bos_id] + body + [self.tok.eos_id]
                 ids = ids[: self.max_length]
                 return Sample(torch.tensor(ids), torch.tensor(ids), None, i)

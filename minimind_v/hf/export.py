@@ -71,7 +71,9 @@ def hf_config(model) -> dict:
     d.pop("rope_scaling")            # stored as yarn_scaling: transformers 5 rewrites `rope_scaling`
     enc = model.vision_encoder.encoder.config if model.vision_encoder is not None else None
     d.update(yarn_scaling=cfg.rope_scaling, vision_config=siglip_fields(enc) if enc is not None else None,
-             merge=cfg.merge, projector_norm=cfg.projector_norm, image_size=cfg.vision.image_size)
+             merge=cfg.merge, projector_norm=cfg.projector_norm, image_size=cfg.vision.image_size,
+             vision_encoder_class=cfg.vision.encoder_class, image_resize=cfg.vision.resize,
+             image_resample=cfg.vision.resample)
     if cfg.visual_pos_embed:
         d["visual_pos_embed"] = True
     return d
@@ -170,7 +172,9 @@ def export_hf(model, out: str | Path, tokenizer=None, dtype: torch.dtype = torch
         "image_processor_type": "MiniMindVImageProcessor",
         "auto_map": {"AutoImageProcessor": "image_processing_minimind_v.MiniMindVImageProcessor"},
         "image_size": model.cfg.vision.image_size, "patch_size": model.cfg.vision.patch_size,
-        "image_mean": model.cfg.vision.image_mean, "image_std": model.cfg.vision.image_std}, indent=2) + "\n")
+        "image_mean": model.cfg.vision.image_mean, "image_std": model.cfg.vision.image_std,
+        "resize": model.cfg.vision.resize, "resample": model.cfg.vision.resample,
+        "output": "picture" if model.cfg.vision.encoder_class == "siglip" else "patches"}, indent=2) + "\n")
     (out / "generation_config.json").write_text(json.dumps({
         "bos_token_id": model.cfg.bos_token_id, "eos_token_id": model.cfg.eos_token_id,
         "pad_token_id": model.cfg.pad_token_id}, indent=2) + "\n")
@@ -232,10 +236,15 @@ def read_hf_folder(folder: str | Path) -> HFFolder:
         pp = json.loads(pre.read_text()) if pre.exists() else {}
         vision = dict(path=None, siglip=siglip_fields(venc), hidden_size=venc["hidden_size"],
                       patch_size=venc["patch_size"], image_size=raw.get("image_size", pp.get("image_size", 256)),
-                      image_mean=pp.get("image_mean", 0.5), image_std=pp.get("image_std", 0.5))
+                      image_mean=pp.get("image_mean", 0.5), image_std=pp.get("image_std", 0.5),
+                      encoder_class=raw.get("vision_encoder_class", "siglip2"),
+                      resize=raw.get("image_resize", "square"), resample=raw.get("image_resample", "bilinear"))
         if not encoder:
             raise ValueError(f"{folder}: config.json has a vision_config but the weights hold no vision_encoder.* "
                              f"tensors")
+    elif "merge" not in raw:            # the original's own folder: its projector keys tell the generation
+        from ..formats.generations import config_for, detect
+        return HFFolder(config_for(raw, detect(weights, str(folder)), str(folder)), weights, encoder, raw)
     else:
         vision = default_vision(raw)
     cfg = model_config_from_original(raw, vision)

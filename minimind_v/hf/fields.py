@@ -17,7 +17,7 @@ from .configuration_minimind_v import ORIGINAL_YARN
 
 # Siglip2VisionConfig fields that define the architecture (the rest are transformers bookkeeping).
 SIGLIP_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_channels",
-                 "num_patches", "patch_size", "hidden_act", "layer_norm_eps", "attention_dropout", "vision_use_head")
+                 "num_patches", "image_size", "patch_size", "hidden_act", "layer_norm_eps", "attention_dropout", "vision_use_head")
 
 
 def siglip_fields(vision_config) -> dict:

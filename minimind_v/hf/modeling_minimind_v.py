@@ -200,18 +200,15 @@ class MiniMindVisionProjector(nn.Module):
         super().__init__()
         self.merge = config.merge
         width = config.image_hidden_size * config.merge
-        self.norm = nn.LayerNorm(width) if config.projector_norm else None
-        self.mlp = nn.Sequential(nn.Linear(width, config.hidden_size), nn.GELU(),
+        first = [nn.LayerNorm(width)] if config.projector_norm else []     # 0420 layout: mlp.0 LayerNorm, mlp.1/3
+        self.mlp = nn.Sequential(*first, nn.Linear(width, config.hidden_size), nn.GELU(),
                                  nn.Linear(config.hidden_size, config.hidden_size))
         self.pos_embed = (nn.Parameter(torch.zeros(config.image_token_len, config.hidden_size))
                           if getattr(config, "visual_pos_embed", False) else None)
 
     def forward(self, feats):
         n, p, d = feats.shape
-        x = feats.reshape(n, p // self.merge, d * self.merge)
-        if self.norm is not None:
-            x = self.norm(x)
-        x = self.mlp(x)
+        x = self.mlp(feats.reshape(n, p // self.merge, d * self.merge))
         return x if self.pos_embed is None else x + self.pos_embed.to(x.dtype)
 
 
@@ -232,11 +229,15 @@ def attention_mask_4d(attention_mask, t: int, past: int, device):
     return mask
 
 
-def build_vision_encoder(vision_config: dict) -> nn.Module:
-    """A Siglip2VisionModel whose weights are named `vision_model.*` under every transformers version:
-    4.x nests them so itself; 5.x flattened the class (`embeddings.*`), so it is held one level down."""
-    from transformers import Siglip2VisionConfig, Siglip2VisionModel
-    encoder = Siglip2VisionModel(Siglip2VisionConfig(**vision_config))
+def build_vision_encoder(vision_config: dict, kind: str = "siglip2") -> nn.Module:
+    """A Siglip2VisionModel (or, kind "siglip", the 0420 release's SiglipVisionModel) whose weights are named
+    `vision_model.*` under every transformers version: 4.x nests them so itself; 5.x flattened the class
+    (`embeddings.*`), so it is held one level down."""
+    if kind == "siglip":
+        from transformers import SiglipVisionConfig as Config, SiglipVisionModel as Model
+    else:
+        from transformers import Siglip2VisionConfig as Config, Siglip2VisionModel as Model
+    encoder = Model(Config(**vision_config))
     if hasattr(encoder, "vision_model"):
         return encoder
     holder = nn.Module()
@@ -258,7 +259,8 @@ class MiniMindVForCausalLM(PreTrainedModel, GenerationMixin):
         self.model = MiniMindDecoder(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.vision_proj = MiniMindVisionProjector(config)
-        self.vision_encoder = build_vision_encoder(config.vision_config) if config.vision_config else None
+        kind = getattr(config, "vision_encoder_class", "siglip2")
+        self.vision_encoder = build_vision_encoder(config.vision_config, kind) if config.vision_config else None
         self.post_init()
 
     # ---- embeddings (what transformers' utilities expect) ----
@@ -287,20 +289,37 @@ class MiniMindVForCausalLM(PreTrainedModel, GenerationMixin):
             _init.zeros_(module.bias)
 
     # ---- vision ----
-    def encode_images(self, pixel_values):
-        """(N, P, 3*p*p) patches, as the bundled image processor makes them -> (N, image_token_len, hidden)."""
+    def encode_images(self, pixel_values, pixel_attention_mask=None, spatial_shapes=None):
+        """Pictures -> (N, image_token_len, hidden). `pixel_values` is what the bundled image processor makes:
+        (N, P, 3*p*p) patches for a SigLIP2 encoder (full square grid, or NaFlex with `pixel_attention_mask`
+        and `spatial_shapes`), (N, 3, H, W) for a SigLIP v1 one. The original MiniMind-V's own form is taken
+        too: the dict / BatchFeature its processor returns, with its encoder set as `vision_encoder`."""
         if self.vision_encoder is None:
             raise ValueError("this MiniMind-V folder has no vision encoder (vision_config is null)")
+        if hasattr(pixel_values, "keys"):           # {'pixel_values': ..., ['pixel_attention_mask', 'spatial_shapes']}
+            pixel_attention_mask = pixel_values.get("pixel_attention_mask", pixel_attention_mask)
+            spatial_shapes = pixel_values.get("spatial_shapes", spatial_shapes)
+            pixel_values = pixel_values["pixel_values"]
         siglip = self.vision_encoder
         if not isinstance(siglip, PreTrainedModel):
             siglip = siglip.vision_model
-        n, p, _ = pixel_values.shape
-        side = int(round(p ** 0.5))
-        shapes = torch.tensor([[side, side]], device=pixel_values.device).expand(n, 2)
-        mask = torch.ones(n, p, dtype=torch.long, device=pixel_values.device)
-        with torch.no_grad():     # frozen: the full square grid of patches, last_hidden_state (not pooled)
-            feats = siglip(pixel_values=pixel_values.to(next(siglip.parameters()).dtype), pixel_attention_mask=mask,
-                           spatial_shapes=shapes).last_hidden_state
+        dtype = next(siglip.parameters()).dtype
+        with torch.no_grad():     # frozen; last_hidden_state (not pooled)
+            if "Siglip2" not in type(siglip).__name__:           # SigLIP v1: a Conv2d over the whole picture
+                if pixel_values.dim() == 3:                       # patches (N, g*g, p*p*3) -> (N, 3, H, W)
+                    n, count, _ = pixel_values.shape
+                    g, p = math.isqrt(count), siglip.config.patch_size
+                    pixel_values = pixel_values.reshape(n, g, g, p, p, 3).permute(0, 5, 1, 3, 2, 4).reshape(
+                        n, 3, g * p, g * p)
+                feats = siglip(pixel_values=pixel_values.to(dtype)).last_hidden_state
+            else:
+                n, p, _ = pixel_values.shape
+                if spatial_shapes is None:                        # the full square grid
+                    side = int(round(p ** 0.5))
+                    spatial_shapes = torch.tensor([[side, side]], device=pixel_values.device).expand(n, 2)
+                    pixel_attention_mask = torch.ones(n, p, dtype=torch.long, device=pixel_values.device)
+                feats = siglip(pixel_values=pixel_values.to(dtype), pixel_attention_mask=pixel_attention_mask,
+                               spatial_shapes=spatial_shapes).last_hidden_state
         return self.vision_proj(feats.to(self.vision_proj.mlp[0].weight.dtype))
 
     def splice(self, input_ids, embeds, visual):
@@ -322,7 +341,9 @@ class MiniMindVForCausalLM(PreTrainedModel, GenerationMixin):
         if inputs_embeds is None:
             inputs_embeds = self.model.embed_tokens(input_ids)
             if pixel_values is not None and bool((input_ids == self.config.image_ids[0]).any()):
-                inputs_embeds = self.splice(input_ids, inputs_embeds, self.encode_images(pixel_values))
+                visual = self.encode_images(pixel_values, kwargs.get("pixel_attention_mask"),
+                                            kwargs.get("spatial_shapes"))
+                inputs_embeds = self.splice(input_ids, inputs_embeds, visual)
         if use_cache and cache is None and not self.training:
             from transformers import DynamicCache
             cache = DynamicCache()

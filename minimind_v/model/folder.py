@@ -137,11 +137,13 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu", dtype: to
     weights = folder / WEIGHTS
     if not weights.exists():
         raise FileNotFoundError(f"{folder} has no {WEIGHTS}")
+    from ..formats.generations import upgrade_norm_keys
     try:
         sd = load_file(str(weights))
     except Exception as e:  # noqa: BLE001 - safetensors raises its own error type for a damaged file
         raise ValueError(f"{weights} cannot be read (truncated or not a safetensors file): "
                          f"{type(e).__name__}: {e}") from None
+    sd = upgrade_norm_keys(sd, cfg, logging.getLogger("minimind_v").info)
     allow = {k for k in model.state_dict() if k.startswith("vision_encoder.")} if not vision else set()
     sd = {k: v for k, v in sd.items() if vision or not k.startswith("vision_encoder.")}
     strict_load(model, sd, allow, source=str(weights))

@@ -6,6 +6,9 @@ all patches form a full grid (NaFlex would otherwise pad a non-square picture an
 rows with padding), normalises with SigLIP's mean/std and flattens patches exactly as
 `Siglip2ImageProcessor` does: patch-major in raster order, each patch (p, p, C) flattened.
 
+The original's own pixels (bicubic squash for the 0420 p32 encoder, aspect-kept NaFlex for the March p16
+one) and the SigLIP v1 class live in `naflex.py`; the folder's vision config says which one applies.
+
 `VisionEncoder.forward` returns `last_hidden_state` (N, patches, width), not the pooled output.
 Weights always load as float32 (an fp16 checkpoint would otherwise clash with an fp32 projector), and
 freezing is by module, not by parameter name (names changed between transformers 4 and 5).
@@ -23,12 +26,15 @@ from ..config import VisionConfig
 from ..image import (DEFAULT_MAX_PIXELS, TRAIN_MAX_ASPECT, TRAIN_MIN_SIDE, ImageError,  # noqa: F401 - re-exported
                      open_image, to_rgb)
 from .llm import sdpa_backends
+from .naflex import encoder_classes, encoder_patches, naflex_patches, run_encoder, square_patches
 
 
 def image_to_patches(img: Image.Image, vcfg: VisionConfig) -> torch.Tensor:
     """PIL image -> (num_patches, 3 * p * p) float32, SigLIP-normalised, full square grid."""
     img = to_rgb(img)
     side, p = vcfg.image_size, vcfg.patch_size
+    if vcfg.resize != "square" or vcfg.resample != "bilinear":   # the original's processors (model/naflex.py)
+        return naflex_patches(img, vcfg) if vcfg.resize == "naflex" else square_patches(img, vcfg)
     if img.size != (side, side):
         img = img.resize((side, side), Image.Resampling.BILINEAR)
     x = torch.from_numpy(np.asarray(img, dtype=np.float32).copy())          # (H, W, C)
@@ -44,11 +50,12 @@ def blank_image(vcfg: VisionConfig) -> Image.Image:
 
 
 class VisionEncoder(nn.Module):
-    """Wraps `transformers.Siglip2VisionModel`; input patches (N, P, 3pp), output (N, P, width)."""
+    """Wraps `transformers.Siglip2VisionModel` (or `SiglipVisionModel`, `vision.encoder_class`); input our
+    pixel tensor (N, P[+1], 3pp), output (N, P, width)."""
 
     def __init__(self, vcfg: VisionConfig, base_dir: str | Path | None = None):
         super().__init__()
-        from transformers import Siglip2VisionConfig, Siglip2VisionModel
+        Siglip2VisionConfig, Siglip2VisionModel = encoder_classes(vcfg.encoder_class)
         self.vcfg = vcfg
         if vcfg.path is not None:
             path = Path(vcfg.path)
@@ -74,13 +81,17 @@ class VisionEncoder(nn.Module):
             if vcfg.siglip is None:
                 raise ValueError("vision config needs either `path` or a `siglip` config dict")
             self.encoder = Siglip2VisionModel(Siglip2VisionConfig(**vcfg.siglip))
-        if vcfg.num_patches > self.encoder.config.num_patches:
-            raise ValueError(f"{vcfg.num_patches} patches per image exceed the encoder's {self.encoder.config.num_patches}")
+        most = encoder_patches(self.encoder.config, vcfg.encoder_class)
+        if vcfg.num_patches > most or (vcfg.encoder_class == "siglip" and vcfg.num_patches != most):
+            raise ValueError(f"{vcfg.num_patches} patches per image do not fit the encoder's {most}")
 
     def preprocess(self, img: Image.Image) -> torch.Tensor:
         return image_to_patches(img, self.vcfg)
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        if self.vcfg.encoder_class != "siglip2" or self.vcfg.resize != "square":
+            with sdpa_backends(patches.device):
+                return run_encoder(self.encoder, self.vcfg.encoder_class, self.vcfg, patches)
         n, p, _ = patches.shape
         g = int(round(p ** 0.5))
         shapes = torch.tensor([[g, g]], device=patches.device).expand(n, 2)

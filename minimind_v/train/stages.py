@@ -7,6 +7,16 @@
 | vlm-pretrain | image-caption parquet      | projector + LLM layer 0     | 1e-4 -> 1e-5  | 360     |
 | vlm-sft      | mixed image/text parquet   | projector + whole LLM       | 1e-5 -> 1e-6  | 768     |
 
+These are the March 2026 recipe's defaults. The 0420 release trains less (same lr schedule):
+
+| stage        | trainable (0420)                                  | max len | here                                   |
+|--------------|---------------------------------------------------|---------|----------------------------------------|
+| vlm-pretrain | projector only                                    | 450     | `--trainable projector --max-length 450` |
+| vlm-sft      | projector + first and last LLM layers             | 768     | `--trainable projector+first+last`     |
+
+`projector+first+last` names layer 0 and layer num_hidden_layers - 1 of whatever model is trained
+(the prefix `model.layers.LAST.` is resolved against the model in `set_trainable`).
+
 The vision encoder is frozen in every stage unless `unfreeze_vision` (the demo's encoder is trained
 from scratch, so it needs it).
 """
@@ -32,10 +42,13 @@ STAGES = {
     "vlm-sft": Stage("vlm-sft", ("vision_proj.", "model."), 1e-5, 1e-6, 768, True),
 }
 
+LAST = "model.layers.LAST."       # stands for the model's last decoder layer
+
 TRAINABLE_CHOICES = {
     "llm": ("model.",),
     "projector": ("vision_proj.",),
     "projector+layer0": ("vision_proj.", "model.layers.0."),
+    "projector+first+last": ("vision_proj.", "model.layers.0.", LAST),     # the 0420 vlm-sft recipe
     "projector+llm": ("vision_proj.", "model."),
     "all": ("vision_proj.", "model.", "vision_encoder."),
 }
@@ -49,6 +62,8 @@ def get_stage(name: str) -> Stage:
 
 def set_trainable(model, prefixes: tuple[str, ...], unfreeze_vision: bool = False) -> int:
     """requires_grad on parameters whose name starts with one of `prefixes`; returns the count."""
+    last = f"model.layers.{model.cfg.num_hidden_layers - 1}."
+    prefixes = tuple(last if p == LAST else p for p in prefixes)
     if unfreeze_vision:
         prefixes = tuple(prefixes) + ("vision_encoder.",)
     n = 0
