@@ -107,19 +107,14 @@ def encoder_vision(cfg: ModelConfig, encoder_dir: str | Path, bundle: bool) -> d
 
 
 def load_encoder_tensors(encoder_cfg, tensors: dict[str, torch.Tensor], source: str):
-    """A Siglip2VisionModel with `tensors` (its own names) loaded strictly."""
+    """A Siglip2VisionModel with `tensors` (names in either transformers layout) loaded strictly."""
     from transformers import Siglip2VisionModel
-    enc = Siglip2VisionModel(encoder_cfg)
-    own = enc.state_dict()
-    missing = sorted(set(own) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
-    shapes = sorted(f"{k}: file {tuple(v.shape)} vs encoder {tuple(own[k].shape)}"
-                    for k, v in tensors.items() if k in own and v.shape != own[k].shape)
-    if missing or unexpected or shapes:
-        raise CheckpointMismatch(f"{source}: vision_encoder.* tensors do not fit the encoder config: "
-                                 f"missing {missing[:8]}, unexpected {unexpected[:8]}, wrong shape {shapes[:8]}")
-    enc.load_state_dict(tensors, strict=True)
-    return enc
+
+    from .model.transformers_compat import EncoderWeightsMismatch, load_into
+    try:
+        return load_into(Siglip2VisionModel(encoder_cfg), tensors, f"{source} (vision_encoder.* tensors)")
+    except EncoderWeightsMismatch as e:
+        raise CheckpointMismatch(str(e)) from None
 
 
 # ---------------------------------------------------------------- writing our folder

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..config import VisionConfig
 from .llm import sdpa_backends
+from .transformers_compat import keep_flat_names, load_pretrained
 
 Image.MAX_IMAGE_PIXELS = None     # we enforce our own limit before decoding (see `open_image`)
 DEFAULT_MAX_PIXELS = 64_000_000
@@ -117,14 +118,7 @@ class VisionEncoder(nn.Module):
                 raise FileNotFoundError(
                     f"vision encoder folder {path} has no config.json; point --vision-encoder at a local "
                     f"SigLIP2 folder (for example siglip2-base-p16-ve)")
-            from transformers.utils import logging as hf_logging
-            bar = hf_logging.is_progress_bar_enabled()
-            hf_logging.disable_progress_bar()          # a 'Loading weights' bar on every chat start is noise
-            try:
-                self.encoder = Siglip2VisionModel.from_pretrained(str(path), dtype=torch.float32)
-            finally:
-                if bar:
-                    hf_logging.enable_progress_bar()
+            self.encoder = load_pretrained(Siglip2VisionModel, path)
             c = self.encoder.config
             if c.patch_size != vcfg.patch_size or c.hidden_size != vcfg.hidden_size:
                 raise ValueError(f"encoder at {path} has patch {c.patch_size} / width {c.hidden_size}, config says "
@@ -133,6 +127,7 @@ class VisionEncoder(nn.Module):
             if vcfg.siglip is None:
                 raise ValueError("vision config needs either `path` or a `siglip` config dict")
             self.encoder = Siglip2VisionModel(Siglip2VisionConfig(**vcfg.siglip))
+        keep_flat_names(self)          # weight names in our files do not depend on the transformers version
         if vcfg.num_patches > self.encoder.config.num_patches:
             raise ValueError(f"{vcfg.num_patches} patches per image exceed the encoder's {self.encoder.config.num_patches}")
 
@@ -144,7 +139,7 @@ class VisionEncoder(nn.Module):
         g = int(round(p ** 0.5))
         shapes = torch.tensor([[g, g]], device=patches.device).expand(n, 2)
         mask = torch.ones(n, p, dtype=torch.long, device=patches.device)
-        dtype = self.encoder.embeddings.patch_embedding.weight.dtype
+        dtype = next(self.encoder.parameters()).dtype     # no attribute path: 4.x nests the layers
         with sdpa_backends(patches.device):
             out = self.encoder(pixel_values=patches.to(dtype), pixel_attention_mask=mask, spatial_shapes=shapes)
         return out.last_hidden_state
