@@ -9,8 +9,8 @@ version number, and keep one name form per file:
 
     encoder folder (a SigLIP folder's model.safetensors)     what the writer's version wrote (4.x nested,
                                                              5.x flat); read in either (`load_pretrained`)
-    our model folder / training checkpoint                   flat: `vision_encoder.encoder.embeddings...`
-                                                             (the wrapper's state-dict hooks, `keep_flat_names`)
+    our model folder / training checkpoint                   written flat (`vision_encoder.encoder.embeddings...`,
+                                                             the wrapper's state-dict hooks); read in either
     exported HF folder                                       nested, `vision_encoder.vision_model.*` (hf/export)
 
 Code that needs the encoder's dtype or device asks its parameters, not an attribute path.
@@ -101,6 +101,12 @@ def safetensors_names(path: Path) -> list[str] | None:
         with safe_open(str(path / "model.safetensors"), "pt") as f:
             return list(f.keys())
     return None
+
+
+def flat_encoder_names(sd: dict, prefix: str = "vision_encoder.encoder.") -> dict:
+    """A model state dict whose encoder weights may carry 4.x names -> the flat names our model reports."""
+    nested = prefix + NEST
+    return {(prefix + k[len(nested):] if k.startswith(nested) else k): v for k, v in sd.items()}
 
 
 def keep_flat_names(wrapper: nn.Module, attr: str = "encoder") -> None:
