@@ -13,10 +13,9 @@
 
 Names inside the file are the original's. The encoder's are `vision_encoder.vision_model.*` (how the
 original, under transformers 4, names the Siglip2VisionModel it keeps in `vision_encoder`); in memory we
-wrap it one level deeper (`vision_encoder.encoder.*`, flat names under every transformers version; 5.x
-dropped the `vision_model.` level, model/transformers_compat.py hides the difference). `read_hf_folder` also reads the
-original project's converted folders (`model_type: minimind-v`, `pytorch_model.bin` or safetensors,
-possibly sharded).
+wrap it one level deeper (`vision_encoder.encoder.*`), named flat as transformers 5 names it under every
+version (model/transformers_compat.py). `read_hf_folder` also reads the original project's converted
+folders (`model_type: minimind-v`, `pytorch_model.bin` or safetensors, possibly sharded).
 """
 from __future__ import annotations
 
