@@ -153,18 +153,13 @@ def encoder_vision(cfg: ModelConfig, encoder_dir: str | Path, bundle: bool, log=
 
 
 def load_encoder_tensors(encoder_cfg, tensors: dict[str, torch.Tensor], source: str, kind: str = "siglip2"):
-    """A Siglip2VisionModel (or SiglipVisionModel) with `tensors` (its own names) loaded strictly."""
-    enc = encoder_classes(kind)[1](encoder_cfg)
-    own = enc.state_dict()
-    missing = sorted(set(own) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
-    shapes = sorted(f"{k}: file {tuple(v.shape)} vs encoder {tuple(own[k].shape)}"
-                    for k, v in tensors.items() if k in own and v.shape != own[k].shape)
-    if missing or unexpected or shapes:
-        raise CheckpointMismatch(f"{source}: vision_encoder.* tensors do not fit the encoder config: "
-                                 f"missing {missing[:8]}, unexpected {unexpected[:8]}, wrong shape {shapes[:8]}")
-    enc.load_state_dict(tensors, strict=True)
-    return enc
+    """A Siglip2VisionModel (or SiglipVisionModel) with `tensors` (names in either transformers layout) loaded
+    strictly."""
+    from .model.transformers_compat import EncoderWeightsMismatch, load_into
+    try:
+        return load_into(encoder_classes(kind)[1](encoder_cfg), tensors, f"{source} (vision_encoder.* tensors)")
+    except EncoderWeightsMismatch as e:
+        raise CheckpointMismatch(str(e)) from None
 
 
 # ---------------------------------------------------------------- writing our folder

@@ -13,10 +13,9 @@
 
 Names inside the file are the original's. The encoder's are `vision_encoder.vision_model.*` (how the
 original, under transformers 4, names the Siglip2VisionModel it keeps in `vision_encoder`); in memory we
-wrap it one level deeper (`vision_encoder.encoder.*`) and use whatever names the installed transformers
-gives a Siglip2VisionModel (5.x dropped the `vision_model.` level). `read_hf_folder` also reads the
-original project's converted folders (`model_type: minimind-v`, `pytorch_model.bin` or safetensors,
-possibly sharded).
+wrap it one level deeper (`vision_encoder.encoder.*`), named flat as transformers 5 names it under every
+version (model/transformers_compat.py). `read_hf_folder` also reads the original project's converted
+folders (`model_type: minimind-v`, `pytorch_model.bin` or safetensors, possibly sharded).
 """
 from __future__ import annotations
 
@@ -27,11 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import transformers
 from safetensors.torch import load_file, save_file
 
 from ..config import ModelConfig
 from ..model.folder import is_hf_config
+from ..model.transformers_compat import flat_name
 from .fields import default_vision, model_config_from_original, original_config, siglip_fields
 
 HERE = Path(__file__).resolve().parent
@@ -39,19 +38,8 @@ CODE_FILES = ("configuration_minimind_v.py", "modeling_minimind_v.py", "image_pr
 AUTO_MAP = {"AutoConfig": "configuration_minimind_v.MiniMindVConfig",
             "AutoModelForCausalLM": "modeling_minimind_v.MiniMindVForCausalLM"}
 OURS_ENC, HF_ENC = "vision_encoder.encoder.", "vision_encoder.vision_model."
-# transformers 4 names a Siglip2VisionModel's weights `vision_model.embeddings...`; 5 flattened them to
-# `embeddings...`. Files always carry the first form; in memory we use what the installed version builds.
-SIGLIP_NESTED = int(transformers.__version__.split(".")[0]) < 5
-
-
-def siglip_name(rest: str) -> str:
-    """A canonical encoder weight name (after `vision_encoder.vision_model.`) -> the installed Siglip2 name."""
-    return ("vision_model." + rest) if SIGLIP_NESTED else rest
-
-
-def canonical_rest(name: str) -> str:
-    """An installed Siglip2VisionModel weight name -> the part after `vision_encoder.vision_model.`."""
-    return name[len("vision_model."):] if name.startswith("vision_model.") else name
+# The file always carries the 4.x form (`vision_encoder.vision_model.embeddings...`); our model's state dict
+# names the encoder flat under every version (model/transformers_compat.py), so the mapping is a prefix swap.
 
 
 def is_hf_folder(folder: str | Path) -> bool:
@@ -85,7 +73,7 @@ def hf_state_dict(model, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     for k, v in model.state_dict().items():
         if k == "lm_head.weight" and model.cfg.tie_word_embeddings:
             continue
-        name = HF_ENC + canonical_rest(k[len(OURS_ENC):]) if k.startswith(OURS_ENC) else k
+        name = HF_ENC + flat_name(k[len(OURS_ENC):]) if k.startswith(OURS_ENC) else k
         out[name] = v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
     return out
 
@@ -180,12 +168,21 @@ def export_hf(model, out: str | Path, tokenizer=None, dtype: torch.dtype = torch
         "pad_token_id": model.cfg.pad_token_id}, indent=2) + "\n")
     if tokenizer is not None:
         tokenizer.save(out)
+        only_ids_and_mask(out / "tokenizer_config.json")
     else:
         log("note: no tokenizer given; the folder has none (AutoTokenizer and chat need tokenizer.json)")
     (out / "README.md").write_text(model_card(model, hf, dtype))
     log(f"exported {len(tensors)} tensors ({sum(t.numel() for t in tensors.values()):,} values, "
         f"{str(dtype).replace('torch.', '')}) to {out}")
     return out
+
+
+def only_ids_and_mask(tokenizer_config: Path) -> None:
+    """The model takes no token_type_ids; say so, or transformers 4.x's PreTrainedTokenizerFast returns them and
+    `model.generate(**tok(texts))` refuses the unused argument."""
+    d = json.loads(tokenizer_config.read_text())
+    d["model_input_names"] = ["input_ids", "attention_mask"]
+    tokenizer_config.write_text(json.dumps(d, indent=2, ensure_ascii=False) + "\n")
 
 
 # ---------------------------------------------------------------- import
@@ -195,7 +192,7 @@ class HFFolder:
     """What an HF MiniMind-V folder holds, in our terms."""
     cfg: ModelConfig                       # vision.siglip = the bundled encoder's config, or no encoder
     weights: dict[str, torch.Tensor]       # LLM + projector, our names, fp32
-    encoder: dict[str, torch.Tensor]       # Siglip2VisionModel state dict, names as the installed version has them
+    encoder: dict[str, torch.Tensor]       # Siglip2VisionModel weights, flat names (`embeddings...`)
     raw: dict                              # config.json as written
 
 
@@ -225,7 +222,7 @@ def read_hf_folder(folder: str | Path) -> HFFolder:
     folder = Path(folder)
     raw = json.loads((folder / "config.json").read_text())
     sd = {k: (v.float() if v.is_floating_point() else v) for k, v in read_weights(folder).items()}
-    encoder = {siglip_name(k[len(HF_ENC):]): v for k, v in sd.items() if k.startswith(HF_ENC)}
+    encoder = {k[len(HF_ENC):]: v for k, v in sd.items() if k.startswith(HF_ENC)}
     weights = {k: v for k, v in sd.items() if not k.startswith("vision_encoder.")}
     stray = sorted(k for k in sd if k.startswith("vision_encoder.") and not k.startswith(HF_ENC))
     if stray:

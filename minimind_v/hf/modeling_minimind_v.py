@@ -29,7 +29,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-import transformers
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import GenerationMixin, PreTrainedModel
@@ -42,7 +41,6 @@ try:  # transformers >= 5: these skip tensors that were already loaded from the 
 except ImportError:  # pragma: no cover - transformers 4.x
     from torch.nn import init as _init
 
-_TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 # transformers 5 renamed the cache argument/output field from `past_key_values` to `cache`
 _CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
@@ -251,8 +249,8 @@ class MiniMindVForCausalLM(PreTrainedModel, GenerationMixin):
     main_input_name = "input_ids"
     _no_split_modules = ["MiniMindBlock"]
     _supports_sdpa = True
-    _TIED = {"lm_head.weight": "model.embed_tokens.weight"}
-    _tied_weights_keys = _TIED if _TRANSFORMERS_MAJOR >= 5 else list(_TIED)
+    # 5.x reads this as target -> source; 4.x iterates it and sees the tied name, as from a list
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
 
     def __init__(self, config: MiniMindVConfig):
         super().__init__(config)

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..config import ModelConfig
+from .transformers_compat import flat_encoder_names
 from .vlm import MiniMindVLM
 
 WEIGHTS = "model.safetensors"
@@ -43,6 +44,7 @@ def absent_ok(model: MiniMindVLM) -> set[str]:
 def strict_load(model: MiniMindVLM, sd: dict, allow_missing: set[str] | None = None, source: str = "checkpoint"):
     """Load `sd` into `model`, refusing missing, unexpected or mis-shaped keys (named in the error)."""
     own = model.state_dict()
+    sd = flat_encoder_names(sd)          # a file written under transformers 4 before the names were fixed
     allow = absent_ok(model) | (allow_missing or set())
     if model.cfg.tie_word_embeddings and "lm_head.weight" in sd and "model.embed_tokens.weight" in sd:
         if not torch.equal(sd["lm_head.weight"], sd["model.embed_tokens.weight"]):

@@ -27,6 +27,7 @@ from ..image import (DEFAULT_MAX_PIXELS, TRAIN_MAX_ASPECT, TRAIN_MIN_SIDE, Image
                      open_image, to_rgb)
 from .llm import sdpa_backends
 from .naflex import encoder_classes, encoder_patches, naflex_patches, run_encoder, square_patches
+from .transformers_compat import keep_flat_names, load_pretrained
 
 
 def image_to_patches(img: Image.Image, vcfg: VisionConfig) -> torch.Tensor:
@@ -65,14 +66,7 @@ class VisionEncoder(nn.Module):
                 raise FileNotFoundError(
                     f"vision encoder folder {path} has no config.json; point --vision-encoder at a local "
                     f"SigLIP2 folder (for example siglip2-base-p16-ve)")
-            from transformers.utils import logging as hf_logging
-            bar = hf_logging.is_progress_bar_enabled()
-            hf_logging.disable_progress_bar()          # a 'Loading weights' bar on every chat start is noise
-            try:
-                self.encoder = Siglip2VisionModel.from_pretrained(str(path), dtype=torch.float32)
-            finally:
-                if bar:
-                    hf_logging.enable_progress_bar()
+            self.encoder = load_pretrained(Siglip2VisionModel, path)
             c = self.encoder.config
             if c.patch_size != vcfg.patch_size or c.hidden_size != vcfg.hidden_size:
                 raise ValueError(f"encoder at {path} has patch {c.patch_size} / width {c.hidden_size}, config says "
@@ -81,6 +75,7 @@ class VisionEncoder(nn.Module):
             if vcfg.siglip is None:
                 raise ValueError("vision config needs either `path` or a `siglip` config dict")
             self.encoder = Siglip2VisionModel(Siglip2VisionConfig(**vcfg.siglip))
+        keep_flat_names(self)          # weight names in our files do not depend on the transformers version
         most = encoder_patches(self.encoder.config, vcfg.encoder_class)
         if vcfg.num_patches > most or (vcfg.encoder_class == "siglip" and vcfg.num_patches != most):
             raise ValueError(f"{vcfg.num_patches} patches per image do not fit the encoder's {most}")
@@ -89,14 +84,5 @@ class VisionEncoder(nn.Module):
         return image_to_patches(img, self.vcfg)
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
-        if self.vcfg.encoder_class != "siglip2" or self.vcfg.resize != "square":
-            with sdpa_backends(patches.device):
-                return run_encoder(self.encoder, self.vcfg.encoder_class, self.vcfg, patches)
-        n, p, _ = patches.shape
-        g = int(round(p ** 0.5))
-        shapes = torch.tensor([[g, g]], device=patches.device).expand(n, 2)
-        mask = torch.ones(n, p, dtype=torch.long, device=patches.device)
-        dtype = self.encoder.embeddings.patch_embedding.weight.dtype
         with sdpa_backends(patches.device):
-            out = self.encoder(pixel_values=patches.to(dtype), pixel_attention_mask=mask, spatial_shapes=shapes)
-        return out.last_hidden_state
+            return run_encoder(self.encoder, self.vcfg.encoder_class, self.vcfg, patches)
