@@ -31,10 +31,10 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 from ..config import ModelConfig
-from ..model.folder import is_hf_config
+from .folder import is_hf_config
 from .fields import default_vision, model_config_from_original, original_config, siglip_fields
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent / "hf"   # the remote-code files ship from minimind_v/hf
 CODE_FILES = ("configuration_minimind_v.py", "modeling_minimind_v.py", "image_processing_minimind_v.py")
 AUTO_MAP = {"AutoConfig": "configuration_minimind_v.MiniMindVConfig",
             "AutoModelForCausalLM": "modeling_minimind_v.MiniMindVForCausalLM"}
@@ -149,7 +149,7 @@ encoder weights are those of a `Siglip2VisionModel` under `vision_encoder.`.
 
 def export_hf(model, out: str | Path, tokenizer=None, dtype: torch.dtype = torch.float32, log=print) -> Path:
     """Write `model` (a MiniMindVLM, encoder loaded) as a transformers-loadable folder."""
-    from .configuration_minimind_v import MiniMindVConfig
+    from ..hf.configuration_minimind_v import MiniMindVConfig
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if model.vision_encoder is None:
@@ -253,7 +253,7 @@ def read_hf_folder(folder: str | Path) -> HFFolder:
 
 def load_hf_model(folder: str | Path, vision: bool = True):
     """An HF MiniMind-V folder -> our MiniMindVLM, loaded strictly (this is what `load_model` uses)."""
-    from ..model.folder import strict_load
+    from .folder import strict_load
     from ..model.vlm import MiniMindVLM
     folder = Path(folder)
     hf = read_hf_folder(folder)
