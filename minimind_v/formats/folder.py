@@ -9,6 +9,9 @@
 Loading is strict: every key in the file must be a parameter of the model and every parameter must be
 in the file, except the ones listed as allowed to be absent (the tied lm_head, and a pretrained encoder
 that is loaded from its own folder). Anything else raises `CheckpointMismatch` naming the keys.
+
+`strict_load` is shared by every format (hf.py, reference.py import it from here), so this module imports no
+other format: the dependency runs one way, and `load.py` is the one place that tells the formats apart.
 """
 from __future__ import annotations
 
@@ -101,21 +104,14 @@ def projector_is_fresh(raw: dict) -> bool:
     return raw.get(FRESH_MARKER) == "fresh"
 
 
-def is_hf_config(raw: dict) -> bool:
-    """config.json of a Hugging Face MiniMind-V folder (`export --to hf`, or the original's), not ours."""
-    return raw.get("model_type") in ("minimind-v", "minimind") and "vision" not in raw
-
-
-def load_model(folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-               vision: bool = True) -> MiniMindVLM:
-    """Build the model from DIR/config.json and load DIR/model.safetensors strictly."""
+def load_folder(folder: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                vision: bool = True) -> MiniMindVLM:
+    """Build the model from DIR/config.json (ours) and load DIR/model.safetensors strictly. `load.load_model`
+    is the entry point that also takes Hugging Face folders and original checkpoints."""
     folder = Path(folder)
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"{folder} is not a model folder (no config.json)")
     raw = json.loads((folder / "config.json").read_text())
-    if is_hf_config(raw):
-        from .hf import load_hf_model
-        return load_hf_model(folder, vision=vision).to(device=device, dtype=dtype).eval()
     cfg = ModelConfig.from_dict(raw)
     if vision and cfg.vision.path is None and cfg.vision.siglip is None:
         logging.getLogger("minimind_v").warning(f"{folder} has no vision encoder (converted without "

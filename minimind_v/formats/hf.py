@@ -31,7 +31,7 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 from ..config import ModelConfig
-from .folder import is_hf_config
+from .folder import strict_load
 from .fields import default_vision, model_config_from_original, original_config, siglip_fields
 
 HERE = Path(__file__).resolve().parent.parent / "hf"   # the remote-code files ship from minimind_v/hf
@@ -52,6 +52,11 @@ def siglip_name(rest: str) -> str:
 def canonical_rest(name: str) -> str:
     """An installed Siglip2VisionModel weight name -> the part after `vision_encoder.vision_model.`."""
     return name[len("vision_model."):] if name.startswith("vision_model.") else name
+
+
+def is_hf_config(raw: dict) -> bool:
+    """config.json of a Hugging Face MiniMind-V folder (`export --to hf`, or the original's), not ours."""
+    return raw.get("model_type") in ("minimind-v", "minimind") and "vision" not in raw
 
 
 def is_hf_folder(folder: str | Path) -> bool:
@@ -253,7 +258,6 @@ def read_hf_folder(folder: str | Path) -> HFFolder:
 
 def load_hf_model(folder: str | Path, vision: bool = True):
     """An HF MiniMind-V folder -> our MiniMindVLM, loaded strictly (this is what `load_model` uses)."""
-    from .folder import strict_load
     from ..model.vlm import MiniMindVLM
     folder = Path(folder)
     hf = read_hf_folder(folder)

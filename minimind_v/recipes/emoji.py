@@ -392,7 +392,7 @@ def _publish(src: Path, dst: Path) -> Path:
     folder stands alone and can be moved."""
     import shutil
 
-    from ..model.folder import save_model
+    from ..formats.folder import save_model
     from ..pipeline import VLM
     if dst.exists():
         shutil.rmtree(dst)

@@ -4,5 +4,5 @@ The reading and writing code lives in `minimind_v.formats.hf`; this package only
 package rather than `hf/export.py` so that version control sees `hf/export.py -> formats/hf.py` as a move.
 """
 from ...formats.hf import (AUTO_MAP, CODE_FILES, HF_ENC, OURS_ENC, SIGLIP_NESTED, HFFolder,  # noqa: F401
-                           canonical_rest, export_hf, hf_config, hf_state_dict, is_hf_folder, load_hf_model,
-                           model_card, read_hf_folder, read_weights, read_weights_file, siglip_name)
+                           canonical_rest, export_hf, hf_config, hf_state_dict, is_hf_config, is_hf_folder,
+                           load_hf_model, model_card, read_hf_folder, read_weights, read_weights_file, siglip_name)
