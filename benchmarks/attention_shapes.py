@@ -15,19 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import sdpa_kernel
+from train_throughput import emit      # benchmarks/ is on the path of a script run from it
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from minimind_v.model.llm import NO_CUDNN  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_throughput import emit  # noqa: E402
+from minimind_v.model.llm import NO_CUDNN
 
 CHOICES = {
     "default": None,      # torch's own order

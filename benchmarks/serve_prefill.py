@@ -18,17 +18,13 @@ import json
 import os
 import random
 import statistics
-import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")     # see docs/perf.md "The environment"
 
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from train_throughput import emit, load_tokenizer, machine_info, model_vocab, random_image  # noqa: E402
 
 from minimind_v.config import preset  # noqa: E402

@@ -71,7 +71,6 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from minimind_v.config import preset, torch_device, torch_dtype  # noqa: E402
 from minimind_v.data.collate import Collator  # noqa: E402

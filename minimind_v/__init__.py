@@ -3,7 +3,7 @@
 Public API:
     ModelConfig, preset           model configuration and named presets (config.py)
     MiniMindVLM                   the model (model/vlm.py)
-    load_model, save_model        model folders (model/folder.py)
+    load_model, save_model        load any supported folder / checkpoint; write a model folder (formats/)
     VLM                           load a folder and chat about pictures (pipeline.py)
     TrainConfig, train            one training loop for every stage (train/loop.py)
 """
@@ -16,9 +16,12 @@ def __getattr__(name):   # lazy: importing the package stays cheap
     if name == "MiniMindVLM":
         from .model.vlm import MiniMindVLM
         return MiniMindVLM
-    if name in ("load_model", "save_model"):
-        from .model import folder
-        return getattr(folder, name)
+    if name == "load_model":
+        from .formats.load import load_model
+        return load_model
+    if name == "save_model":
+        from .formats.folder import save_model
+        return save_model
     if name == "VLM":
         from .pipeline import VLM
         return VLM

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from .data.chat import IMAGE_MARKER, count_markers, render
-from .model.folder import load_model
+from .formats.load import load_model
 from .model.generate import SamplingParams, generate, generate_stream
 from .image import to_rgb
 from .model.vision import image_to_patches

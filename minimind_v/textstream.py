@@ -23,7 +23,7 @@ class TextStream:
         """Add one id; return the text that is now safe to send (may be '')."""
         # Decode only the ids since the last complete character: byte-level UTF-8 resynchronises at a
         # character boundary, so the pieces joined equal the decode of all ids, at O(1) cost per token
-        # instead of O(length) (measured, 2048 tokens: 0.73 s of decoding -> 0.01 s).
+        # instead of O(length): re-decoding the whole answer per token grows quadratically with its length.
         self.pending.append(token)
         piece = self.tok.decode(self.pending)
         if piece and not piece.endswith("\ufffd"):

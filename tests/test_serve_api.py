@@ -15,6 +15,7 @@ import zlib
 
 import httpx
 import pytest
+from helpers import LiveServer
 from PIL import Image
 
 openai = pytest.importorskip("openai")
@@ -22,7 +23,7 @@ openai = pytest.importorskip("openai")
 from minimind_v.pipeline import VLM  # noqa: E402
 from minimind_v.serve.app import create_app  # noqa: E402
 from minimind_v.serve.images import ImageLimits  # noqa: E402
-from minimind_v.serve.testing import LiveServer, build_tiny_model  # noqa: E402
+from minimind_v.serve.testing import build_tiny_model  # noqa: E402
 
 N = 16          # tokens per answer in most tests: enough to differ, quick on a CPU
 CONTEXT = 512

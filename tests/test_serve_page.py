@@ -8,11 +8,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import LiveServer
 from PIL import Image
 
 from minimind_v.pipeline import VLM
 from minimind_v.serve.app import create_app
-from minimind_v.serve.testing import LiveServer, build_tiny_model
+from minimind_v.serve.testing import build_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("MINIMIND_V_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"

@@ -1,9 +1,9 @@
 """Batching: pad to the batch's longest row (default), pad to max_length (the original's way, kept for
 benchmarks), or pack several rows into each sequence.
 
-Why packing: real rows are far shorter than max_length (VLM-SFT rows average ~270 of 768 tokens), so
-padding to max_length spends ~64% of the compute on padding, and even padding to the batch's longest
-row wastes a third. Packing puts rows one after another (first-fit decreasing) into sequences of at most
+Why packing: real rows are far shorter than max_length, so padding to max_length spends most of the
+compute on padding, and even padding to the batch's longest row wastes a good part of it (the shares for
+the published sets are in docs/perf.md). Packing puts rows one after another (first-fit decreasing) into sequences of at most
 max_length. Exactness is kept by three things:
 
   * `seq_ids` (B, T) say which row each token belongs to; the model turns them into a block-diagonal

@@ -7,7 +7,8 @@ patches merged by 4), tokenised with the given tokenizer. So "rows over max_leng
 number of rows the trainer would have to cut. Image sizes come from the file headers only (no pixel
 decoding), so a large set is scanned quickly; a header that cannot be read is counted as unreadable.
 
-`stats()` prints a table, optionally draws a token-length histogram with Pillow, and returns a dict.
+`stats()` prints a table, optionally draws a token-length histogram (matplotlib, imported only then), and
+returns a dict.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 from tqdm import tqdm
 
 from .chat import BadRow, count_markers, parse_conversations, render_text
@@ -157,39 +158,31 @@ def format_stats(s: dict) -> str:
 
 def draw_histogram(lengths, png, max_length: int | None = None, bins: int = 40,
                    size: tuple[int, int] = (800, 420)) -> None:
-    """Bar chart of token lengths per row; a red line marks max_length."""
-    W, H = size
-    left, right, top, bottom = 60, 20, 30, 50
+    """Bar chart of token lengths per row; a red line marks max_length. matplotlib is imported here (only a
+    caller that asks for a PNG pays for it) and draws on its own Agg canvas, so no global backend or style
+    is touched."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
     lo, hi = min(lengths), max(lengths)
     if max_length:
         hi = max(hi, max_length)
     hi = max(hi, lo + 1)
-    counts, edges = np.histogram(lengths, bins=bins, range=(lo, hi))
-    img = Image.new("RGB", size, (255, 255, 255))
-    d = ImageDraw.Draw(img)
-    pw, ph = W - left - right, H - top - bottom
-
-    def x_of(v):
-        return left + (v - lo) / (hi - lo) * pw
-
-    peak = max(int(counts.max()), 1)
-    for c, a, b in zip(counts, edges[:-1], edges[1:]):
-        if c:
-            d.rectangle((x_of(a), top + ph * (1 - c / peak), max(x_of(b) - 1, x_of(a)), top + ph),
-                        fill=(70, 110, 180))
-    d.line((left, top + ph, left + pw, top + ph), fill=(0, 0, 0))
-    d.line((left, top, left, top + ph), fill=(0, 0, 0))
-    for k in range(5):                                    # x ticks
-        v = lo + (hi - lo) * k / 4
-        d.line((x_of(v), top + ph, x_of(v), top + ph + 4), fill=(0, 0, 0))
-        d.text((x_of(v) - 12, top + ph + 6), f"{v:.0f}", fill=(0, 0, 0))
-    d.text((left - 40, top - 4), str(peak), fill=(0, 0, 0))
-    d.text((left - 40, top + ph - 10), "0", fill=(0, 0, 0))
-    d.text((left + pw // 2 - 80, H - 22), "tokens per row (rows per bin on the y axis)", fill=(0, 0, 0))
-    d.text((left, 8), f"{len(lengths)} rows, min {lo} / max {max(lengths)} tokens", fill=(0, 0, 0))
+    fig = Figure(figsize=(size[0] / 100, size[1] / 100), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.hist(lengths, bins=bins, range=(lo, hi), color="#4670b4", edgecolor="white", linewidth=0.5)
     if max_length:
-        x = x_of(max_length)
-        d.line((x, top, x, top + ph), fill=(220, 30, 30), width=2)
-        d.text((min(x + 4, W - 120), top + 2), f"max_length {max_length}", fill=(220, 30, 30))
+        over = sum(1 for x in lengths if x > max_length)
+        ax.axvline(max_length, color="#dc1e1e", linewidth=2,
+                   label=f"max_length {max_length}: {over} row{'s' if over != 1 else ''} over")
+        ax.legend(frameon=False)
+    ax.set_xlabel("tokens per row")
+    ax.set_ylabel("rows")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(f"{len(lengths)} rows, min {min(lengths)} / max {max(lengths)} tokens")
+    ax.grid(True, axis="y", alpha=0.3)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
     Path(png).parent.mkdir(parents=True, exist_ok=True)
-    img.save(png, format="PNG")
+    fig.savefig(png, format="png")

@@ -97,7 +97,7 @@ def original_dict_generation(d: dict) -> str | None:
 
 def config_for(d: dict, gen: str | None, source: str) -> ModelConfig:
     """An original config dict + the detected generation -> ModelConfig with that generation's vision side."""
-    from ..hf.fields import default_vision, model_config_from_original
+    from .fields import default_vision, model_config_from_original
     said = original_dict_generation(d)
     if said is None and ("merge" in d or "projector_norm" in d):     # a layout of our own (e.g. the demo's)
         return model_config_from_original(d, default_vision(d))

@@ -9,16 +9,17 @@ Attention masks, in order of preference:
   * nothing given, no cache          -> SDPA `is_causal=True` (the fast kernel),
   * `seq_ids` (packing)              -> block-diagonal causal: a token sees earlier tokens of its own row;
                                         on the CPU one causal SDPA call per row instead of a mask over
-                                        the whole packed sequence (`row_segments`: attention 1.7-4x
-                                        faster for 2-6 rows a sequence, benchmarks/packed_attention.py,
-                                        since the mask computes every query-key pair and the causal
-                                        kernel only the lower triangle of each row),
+                                        the whole packed sequence (`row_segments`), since the mask
+                                        computes every query-key pair of the sequence and the causal
+                                        kernel only the lower triangle of each row (timings:
+                                        benchmarks/packed_attention.py, docs/perf.md),
   * `key_mask` (left-padded batches) -> causal, and padded keys are never attended,
   * a KV cache                       -> causal with the cache offset.
 
 On CUDA, attention runs inside `sdpa_backends`: flash / memory-efficient kernels, never cuDNN's. Recent
-torch tries cuDNN first on Hopper and newer, and cuDNN builds an execution plan for every new shape
-(measured on an H200: 0.1-2 s a time); packed or pad-to-longest batches bring a new shape nearly every step.
+torch tries cuDNN first on Hopper and newer, and cuDNN builds an execution plan for every new shape, which
+costs far more than the attention itself; packed or pad-to-longest batches bring a new shape nearly every
+step (docs/perf.md has the numbers).
 """
 from __future__ import annotations
 
@@ -131,8 +132,8 @@ class Attention(nn.Module):
         if cache is not None:
             k, v = cache.write(layer, k, v)
         rep = self.n_heads // self.n_kv
-        # CPU kernels share each k/v head among its query heads without copying (a decode step at batch
-        # 8 spends 3x less in attention); CUDA's masked kernels need the copied heads
+        # CPU kernels share each k/v head among its query heads without copying (no k/v copy per step, so
+        # less memory traffic in decode); CUDA's masked kernels need the copied heads
         gqa = rep > 1 and x.device.type == "cpu"
         if rep > 1 and not gqa:
             k = k.repeat_interleave(rep, dim=1)

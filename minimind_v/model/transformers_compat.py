@@ -75,9 +75,8 @@ def load_pretrained(cls, path: str | Path) -> nn.Module:
         nested = is_nested(cls(config))
     names = safetensors_names(path)
     if names and any(n.startswith(NEST) != nested for n in names):
-        from ..hf.export import read_weights   # single or sharded safetensors
         model = cls(config)
-        return load_into(model, read_weights(path), str(path)).float()
+        return load_into(model, read_safetensors(path), str(path)).float()
     bar = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()          # a 'Loading weights' bar on every chat start is noise
     try:
@@ -101,6 +100,17 @@ def safetensors_names(path: Path) -> list[str] | None:
         with safe_open(str(path / "model.safetensors"), "pt") as f:
             return list(f.keys())
     return None
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a folder's model.safetensors, single or sharded (model.safetensors.index.json)."""
+    from safetensors.torch import load_file
+    index = path / "model.safetensors.index.json"
+    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else ["model.safetensors"]
+    sd = {}
+    for f in files:
+        sd.update(load_file(str(path / f)))
+    return sd
 
 
 def flat_encoder_names(sd: dict, prefix: str = "vision_encoder.encoder.") -> dict:

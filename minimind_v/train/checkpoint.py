@@ -111,7 +111,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model, optimizer, scaler, st
                     keep_last: int = 2, rng: list[dict] | None = None) -> Path:
     """Write RUN/checkpoints/step-NNNNNNNN atomically; `rng` holds each rank's `rng_state()` (default:
     this process's only). Returns the checkpoint folder."""
-    from ..model.folder import absent_ok  # tied lm_head, a pretrained encoder's own folder
+    from ..formats.folder import absent_ok  # tied lm_head, a pretrained encoder's own folder
 
     ckdir = checkpoint_dir(run_dir)
     ckdir.mkdir(parents=True, exist_ok=True)
@@ -223,7 +223,7 @@ def set_aside_newer(run_dir: str | Path, step: int) -> list[Path]:
 def load_checkpoint(ck: str | Path, model, optimizer, scaler, map_location="cpu", verified: bool = False) -> dict:
     """Load weights (strictly), optimizer and scaler state; returns state.json as a dict. The checksums are
     checked first unless the caller has just done so (`verified`, as `resolve_resume` does)."""
-    from ..model.folder import strict_load
+    from ..formats.folder import strict_load
     ck = Path(ck)
     why = None if verified else verify(ck)
     if why is not None:

@@ -1,7 +1,7 @@
 """On-disk cache of frozen-encoder outputs, keyed by image content hash.
 
 Why: in both VLM stages the SigLIP2 encoder is frozen, so its output for a given picture never changes,
-yet a plain loop recomputes it every epoch (on CPU 12% of an SFT step and 29% of a pretrain step). The
+yet a plain loop recomputes it every epoch, a sizeable share of each step on a CPU (docs/perf.md). The
 cache stores `last_hidden_state` (patches x width, e.g. 256 x 768) once per distinct image and reads it
 back afterwards; the projector and the LLM then train exactly as before.
 

@@ -1,12 +1,14 @@
-"""Run metrics: one JSON object per line in RUN/metrics.jsonl, optional wandb/swanlab, and a loss-curve
-PNG drawn with Pillow (no plotting library needed)."""
+"""Run metrics: one JSON object per line in RUN/metrics.jsonl, optional wandb/swanlab, and loss-curve
+PNGs drawn with matplotlib.
+
+The JSON lines are the record (anything can re-plot them); the PNG is a convenience, so matplotlib is
+imported only inside the plotting functions. Loss is drawn on a log axis because it falls by factors, not
+by amounts: the late, slow part of training stays readable next to the steep start."""
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-
-from PIL import Image, ImageDraw
 
 
 class MetricsLog:
@@ -47,56 +49,93 @@ def read_metrics(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
 
 
+def _figure(size, ncols: int = 1):
+    """A matplotlib figure of `size` pixels drawn off-screen. matplotlib is imported here, not at module
+    top, so training without plots never pays its import, and the Agg canvas is used directly so no
+    global backend or style is changed for a caller that also uses pyplot."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(size[0] / 100, size[1] / 100), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, ncols, sharey=True, squeeze=False)[0]
+    return fig, list(axes)
+
+
+def _finite(points):
+    return [(x, y) for x, y in points if math.isfinite(y) and y > 0]
+
+
+def _smooth(ys: list[float], window: int) -> list[float]:
+    """Centred running mean (shorter at the ends), so the trend shows through step-to-step noise without
+    lagging behind it; the raw line stays drawn underneath."""
+    half = window // 2
+    return [sum(ys[max(0, i - half):i + half + 1]) / len(ys[max(0, i - half):i + half + 1]) for i in range(len(ys))]
+
+
+def _draw_loss(ax, name: str, points, colour) -> None:
+    """Raw loss as a thin line, a running mean on top; losses only (log axis: their fall is multiplicative)."""
+    pts = _finite(points)
+    if not pts:
+        ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="grey")
+        return
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    if len(pts) == 1:
+        ax.plot(xs, ys, "o", color=colour, label=name)
+        return
+    window = max(1, len(ys) // 20)
+    if window > 1:
+        ax.plot(xs, ys, color=colour, alpha=0.3, linewidth=0.8)
+        ax.plot(xs, _smooth(ys, window), color=colour, linewidth=1.8, label=f"{name} (mean of {window})")
+    else:
+        ax.plot(xs, ys, color=colour, linewidth=1.5, label=name)
+
+
+def _style(ax, xlabel: str) -> None:
+    """Log loss axis labelled in plain numbers (2, 3, 4 rather than 2x10^0), light grid, no box."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0)))
+    ax.yaxis.set_minor_locator(LogLocator(base=10, subs=tuple(range(1, 10))))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    ax.set_xlabel(xlabel)
+    ax.grid(True, which="major", alpha=0.35)
+    ax.grid(True, which="minor", alpha=0.12)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
 def plot_curves(series: dict[str, list[tuple[float, float]]], out: str | Path, title: str = "training loss",
                 xlabel: str = "step", size=(800, 480)) -> Path:
-    """Draw one line per series ({name: [(x, y), ...]}) with axes, ticks and a legend."""
-    w, h = size
-    left, right, top, bottom = 70, 20, 40, 50
-    img = Image.new("RGB", size, "white")
-    d = ImageDraw.Draw(img)
-    pts = [p for s in series.values() for p in s if math.isfinite(p[1])]
-    d.text((left, 12), title, fill="black")
-    if not pts:
-        d.text((w // 2 - 40, h // 2), "no data", fill="black")
-        img.save(out)
-        return Path(out)
-    x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
-    y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
-    x1 = x1 if x1 > x0 else x0 + 1
-    y1 = y1 if y1 > y0 else y0 + 1
-    sx = lambda x: left + (x - x0) / (x1 - x0) * (w - left - right)       # noqa: E731
-    sy = lambda y: h - bottom - (y - y0) / (y1 - y0) * (h - top - bottom)  # noqa: E731
-    d.line([(left, top), (left, h - bottom), (w - right, h - bottom)], fill="black")
-    for i in range(5):
-        yv = y0 + (y1 - y0) * i / 4
-        d.line([(left - 4, sy(yv)), (left, sy(yv))], fill="black")
-        d.text((5, sy(yv) - 6), f"{yv:.3g}", fill="black")
-        xv = x0 + (x1 - x0) * i / 4
-        d.line([(sx(xv), h - bottom), (sx(xv), h - bottom + 4)], fill="black")
-        d.text((sx(xv) - 10, h - bottom + 8), f"{xv:.0f}", fill="black")
-    d.text((w // 2 - 15, h - 20), xlabel, fill="black")
-    colours = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
-    for k, (name, s) in enumerate(series.items()):
-        c = colours[k % len(colours)]
-        line = [(sx(x), sy(y)) for x, y in s if math.isfinite(y)]
-        if len(line) > 1:
-            d.line(line, fill=c, width=2)
-        elif line:
-            d.ellipse([line[0][0] - 2, line[0][1] - 2, line[0][0] + 2, line[0][1] + 2], fill=c)
-        d.rectangle([w - right - 160, top + 16 * k, w - right - 150, top + 16 * k + 10], fill=c)
-        d.text((w - right - 145, top + 16 * k - 2), name, fill="black")
-    img.save(out)
+    """One line per series ({name: [(x, y), ...]}) on one log-scale loss axis, written as a PNG."""
+    fig, (ax,) = _figure(size)
+    colours = [f"C{k}" for k in range(10)]
+    for k, (name, points) in enumerate(series.items()):
+        _draw_loss(ax, name, points, colours[k % len(colours)])
+    _style(ax, xlabel)
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    if any(_finite(s) for s in series.values()):
+        ax.legend(frameon=False)
+    fig.savefig(out)
     return Path(out)
 
 
 def plot_stages(run_dir: str | Path, stages: list[tuple[str, int]], title: str) -> Path:
-    """One loss plot for stages trained one after another (RUN/<stage>/metrics.jsonl), each stage's steps
-    offset by the steps of the stages before it; written to RUN/loss.png."""
-    curves, offset = {}, 0
-    for name, steps in stages:
+    """The loss of stages trained one after another (RUN/<stage>/metrics.jsonl), one panel per stage
+    sharing one log-scale loss axis, so a later stage's lower loss reads against the earlier one's;
+    written to RUN/loss.png."""
+    width = min(1400, max(800, 420 * len(stages)))
+    fig, axes = _figure((width, 420), ncols=max(1, len(stages)))
+    for k, ((name, steps), ax) in enumerate(zip(stages, axes)):
         recs = [x for x in read_metrics(Path(run_dir) / name / "metrics.jsonl") if "loss" in x]
-        curves[f"vlm-{name}"] = [(x["step"] + offset, x["loss"]) for x in recs]
-        offset += steps
+        _draw_loss(ax, f"vlm-{name}", [(x["step"], x["loss"]) for x in recs], f"C{k}")
+        _style(ax, "step")
+        ax.set_title(f"vlm-{name} ({steps} steps)")
+        if steps:
+            ax.set_xlim(0, steps)
+    axes[0].set_ylabel("loss")
+    fig.suptitle(title)
     out = Path(run_dir) / "loss.png"
-    plot_curves(curves, out, title=title)
+    fig.savefig(out)
     return out

@@ -29,17 +29,22 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..config import ModelConfig
-from ..model.folder import is_hf_config
 from ..model.transformers_compat import flat_name
+from .folder import strict_load
 from .fields import default_vision, model_config_from_original, original_config, siglip_fields
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent / "hf"   # the remote-code files ship from minimind_v/hf
 CODE_FILES = ("configuration_minimind_v.py", "modeling_minimind_v.py", "image_processing_minimind_v.py")
 AUTO_MAP = {"AutoConfig": "configuration_minimind_v.MiniMindVConfig",
             "AutoModelForCausalLM": "modeling_minimind_v.MiniMindVForCausalLM"}
 OURS_ENC, HF_ENC = "vision_encoder.encoder.", "vision_encoder.vision_model."
 # The file always carries the 4.x form (`vision_encoder.vision_model.embeddings...`); our model's state dict
 # names the encoder flat under every version (model/transformers_compat.py), so the mapping is a prefix swap.
+
+
+def is_hf_config(raw: dict) -> bool:
+    """config.json of a Hugging Face MiniMind-V folder (`export --to hf`, or the original's), not ours."""
+    return raw.get("model_type") in ("minimind-v", "minimind") and "vision" not in raw
 
 
 def is_hf_folder(folder: str | Path) -> bool:
@@ -137,7 +142,7 @@ encoder weights are those of a `Siglip2VisionModel` under `vision_encoder.`.
 
 def export_hf(model, out: str | Path, tokenizer=None, dtype: torch.dtype = torch.float32, log=print) -> Path:
     """Write `model` (a MiniMindVLM, encoder loaded) as a transformers-loadable folder."""
-    from .configuration_minimind_v import MiniMindVConfig
+    from ..hf.configuration_minimind_v import MiniMindVConfig
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if model.vision_encoder is None:
@@ -250,7 +255,6 @@ def read_hf_folder(folder: str | Path) -> HFFolder:
 
 def load_hf_model(folder: str | Path, vision: bool = True):
     """An HF MiniMind-V folder -> our MiniMindVLM, loaded strictly (this is what `load_model` uses)."""
-    from ..model.folder import strict_load
     from ..model.vlm import MiniMindVLM
     folder = Path(folder)
     hf = read_hf_folder(folder)

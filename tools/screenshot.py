@@ -1,29 +1,45 @@
 """Take a screenshot of the chat page answering a question about a picture (for the README).
 
-    python -m minimind_v.serve.screenshot --model runs/demo/sft/model --image runs/demo/example.png \\
+    python tools/screenshot.py --model runs/demo/sft/model --image runs/demo/example.png \\
         --question "What colour is the circle?" --out docs/serve_page.png
 
 Serves the model on a free loopback port, drives headless Chromium (Debian's `chromium` through
 Playwright, no browser download) through the page: pick the picture, ask, wait for the streamed
 answer, ask the follow-ups, save the PNG. Needs `pip install playwright` and `apt-get install chromium`.
+
+A tool for the repository, not part of the package: it runs from a clone (`./run setup` installs
+minimind_v) and serves through the tests' `LiveServer` (tests/helpers.py), loaded from its file so that
+neither copy of the server code nor a sys.path edit is needed.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import shutil
 from pathlib import Path
 
+HELPERS = Path(__file__).resolve().parents[1] / "tests" / "helpers.py"
+
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def live_server_class():
+    """`LiveServer` from tests/helpers.py, imported by file path (tests/ is not a package on the path)."""
+    spec = importlib.util.spec_from_file_location("minimind_v_test_helpers", HELPERS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.LiveServer
 
 
 def take(model: str, image: str, questions: list[str], out: str, chromium: str, max_tokens: int = 48,
          name: str | None = None) -> Path:
     from playwright.sync_api import sync_playwright
 
-    from ..pipeline import VLM
-    from .app import create_app
-    from .testing import LiveServer
+    from minimind_v.pipeline import VLM
+    from minimind_v.serve.app import create_app
+
+    LiveServer = live_server_class()
 
     vlm = VLM.load(model)
     with LiveServer(create_app(vlm, name=name)) as srv, sync_playwright() as p:
