@@ -35,9 +35,11 @@ from ..model.folder import is_hf_config
 from .fields import default_vision, model_config_from_original, original_config, siglip_fields
 
 HERE = Path(__file__).resolve().parent
-CODE_FILES = ("configuration_minimind_v.py", "modeling_minimind_v.py", "image_processing_minimind_v.py")
+CODE_FILES = ("configuration_minimind_v.py", "modeling_minimind_v.py", "image_processing_minimind_v.py",
+              "processing_minimind_v.py")
 AUTO_MAP = {"AutoConfig": "configuration_minimind_v.MiniMindVConfig",
-            "AutoModelForCausalLM": "modeling_minimind_v.MiniMindVForCausalLM"}
+            "AutoModelForCausalLM": "modeling_minimind_v.MiniMindVForCausalLM",
+            "AutoModelForImageTextToText": "modeling_minimind_v.MiniMindVForCausalLM"}
 OURS_ENC, HF_ENC = "vision_encoder.encoder.", "vision_encoder.vision_model."
 # transformers 4 names a Siglip2VisionModel's weights `vision_model.embeddings...`; 5 flattened them to
 # `embeddings...`. Files always carry the first form; in memory we use what the installed version builds.
@@ -176,12 +178,25 @@ def export_hf(model, out: str | Path, tokenizer=None, dtype: torch.dtype = torch
         "pad_token_id": model.cfg.pad_token_id}, indent=2) + "\n")
     if tokenizer is not None:
         tokenizer.save(out)
+        write_processor(out, model.cfg.image_token_len)
     else:
         log("note: no tokenizer given; the folder has none (AutoTokenizer and chat need tokenizer.json)")
     (out / "README.md").write_text(model_card(model, hf, dtype))
     log(f"exported {len(tensors)} tensors ({sum(t.numel() for t in tensors.values()):,} values, "
         f"{str(dtype).replace('torch.', '')}) to {out}")
     return out
+
+
+def write_processor(out: Path, image_token_len: int) -> None:
+    """processor_config.json + chat_template.jinja: AutoProcessor -> MiniMindVProcessor (tokenizer, image
+    processor and the chat template together; see processing_minimind_v.py). The same files both
+    transformers 4.57 and 5.x read and write."""
+    from .processing_minimind_v import CHAT_TEMPLATE
+    (out / "processor_config.json").write_text(json.dumps({
+        "processor_class": "MiniMindVProcessor",
+        "auto_map": {"AutoProcessor": "processing_minimind_v.MiniMindVProcessor"},
+        "image_seq_length": image_token_len, "image_token": "<|image_pad|>"}, indent=2) + "\n")
+    (out / "chat_template.jinja").write_text(CHAT_TEMPLATE)
 
 
 # ---------------------------------------------------------------- import
