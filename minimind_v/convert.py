@@ -316,7 +316,7 @@ def export(src: str | Path, dst: str | Path, to: str = "hf", dtype: torch.dtype 
     src = Path(src)
     model = load_model(src, vision=True)
     tok = Tokenizer.load(src) if (src / "tokenizer.json").exists() else None
-    return export_hf(model, dst, tok, dtype, log)
+    return export_hf(model, dst, tok, dtype, log, source=src)
 
 
 # ---------------------------------------------------------------- helpers
