@@ -104,6 +104,7 @@ def export_hf(model, out: str | Path, tokenizer=None, dtype: torch.dtype = torch
     config = MiniMindVConfig(**hf)
     config.architectures = ["MiniMindVForCausalLM"]
     config.auto_map = dict(AUTO_MAP)
+    config.dtype = dtype               # what dtype="auto" loads (transformers 5 does so by default)
     config.save_pretrained(str(out))
     tensors = hf_state_dict(model, dtype)
     tmp = out / "model.safetensors.tmp"
@@ -115,7 +116,6 @@ def export_hf(model, out: str | Path, tokenizer=None, dtype: torch.dtype = torch
     for name in CODE_FILES:
         shutil.copyfile(HERE / name, out / name)
     (out / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "MiniMindVImageProcessor",
         "auto_map": {"AutoImageProcessor": "image_processing_minimind_v.MiniMindVImageProcessor"},
         "image_size": model.cfg.vision.image_size, "patch_size": model.cfg.vision.patch_size,
         "image_mean": model.cfg.vision.image_mean, "image_std": model.cfg.vision.image_std}, indent=2) + "\n")

@@ -96,7 +96,7 @@ class MiniMindVProcessor(ProcessorMixin):
         kwargs.pop("add_special_tokens", None)     # the template writes every special token itself
         tok_kw = {k: v for k, v in kwargs.items() if k in ("truncation", "max_length", "return_attention_mask")}
         data = dict(self.tokenizer(texts, padding=padding, padding_side=padding_side, add_special_tokens=False,
-                                   return_tensors=return_tensors, **tok_kw))
+                                   return_token_type_ids=False, return_tensors=return_tensors, **tok_kw))
         if flat:
             data["pixel_values"] = self.image_processor(images=flat, return_tensors=return_tensors)["pixel_values"]
         return BatchFeature(data=data, tensor_type=return_tensors)
