@@ -6,6 +6,7 @@
     minimind-v train --stage STAGE --data F... --out DIR [--from DIR | --preset P --tokenizer DIR]
     minimind-v eval --model DIR --data FILE.parquet [--blind] [--out FILE.json]
     minimind-v chat --model DIR [--image PATH] [--prompt TEXT]
+    minimind-v merge ADAPTER_DIR OUT                 fold a LoRA adapter (train --lora-rank) into a model folder
 
 Run `minimind-v COMMAND --help` for every flag. Multi-GPU: `torchrun --nproc_per_node N -m minimind_v.cli train ...`.
 """
@@ -68,10 +69,13 @@ def _add_train(sub):
     p.add_argument("--trace-rows", action="store_true",
                    help="write OUT/rows-rank<R>.jsonl: the data rows each optimizer step trained on")
     p.add_argument("--no-progress", action="store_true")
+    from .train.lora import add_lora_arguments
+    add_lora_arguments(p)
     p.set_defaults(func=_cmd_train)
 
 
 def _cmd_train(a) -> int:
+    from .train.lora import lora_settings
     from .train.loop import TrainConfig, train
     over = {}
     if a.hidden_size:
@@ -89,7 +93,7 @@ def _cmd_train(a) -> int:
                       num_workers=a.num_workers, seed=a.seed, log_every=a.log_every, save_every=a.save_every,
                       keep_last=a.keep_last, resume=a.resume, logger=a.logger, max_bad_steps=a.max_bad_steps,
                       progress=not a.no_progress, trace_rows=a.trace_rows, encoder_cache=a.encoder_cache,
-                      augment=a.augment)
+                      augment=a.augment, **lora_settings(a))
     summary = train(cfg)
     code = 143 if summary.get("stopped") else 0     # 143: stopped by a signal after a checkpoint; retry goes on
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -313,7 +317,8 @@ def _cmd_export(a) -> int:
 def _extensions():
     """Top-level commands registered by their own modules (serve)."""
     from .serve.commands import add_serve_command
-    return [add_serve_command]
+    from .train.lora import add_merge_command
+    return [add_serve_command, add_merge_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

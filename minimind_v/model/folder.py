@@ -110,6 +110,9 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu", dtype: to
                vision: bool = True) -> MiniMindVLM:
     """Build the model from DIR/config.json and load DIR/model.safetensors strictly."""
     folder = Path(folder)
+    if (folder / "adapter_config.json").exists():      # a LoRA adapter folder: its base + the adapter, merged
+        from ..train.lora import load_adapter
+        return load_adapter(folder, vision=vision).to(device=device, dtype=dtype).eval()
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"{folder} is not a model folder (no config.json)")
     raw = json.loads((folder / "config.json").read_text())
