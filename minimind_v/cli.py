@@ -288,8 +288,9 @@ def _add_convert(sub) -> None:
 
     e = sub.add_parser("export", help="export a model folder for transformers (--to hf) or the original code "
                                       "(--to reference)",
-                       description="--to hf writes a folder that AutoModelForCausalLM.from_pretrained(DIR, "
-                                   "trust_remote_code=True) loads, with tokenizer, image processor and a model card; "
+                       description="--to hf writes a folder that AutoProcessor and AutoModelForImageTextToText (or "
+                                   "AutoModelForCausalLM) load with trust_remote_code=True, and pipeline("
+                                   "'image-text-to-text') uses: tokenizer, image processor, chat template, model card; "
                                    "--to reference writes the original's .pth layout.")
     e.add_argument("--model", required=True, help="model folder to export")
     e.add_argument("--to", required=True, choices=["hf", "reference"],

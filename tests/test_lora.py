@@ -169,3 +169,18 @@ def test_killed_lora_run_resumes_exactly(tmp_path, synth_data, tiny_model_dir):
     a = load_file(str(tmp_path / "full" / "model" / "adapter_model.safetensors"))
     b = load_file(str(tmp_path / "killed" / "model" / "adapter_model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_export_of_an_adapter_folder_is_the_merged_model_with_its_history(lora_run, tmp_path):
+    """`export --to hf` of RUN/model (an adapter) writes the merged model; the card names the LoRA stage."""
+    from transformers import AutoModelForImageTextToText
+    _, adapter = lora_run
+    assert cli.main(["export", "--model", str(adapter), "--to", "hf", str(tmp_path / "hf")]) == 0
+    card = (tmp_path / "hf" / "README.md").read_text()
+    assert "`vlm-sft` on sft.parquet (LoRA rank 4, merged), 4 optimizer steps" in card
+    hf = AutoModelForImageTextToText.from_pretrained(str(tmp_path / "hf"), trust_remote_code=True).eval()
+    ours = load_model(adapter)
+    ids, pix = inputs(ours)
+    with torch.no_grad():
+        torch.testing.assert_close(hf(input_ids=ids, pixel_values=pix).logits, ours(ids, pixel_values=pix).logits,
+                                   atol=1e-5, rtol=0)

@@ -34,6 +34,8 @@ def training_history(model_dir: str | Path | None) -> list[str]:
             pass
         data = ", ".join(Path(str(d)).name for d in cfg.get("data", [])) or "?"
         what = f"`{cfg.get('stage', '?')}` on {data}"
+        if cfg.get("lora_rank"):
+            what += f" (LoRA rank {cfg['lora_rank']}, merged)"
         if steps is not None:
             what += f", {steps} optimizer steps"
         what += f" (batch {cfg.get('batch_size', '?')}, lr {cfg.get('lr') or 'stage default'})"

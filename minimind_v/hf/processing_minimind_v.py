@@ -94,7 +94,12 @@ class MiniMindVProcessor(ProcessorMixin):
         flat = _flat_images(images)
         texts = self.expand(texts, len(flat))
         kwargs.pop("add_special_tokens", None)     # the template writes every special token itself
-        tok_kw = {k: v for k, v in kwargs.items() if k in ("truncation", "max_length", "return_attention_mask")}
+        if kwargs.pop("truncation", None):
+            raise ValueError("truncation could cut a picture's placeholder run; shorten the conversation instead")
+        tok_kw = {k: kwargs.pop(k) for k in ("max_length", "return_attention_mask") if k in kwargs}
+        unknown = {k: v for k, v in kwargs.items() if v is not None}      # (videos=None, audio=None: fine)
+        if unknown:
+            raise TypeError(f"MiniMindVProcessor does not take {sorted(unknown)}")
         data = dict(self.tokenizer(texts, padding=padding, padding_side=padding_side, add_special_tokens=False,
                                    return_token_type_ids=False, return_tensors=return_tensors, **tok_kw))
         if flat:
