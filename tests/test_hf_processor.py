@@ -110,6 +110,10 @@ def test_processor_ids_equal_our_renderer(folders, tok):
         assert list(got["input_ids"][0] if isinstance(got["input_ids"][0], list) else got["input_ids"]) == want
     with pytest.raises(ValueError, match="marker"):
         processor(text="<image>\nhi", images=[pic, pic])
+    with pytest.raises(ValueError, match="text 0 has 2"):
+        processor(text=["<image><image>a", "b"], images=[[pic], [pic]])
+    with pytest.raises(ValueError, match="truncation"):
+        processor(text="<image>hi", images=[pic], truncation=True)
 
 
 def test_batched_generation_equals_each_alone(folders):
@@ -143,9 +147,10 @@ def test_pipeline_with_image_and_path(folders, tmp_path):
         assert out[0]["generated_text"] == want
 
 
-def test_save_pretrained_round_trip_and_no_warnings(folders, tmp_path, recwarn):
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+def test_save_pretrained_round_trip_and_no_warnings(folders, tmp_path, recwarn, caplog):
+    import logging
     _, hf = folders
+    caplog.set_level(logging.WARNING)
     processor, model = load(hf)
     processor.save_pretrained(str(tmp_path / "again"))
     model.save_pretrained(str(tmp_path / "again"))
@@ -159,7 +164,8 @@ def test_save_pretrained_round_trip_and_no_warnings(folders, tmp_path, recwarn):
         assert torch.equal(model(**a).logits, m2(**b).logits)
     user_warnings = [w for w in recwarn.list if not issubclass(w.category, (ResourceWarning, DeprecationWarning))]
     assert not user_warnings, [str(w.message) for w in user_warnings]
-    del AutoModelForImageTextToText, AutoProcessor
+    logged = [r.getMessage() for r in caplog.records if r.name.startswith("transformers")]
+    assert not logged, logged
 
 
 def test_bf16_folder_loads_as_bf16_and_answers(folders, tmp_path):

@@ -72,6 +72,13 @@ def test_frozen_projector_and_attention_targets(tmp_path, synth_data, tiny_model
     saved = load_file(str(Path(summary["model"]) / "adapter_model.safetensors"))
     mods = {k.split(".lora_")[0].rsplit(".", 1)[1] for k in saved}
     assert mods == {"q_proj", "v_proj"} and not any("vision_proj" in k for k in saved)
+    # llm-sft from JSONL: the stage does not train the projector, so by default the adapter leaves it alone
+    from test_resume import _jsonl_sft
+    jsonl = _jsonl_sft(tmp_path / "sft.jsonl", 16)
+    summary = train(lora_cfg(tmp_path / "llm", {"sft": jsonl}, tiny_model_dir, stage="llm-sft", max_steps=2,
+                             save_every=0, max_length=64))
+    saved = load_file(str(Path(summary["model"]) / "adapter_model.safetensors"))
+    assert saved and not any("vision_proj" in k for k in saved)
     with pytest.raises(ValueError, match="--from"):
         train(lora_cfg(tmp_path / "x", synth_data, None, init_from=None, tokenizer=str(tiny_model_dir)))
     with pytest.raises(ValueError, match="unknown module"):

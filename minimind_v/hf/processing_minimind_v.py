@@ -92,6 +92,13 @@ class MiniMindVProcessor(ProcessorMixin):
             raise ValueError("give text (a prompt, or a conversation through apply_chat_template)")
         texts = [text] if isinstance(text, str) else list(text)
         flat = _flat_images(images)
+        per_text = (isinstance(images, (list, tuple)) and len(images) == len(texts) > 1
+                    and all(isinstance(im, (list, tuple)) or im is None for im in images))
+        if per_text:          # one list of pictures per text (what apply_chat_template hands over): check each
+            for i, (t, ims) in enumerate(zip(texts, images)):
+                if t.count(IMAGE_MARKER) != len(ims or []):
+                    raise ValueError(f"text {i} has {t.count(IMAGE_MARKER)} {IMAGE_MARKER} marker(s) but "
+                                     f"{len(ims or [])} picture(s)")
         texts = self.expand(texts, len(flat))
         kwargs.pop("add_special_tokens", None)     # the template writes every special token itself
         if kwargs.pop("truncation", None):
