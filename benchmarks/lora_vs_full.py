@@ -14,9 +14,13 @@ labels on the second half. Modes:
          (`--targets`) + the projector fully (PEFT modules_to_save), the rest frozen
 
 Each mode runs in its own child process (same seed, same rows), so peak memory (the process's peak
-resident set; GPU: max_memory_allocated) is that mode's alone. A step is forward, backward, grad clipping
+resident set; GPU: max_memory_allocated) is that mode's alone; both children import peft (and with it
+transformers, as a real training run does), so the import is not counted against one mode.
+train_state_mb is exact arithmetic, not a measurement: the bytes of parameters, gradients and AdamW
+state after a step (what LoRA saves, whatever the activations cost). A step is forward, backward, grad clipping
 and the AdamW step, timed after `--warmup` untimed steps. Fields: preset, batch_size, seq_len, steps,
-rank, targets, and per mode: trainable_params, sec_per_step (median; _min, _max too), peak_mem_mb, loss
+rank, targets, and per mode: trainable_params, sec_per_step (median; _min, _max too), peak_mem_mb,
+train_state_mb, loss
 (first timed step); lora_over_full ratios of the three measures; machine.
 """
 from __future__ import annotations
@@ -72,6 +76,7 @@ def batch(cfg, a, device):
 def child(a) -> dict:
     device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if a.device == "auto" else a.device))
+    import peft  # noqa: F401  (both modes pay the import: see the docstring)
     model = build(a, a.child, device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5, betas=(0.9, 0.95), weight_decay=0.01, fused=True)
@@ -89,11 +94,14 @@ def child(a) -> dict:
         if i >= a.warmup:
             times.append(time.perf_counter() - t0)
             loss0 = float(loss) if loss0 is None else loss0
+    state = [t for st in opt.state.values() for t in st.values() if torch.is_tensor(t)]
+    state_mb = (sum(t.numel() * t.element_size() for t in list(model.parameters()) + state)
+                + sum(p.numel() * p.element_size() for p in params)) / 2**20      # + one gradient per trainable
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return {"trainable_params": sum(p.numel() for p in params), "sec_per_step": round(statistics.median(times), 3),
             "sec_per_step_min": round(min(times), 3), "sec_per_step_max": round(max(times), 3),
-            "peak_mem_mb": round(peak, 1), "loss": round(loss0, 4), "device": device.type}
+            "peak_mem_mb": round(peak, 1), "train_state_mb": round(state_mb, 1), "loss": round(loss0, 4), "device": device.type}
 
 
 def main() -> None:
@@ -126,7 +134,8 @@ def main() -> None:
     line = {"benchmark": "lora_vs_full", "stage": "vlm-sft", "preset": a.preset, "batch_size": a.batch_size,
             "seq_len": a.seq_len, "steps": a.steps, "warmup": a.warmup, "threads": a.threads, "rank": a.rank,
             "targets": a.targets, "full": f, "lora": lo,
-            "lora_over_full": {k: round(lo[k] / f[k], 4) for k in ("trainable_params", "sec_per_step", "peak_mem_mb")},
+            "lora_over_full": {k: round(lo[k] / f[k], 4) for k in ("trainable_params", "sec_per_step", "peak_mem_mb",
+                                                                  "train_state_mb")},
             "peft": __import__("peft").__version__,
             "machine": machine_info(torch.device(f["device"] if f["device"] == "cpu" else "cuda"))}
     emit(json.dumps(line), a.out)
