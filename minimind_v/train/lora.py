@@ -119,6 +119,8 @@ def is_adapter_folder(folder: str | Path) -> bool:
 def base_of(folder: str | Path) -> Path:
     """The base model folder an adapter folder names (relative paths are taken from the adapter folder)."""
     folder = Path(folder)
+    if not is_adapter_folder(folder):
+        raise FileNotFoundError(f"{folder} is not a LoRA adapter folder (no {ADAPTER_CONFIG})")
     raw = json.loads((folder / ADAPTER_CONFIG).read_text())
     base = raw.get("base_model_name_or_path")
     if not base:
@@ -176,7 +178,7 @@ def add_lora_arguments(p) -> None:
     g = p.add_argument_group("LoRA (PEFT)", "train a low-rank adapter on --from instead of the full weights")
     g.add_argument("--lora-rank", type=int, default=0, metavar="R", help="LoRA rank (0: full training)")
     g.add_argument("--lora-alpha", type=float, help="LoRA scale numerator (default 2 x rank)")
-    g.add_argument("--lora-dropout", type=float, default=0.0)
+    g.add_argument("--lora-dropout", type=float, default=0.0, help="dropout on the adapter's input (default 0)")
     g.add_argument("--lora-targets", default="all",
                    help="LLM linear layers to adapt: all, attn, mlp, or a comma list of q_proj,k_proj,v_proj,o_proj,"
                         "gate_proj,up_proj,down_proj")
