@@ -6,6 +6,7 @@
     minimind-v train --stage STAGE --data F... --out DIR [--from DIR | --preset P --tokenizer DIR]
     minimind-v eval --model DIR --data FILE.parquet [--blind] [--out FILE.json]
     minimind-v chat --model DIR [--image PATH] [--prompt TEXT]
+    minimind-v merge ADAPTER_DIR OUT                 fold a LoRA adapter (train --lora-rank) into a model folder
 
 Run `minimind-v COMMAND --help` for every flag. Multi-GPU: `torchrun --nproc_per_node N -m minimind_v.cli train ...`.
 """
@@ -71,10 +72,13 @@ def _add_train(sub):
     p.add_argument("--trace-rows", action="store_true",
                    help="write OUT/rows-rank<R>.jsonl: the data rows each optimizer step trained on")
     p.add_argument("--no-progress", action="store_true")
+    from .train.lora import add_lora_arguments
+    add_lora_arguments(p)
     p.set_defaults(func=_cmd_train)
 
 
 def _cmd_train(a) -> int:
+    from .train.lora import lora_settings
     from .train.loop import TrainConfig, train
     over = {}
     if a.hidden_size:
@@ -92,7 +96,7 @@ def _cmd_train(a) -> int:
                       num_workers=a.num_workers, seed=a.seed, log_every=a.log_every, save_every=a.save_every,
                       keep_last=a.keep_last, resume=a.resume, logger=a.logger, max_bad_steps=a.max_bad_steps,
                       progress=not a.no_progress, trace_rows=a.trace_rows, encoder_cache=a.encoder_cache,
-                      augment=a.augment)
+                      augment=a.augment, **lora_settings(a))
     cfg.control_tokens_in_text = a.control_tokens_in_text
     summary = train(cfg)
     code = 143 if summary.get("stopped") else 0     # 143: stopped by a signal after a checkpoint; retry goes on
@@ -296,8 +300,9 @@ def _add_convert(sub) -> None:
 
     e = sub.add_parser("export", help="export a model folder for transformers (--to hf) or the original code "
                                       "(--to reference)",
-                       description="--to hf writes a folder that AutoModelForCausalLM.from_pretrained(DIR, "
-                                   "trust_remote_code=True) loads, with tokenizer, image processor and a model card; "
+                       description="--to hf writes a folder that AutoProcessor and AutoModelForImageTextToText (or "
+                                   "AutoModelForCausalLM) load with trust_remote_code=True, and pipeline("
+                                   "'image-text-to-text') uses: tokenizer, image processor, chat template, model card; "
                                    "--to reference writes the original's .pth layout.")
     e.add_argument("--model", required=True, help="model folder to export")
     e.add_argument("--to", required=True, choices=["hf", "reference"],
@@ -325,7 +330,8 @@ def _cmd_export(a) -> int:
 def _extensions():
     """Top-level commands registered by their own modules (serve)."""
     from .serve.commands import add_serve_command
-    return [add_serve_command]
+    from .train.lora import add_merge_command
+    return [add_serve_command, add_merge_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -226,7 +226,7 @@ def export(src: str | Path, dst: str | Path, to: str = "hf", dtype: torch.dtype 
     model = load_model(src, vision=True)
     tok = Tokenizer.load(src) if (src / "tokenizer.json").exists() else None
     with staged_folder(Path(dst)) as stage:        # never a half-written folder
-        export_hf(model, stage, tok, dtype, log=lambda m: log(m.replace(str(stage), str(dst))))
+        export_hf(model, stage, tok, dtype, log=lambda m: log(m.replace(str(stage), str(dst))), source=src)
     return Path(dst)
 
 

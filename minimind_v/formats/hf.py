@@ -30,13 +30,16 @@ from safetensors.torch import load_file, save_file
 
 from ..config import ModelConfig
 from ..model.transformers_compat import flat_name
-from .folder import strict_load
+from .card import model_card, training_history
 from .fields import default_vision, model_config_from_original, original_config, siglip_fields
+from .folder import strict_load
 
 HERE = Path(__file__).resolve().parent.parent / "hf"   # the remote-code files ship from minimind_v/hf
-CODE_FILES = ("configuration_minimind_v.py", "modeling_minimind_v.py", "image_processing_minimind_v.py")
+CODE_FILES = ("configuration_minimind_v.py", "modeling_minimind_v.py", "image_processing_minimind_v.py",
+              "processing_minimind_v.py")
 AUTO_MAP = {"AutoConfig": "configuration_minimind_v.MiniMindVConfig",
-            "AutoModelForCausalLM": "modeling_minimind_v.MiniMindVForCausalLM"}
+            "AutoModelForCausalLM": "modeling_minimind_v.MiniMindVForCausalLM",
+            "AutoModelForImageTextToText": "modeling_minimind_v.MiniMindVForCausalLM"}
 OURS_ENC, HF_ENC = "vision_encoder.encoder.", "vision_encoder.vision_model."
 # The file always carries the 4.x form (`vision_encoder.vision_model.embeddings...`); our model's state dict
 # names the encoder flat under every version (model/transformers_compat.py), so the mapping is a prefix swap.
@@ -83,65 +86,10 @@ def hf_state_dict(model, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     return out
 
 
-def model_card(model, hf: dict, dtype: torch.dtype) -> str:
-    n_llm = model.num_parameters()
-    n_enc = model.num_parameters(include_vision=True) - n_llm
-    c = model.cfg
-    llm = (f"{c.hidden_size} hidden, {c.num_hidden_layers} layers, {c.num_attention_heads} heads / "
-           f"{c.num_key_value_heads} KV heads")
-    moe = f", MoE {c.num_experts} experts top-{c.num_experts_per_tok}" if c.use_moe else ""
-    enc = (f"SigLIP2 ({hf['vision_config']['hidden_size']} wide, patch {hf['vision_config']['patch_size']}, "
-           f"{n_enc:,} parameters, frozen)" if hf["vision_config"] else "none (text-only folder)")
-    return f"""---
-library_name: transformers
-pipeline_tag: image-text-to-text
-tags: [minimind-v, vision-language, custom_code]
----
-
-# MiniMind-V model
-
-A small vision-language model of the MiniMind-V recipe, exported by `minimind-v export --to hf`.
-
-| | |
-|---|---|
-| LLM | {llm}{moe}, vocab {model.cfg.vocab_size} |
-| LLM + projector parameters | {n_llm:,} |
-| vision encoder | {enc} |
-| visual tokens per picture | {model.cfg.image_token_len} (`<|image_pad|>` id {model.cfg.image_token_id}) |
-| weights | {str(dtype).replace('torch.', '')}, safetensors, lm_head tied to the embedding |
-
-## Use with transformers
-
-```python
-import torch
-from PIL import Image
-from transformers import AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer
-
-path = "THIS_FOLDER"
-model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True).eval()
-tok = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
-proc = AutoImageProcessor.from_pretrained(path, trust_remote_code=True)
-
-image = Image.open("picture.png")
-pads = "<|image_pad|>" * model.config.image_token_len        # one run per picture, where <image> was
-prompt = "<|im_start|>user\\n" + pads + "\\nWhat is in the picture?<|im_end|>\\n<|im_start|>assistant\\n"
-ids = tok(prompt, return_tensors="pt").input_ids
-pixel_values = proc(images=[image], return_tensors="pt")["pixel_values"]
-out = model.generate(ids, pixel_values=pixel_values, max_new_tokens=64, do_sample=False)
-print(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
-```
-
-Greedy output equals `minimind-v chat --model THIS_FOLDER --greedy`. The folder is also a model folder
-for `minimind-v chat / eval / serve --model THIS_FOLDER`, and `minimind-v convert THIS_FOLDER OUT`
-turns it back into a minimind-v training folder.
-
-Parameter names are the original MiniMind-V ones (`model.layers.N...`, `vision_proj.mlp.0...`); the
-encoder weights are those of a `Siglip2VisionModel` under `vision_encoder.`.
-"""
-
-
-def export_hf(model, out: str | Path, tokenizer=None, dtype: torch.dtype = torch.float32, log=print) -> Path:
-    """Write `model` (a MiniMindVLM, encoder loaded) as a transformers-loadable folder."""
+def export_hf(model, out: str | Path, tokenizer=None, dtype: torch.dtype = torch.float32, log=print,
+              source: str | Path | None = None) -> Path:
+    """Write `model` (a MiniMindVLM, encoder loaded) as a transformers-loadable folder. `source`: the model
+    folder it came from, whose run records (train_config.json) tell the model card what it was trained on."""
     from ..hf.configuration_minimind_v import MiniMindVConfig
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -151,6 +99,7 @@ def export_hf(model, out: str | Path, tokenizer=None, dtype: torch.dtype = torch
     config = MiniMindVConfig(**hf)
     config.architectures = ["MiniMindVForCausalLM"]
     config.auto_map = dict(AUTO_MAP)
+    config.dtype = dtype               # what dtype="auto" loads (transformers 5 does so by default)
     config.save_pretrained(str(out))
     tensors = hf_state_dict(model, dtype)
     tmp = out / "model.safetensors.tmp"
@@ -162,7 +111,6 @@ def export_hf(model, out: str | Path, tokenizer=None, dtype: torch.dtype = torch
     for name in CODE_FILES:
         shutil.copyfile(HERE / name, out / name)
     (out / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "MiniMindVImageProcessor",
         "auto_map": {"AutoImageProcessor": "image_processing_minimind_v.MiniMindVImageProcessor"},
         "image_size": model.cfg.vision.image_size, "patch_size": model.cfg.vision.patch_size,
         "image_mean": model.cfg.vision.image_mean, "image_std": model.cfg.vision.image_std,
@@ -174,9 +122,10 @@ def export_hf(model, out: str | Path, tokenizer=None, dtype: torch.dtype = torch
     if tokenizer is not None:
         tokenizer.save(out)
         only_ids_and_mask(out / "tokenizer_config.json")
+        write_processor(out, model.cfg.image_token_len)
     else:
         log("note: no tokenizer given; the folder has none (AutoTokenizer and chat need tokenizer.json)")
-    (out / "README.md").write_text(model_card(model, hf, dtype))
+    (out / "README.md").write_text(model_card(model, hf, dtype, training_history(source)))
     log(f"exported {len(tensors)} tensors ({sum(t.numel() for t in tensors.values()):,} values, "
         f"{str(dtype).replace('torch.', '')}) to {out}")
     return out
@@ -188,6 +137,18 @@ def only_ids_and_mask(tokenizer_config: Path) -> None:
     d = json.loads(tokenizer_config.read_text())
     d["model_input_names"] = ["input_ids", "attention_mask"]
     tokenizer_config.write_text(json.dumps(d, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_processor(out: Path, image_token_len: int) -> None:
+    """processor_config.json + chat_template.jinja: AutoProcessor -> MiniMindVProcessor (tokenizer, image
+    processor and the chat template together; see hf/processing_minimind_v.py). The same files both
+    transformers 4.57 and 5.x read and write."""
+    from ..hf.processing_minimind_v import CHAT_TEMPLATE
+    (out / "processor_config.json").write_text(json.dumps({
+        "processor_class": "MiniMindVProcessor",
+        "auto_map": {"AutoProcessor": "processing_minimind_v.MiniMindVProcessor"},
+        "image_seq_length": image_token_len, "image_token": "<|image_pad|>"}, indent=2) + "\n")
+    (out / "chat_template.jinja").write_text(CHAT_TEMPLATE)
 
 
 # ---------------------------------------------------------------- import

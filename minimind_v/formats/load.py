@@ -33,6 +33,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
         model = load_checkpoint(path, preset_name=preset_name, config=config, vision_encoder=vision_encoder,
                                 vision=vision, log=log)
         return model.to(device=device, dtype=dtype).eval()
+    if (path / "adapter_config.json").exists():      # a LoRA adapter folder: its base + the adapter, merged
+        from .lora import attach_adapter, base_of
+        base = load_model(base_of(path), vision=vision)
+        return attach_adapter(base, path).to(device=device, dtype=dtype).eval()
     if preset_name or config or vision_encoder:
         raise ValueError(f"{path} is a folder with its own config.json; preset / config / vision_encoder apply to "
                          f"bare checkpoint files")

@@ -119,3 +119,10 @@ class MiniMindVImageProcessor(BaseImageProcessor):
 
     def __call__(self, images=None, return_tensors=None, **kwargs) -> BatchFeature:
         return self.preprocess(images, return_tensors=return_tensors, **kwargs)
+
+    def to_dict(self):
+        """Saved without `image_processor_type`: the folder's auto_map names the class, and transformers 4.x
+        warns about a "slow image processor" whenever a config names a class that does not end in Fast."""
+        d = super().to_dict()
+        d.pop("image_processor_type", None)
+        return d

@@ -83,6 +83,11 @@ class TrainConfig:
     augment: float = 0.0                  # random zoom / shift / light on training pictures (data/augment.py); 0: off
     think_block: bool = False
     control_tokens_in_text: bool = False  # trusted data: control-token strings in the text stay control tokens
+    lora_rank: int = 0                    # > 0: train a LoRA adapter on init_from with PEFT (train/lora.py)
+    lora_alpha: float | None = None       # default 2 x rank
+    lora_dropout: float = 0.0
+    lora_targets: str = "all"             # all | attn | mlp | comma list of q_proj,...,down_proj
+    lora_projector: str = "auto"          # auto (as the stage) | train | freeze
     progress: bool = True
     save_final: bool = True
     plot: bool = True
@@ -228,6 +233,11 @@ def train(cfg: TrainConfig) -> dict:
     mcfg = model.cfg
     prefixes = TRAINABLE_CHOICES[cfg.trainable] if cfg.trainable else stage.trainable
     n_train = set_trainable(model, prefixes, cfg.unfreeze_vision)
+    peft_model = None
+    if cfg.lora_rank:                     # PEFT injects its layers into `model` in place; the loop is unchanged
+        from .lora import apply_lora
+        peft_model = apply_lora(model, cfg, prefixes, log)
+        n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     _seed_all(cfg.seed + dist.rank)       # training randomness (dropout...) differs between ranks
     dtype = torch_dtype(cfg.dtype, device)
     model.to(device)
@@ -466,7 +476,11 @@ def train(cfg: TrainConfig) -> dict:
         save_ck()
     if dist.main:
         if cfg.save_final:
-            summary["model"] = str(save_model(model, out / "model", tok))
+            if peft_model is not None:
+                from .lora import save_adapter
+                summary["model"] = str(save_adapter(peft_model, out / "model", tok, cfg.init_from))
+            else:
+                summary["model"] = str(save_model(model, out / "model", tok))
             log(f"model folder written: {summary['model']}")
         if cfg.plot:
             recs = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
@@ -565,7 +579,8 @@ def _restore_rng(rngs, seed: int, step: int, dist, log) -> None:
 # settings whose change makes a resumed run differ from an uninterrupted one
 _RUN_KEYS = ("stage", "data", "init_from", "preset", "model_overrides", "batch_size", "grad_accum", "lr", "min_lr",
              "warmup_steps", "weight_decay", "grad_clip", "max_length", "padding", "trainable", "unfreeze_vision",
-             "dtype", "seed", "epochs", "max_steps", "think_block")
+             "dtype", "seed", "epochs", "max_steps", "think_block", "lora_rank", "lora_alpha", "lora_dropout",
+             "lora_targets", "lora_projector")
 
 
 def _config_changes(old: dict, cfg) -> list[str]:
