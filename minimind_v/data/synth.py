@@ -81,22 +81,7 @@ def where(o: Obj) -> str:
     return ["on the left", "in the middle", "on the right"][o.col]
 
 
-def relations(objs: list[Obj], rng: random.Random) -> str:
-    """One sentence per pair of objects in different columns, in the words the position questions use
-    ("The red circle is to the left of the blue square."), each pair named in a random order."""
-    out = []
-    for i, a in enumerate(objs):
-        for b in objs[i + 1:]:
-            if a.col == b.col:
-                continue
-            if rng.random() < 0.5:
-                a, b = b, a
-            side = "left" if a.cx < b.cx else "right"
-            out.append(f"The {a.colour} {a.shape} is to the {side} of the {b.colour} {b.shape}.")
-    return " ".join(out)
-
-
-def caption(objs: list[Obj], rng: random.Random, with_relations: bool = False) -> str:
+def caption(objs: list[Obj], rng: random.Random) -> str:
     """What is there, then where. The first part lists the shapes and the colours present in a fixed
     order (no binding needed: it trains the encoder to see shape and colour at all); the second names
     each object left to right, colour-first ("a red circle") or shape-first ("a circle in red") at
@@ -109,9 +94,7 @@ def caption(objs: list[Obj], rng: random.Random, with_relations: bool = False) -
     objs = sorted(objs, key=lambda o: o.cx)
     parts = [(f"a {o.colour} {o.shape}" if rng.random() < 0.5 else f"a {o.shape} in {o.colour}") + f" {where(o)}"
              for o in objs]
-    text = head + (", ".join(parts) + ".").capitalize()
-    rel = relations(objs, rng) if with_relations else ""
-    return f"{text} {rel}" if rel else text
+    return head + (", ".join(parts) + ".").capitalize()
 
 
 def question(objs: list[Obj], qtype: str, rng: random.Random) -> tuple[str, str, str]:
@@ -161,8 +144,7 @@ def _write(rows: list[dict], path: Path) -> None:
 
 
 def generate(out: str | Path, n: int = 2000, seed: int = 0, image_size: int = 64, kind: str = "all",
-             turns: int = 4, max_objects: int = 3, progress: bool = False,
-             caption_relations: bool = False) -> dict[str, Path]:
+             turns: int = 4, max_objects: int = 3, progress: bool = False) -> dict[str, Path]:
     """Write `pretrain.parquet` (captions), `sft.parquet` (multi-turn QA) and/or `eval.parquet`
     (one question per row, with `answer` and `type`) under `out`. Returns the paths written."""
     out = Path(out)
@@ -180,7 +162,7 @@ def generate(out: str | Path, n: int = 2000, seed: int = 0, image_size: int = 64
         name = f"synth/{seed}_{i}.png"
         if "pretrain" in rows:
             conv = [{"role": "user", "content": "<image>\nDescribe the picture."},
-                    {"role": "assistant", "content": caption(objs, rng, caption_relations)}]
+                    {"role": "assistant", "content": caption(objs, rng)}]
             rows["pretrain"].append({"conversations": json.dumps(conv), "image_bytes": data, "image_names": name})
         if "sft" in rows:
             conv = []
@@ -223,7 +205,7 @@ def corpus(n: int = 2000, seed: int = 0) -> list[str]:
     texts = []
     for _ in range(n):
         objs = make_scene(rng)
-        texts.append(caption(objs, rng, with_relations=True))
+        texts.append(caption(objs, rng))
         for qt in QTYPES:
             q, a, _ = question(objs, qt, rng)
             texts += [q, a]
