@@ -18,8 +18,11 @@ patch and one visual token (no merge), each visual token with a learned place ve
 projector (`visual_pos_embed`); several questions per picture, so every encoded image pays for four
 answers; replies whose answer word is the token the captions use ("It is red.", data/synth.py); the
 encoder warmed up first, then trained on with everything else (`trainable="all"`, `unfreeze_vision`);
-400 caption steps before 700 SFT steps, so the places are learned before the questions. What it
-reaches, and the designs we measured against it, are in docs/demo.md.
+800 caption steps before 1400 SFT steps, so the places are learned before the questions; 16 rows a step
+rather than 32, because the lookups the questions need ("which visual token is the circle?") form
+after a number of updates more than after a number of rows, and a run that ends just after they form
+lands on either side of the edge with any change of rounding (threads, CPU, library version). What it
+reaches, over seeds and thread counts, and the designs measured against it, are in docs/demo.md.
 """
 from __future__ import annotations
 
