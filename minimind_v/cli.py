@@ -177,13 +177,13 @@ def _add_data(sub):
 
 def _data_extensions():
     """Data subcommands that live in their own modules (converters, checks)."""
-    from .data.check import add_check_command
-    from .data.commands import add_data_commands
+    from .datatools.check import add_check_command
+    from .datatools.commands import add_data_commands
     return [add_data_commands, add_check_command]
 
 
 def _cmd_synth(a) -> int:
-    from .data.synth import generate
+    from .datatools.synth import generate
     paths = generate(a.out, a.n, a.seed, a.image_size, a.kind, progress=True)
     for k, p in paths.items():
         print(f"{k}: {p}")

@@ -133,7 +133,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0,
 def _run_demo(out, quick, seed, recipe, examples, threads, why) -> dict:
     import torch
 
-    from .data import synth
+    from .datatools import synth
     from .eval.evaluate import evaluate, format_table, load_eval_rows, majority_baseline, show_examples
     from .model.vision import VisionEncoder
     from .pipeline import VLM
