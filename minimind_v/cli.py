@@ -262,7 +262,7 @@ def _add_demo(sub):
 
 
 def _cmd_demo(a) -> int:
-    from .demo import run_demo
+    from .recipes.demo import run_demo
     run_demo(a.out, quick=a.quick, seed=a.seed, threads=a.threads)
     return 0
 
