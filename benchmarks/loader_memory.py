@@ -139,7 +139,7 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
     a = ap.parse_args(argv)
 
-    from minimind_v.data import synth
+    from minimind_v.datatools import synth
     from minimind_v.tokenizer import train_tokenizer
     work = Path(tempfile.mkdtemp(prefix="loader_memory_", dir=a.workdir))
     try:

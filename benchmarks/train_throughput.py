@@ -96,7 +96,7 @@ def load_tokenizer(path: str | None) -> Tokenizer:
         return Tokenizer.load(path)
     if (REF_TOKENIZER / "tokenizer.json").exists():
         return Tokenizer.load(REF_TOKENIZER)
-    from minimind_v.data import synth
+    from minimind_v.datatools import synth
     from minimind_v.tokenizer import train_tokenizer
     print(f"[bench] {REF_TOKENIZER} is absent: training a small tokenizer on the synthetic corpus (row "
           f"lengths are then counted in its tokens; pass --tokenizer for the real one)", file=sys.stderr)

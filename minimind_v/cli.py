@@ -1,14 +1,22 @@
 """`minimind-v <command>`: a thin command-line layer over the Python API.
 
     minimind-v demo                                  the built-in end-to-end demo (synthetic shapes)
-    minimind-v data synth --out DIR --n N --seed S   write the synthetic data set as parquet
-    minimind-v tokenizer train --data F... --out DIR train a byte-level BPE tokenizer
     minimind-v train --stage STAGE --data F... --out DIR [--from DIR | --preset P --tokenizer DIR]
     minimind-v eval --model DIR --data FILE.parquet [--blind] [--out FILE.json]
     minimind-v chat --model DIR [--image PATH] [--prompt TEXT]
+    minimind-v serve --model DIR [--host H --port P]  OpenAI-compatible API + web chat page
+    minimind-v tokenizer train --data F... --out DIR train a byte-level BPE tokenizer
+    minimind-v data synth|check|convert|preview|stats  write, check, convert and inspect data sets
+    minimind-v convert SRC DST [--to ours|reference|hf]  original MiniMind-V checkpoints <-> model folders
+    minimind-v export --model DIR --to hf|reference OUT  a model folder for transformers or the original code
     minimind-v merge ADAPTER_DIR OUT                 fold a LoRA adapter (train --lora-rank) into a model folder
 
 Run `minimind-v COMMAND --help` for every flag. Multi-GPU: `torchrun --nproc_per_node N -m minimind_v.cli train ...`.
+
+Every command is one row of COMMANDS (name -> adder, help): `build_parser` registers them from it and
+`--help` lists them from it, so a command cannot be registered without appearing there. An adder fills
+the command's parser and sets `func`, the handler; modules are imported only when their command's
+parser is built or run. The `train` flags are generated from TrainConfig's fields (train/flags.py).
 """
 from __future__ import annotations
 
@@ -17,88 +25,21 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 
-def _add_train(sub):
-    from .config import PRESETS
-    from .train.stages import STAGES, TRAINABLE_CHOICES
-    p = sub.add_parser("train", help="train one stage (llm-pretrain, llm-sft, vlm-pretrain, vlm-sft)",
-                       description="Train one stage. The stage picks what is trainable, the default lr and max "
-                                   "length, and the data reader; every other flag is shared.")
-    p.add_argument("--stage", required=True, choices=list(STAGES))
-    p.add_argument("--data", nargs="+", required=True, help="parquet files (VLM stages, or text) or JSONL files")
-    p.add_argument("--out", required=True, help="run folder: metrics.jsonl, loss.png, checkpoints/, model/")
-    p.add_argument("--from", dest="init_from", help="model folder to start from (the previous stage's OUT/model)")
-    p.add_argument("--preset", default="tiny", choices=list(PRESETS), help="model size when not using --from")
-    p.add_argument("--tokenizer", help="tokenizer folder (needed without --from)")
-    p.add_argument("--vision-encoder", help="local SigLIP2 folder (e.g. siglip2-base-p16-ve) for a new model")
-    p.add_argument("--hidden-size", type=int)
-    p.add_argument("--num-layers", type=int)
-    p.add_argument("--use-moe", action="store_true", help="MoE feed-forward (4 experts, top-1)")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--max-steps", type=int, help="stop after N optimizer steps")
-    p.add_argument("--batch-size", type=int, default=16, help="rows per micro-batch per process")
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--lr", type=float, help="peak learning rate (stage default if unset)")
-    p.add_argument("--min-lr", type=float, help="final learning rate of the cosine decay (default lr/10)")
-    p.add_argument("--warmup-steps", type=int, default=0)
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--grad-clip", type=float, default=1.0)
-    p.add_argument("--max-length", type=int, help="tokens per row (stage default if unset)")
-    p.add_argument("--padding", default="longest", choices=["longest", "max", "pack"],
-                   help="pad to the batch's longest row, to max length, or pack rows into sequences")
-    p.add_argument("--trainable", choices=list(TRAINABLE_CHOICES), help="override what the stage trains")
-    p.add_argument("--unfreeze-vision", action="store_true", help="also train the vision encoder")
-    p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    p.add_argument("--device", default="auto")
-    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--save-every", type=int, default=0, help="checkpoint every N optimizer steps")
-    p.add_argument("--keep-last", type=int, default=2, help="checkpoints to keep")
-    p.add_argument("--resume", help="checkpoint folder, or 'auto' for the newest valid one in --out")
-    p.add_argument("--logger", default="none", choices=["none", "wandb", "swanlab"])
-    p.add_argument("--max-bad-steps", type=int, default=20, help="abort after N non-finite losses in a row")
-    p.add_argument("--control-tokens-in-text", action="store_true",
-                   help="trusted data only: strings such as <|im_end|> inside messages stay control tokens (by "
-                        "default what a message says is encoded as plain text, so no row can forge a turn)")
-    p.add_argument("--encoder-cache", metavar="DIR",
-                   help="cache the frozen encoder's outputs on disk by image hash and reuse them across epochs "
-                        "and runs (faster when pictures repeat; refused with --unfreeze-vision: a trained encoder's "
-                        "outputs change)")
-    p.add_argument("--augment", type=float, default=0.0, metavar="S",
-                   help="random zoom (+-15%%), shift (+-8%%), brightness and contrast (+-10%%) of training pictures, "
-                        "times S (1 = those ranges; 0 = off). Helps when few pictures are seen for many epochs")
-    p.add_argument("--trace-rows", action="store_true",
-                   help="write OUT/rows-rank<R>.jsonl: the data rows each optimizer step trained on")
-    p.add_argument("--no-progress", action="store_true")
-    from .train.lora import add_lora_arguments
-    add_lora_arguments(p)
+def _add_train(p):
+    from .train.flags import add_train_arguments
+    p.description = ("Train one stage. The stage picks what is trainable, the default lr and max length, and the "
+                     "data reader; every other flag is shared. Each flag is a TrainConfig field.")
+    add_train_arguments(p)
     p.set_defaults(func=_cmd_train)
 
 
 def _cmd_train(a) -> int:
-    from .train.lora import lora_settings
-    from .train.loop import TrainConfig, train
-    over = {}
-    if a.hidden_size:
-        over["hidden_size"] = a.hidden_size
-    if a.num_layers:
-        over["num_hidden_layers"] = a.num_layers
-    if a.use_moe:
-        over["use_moe"] = True
-    cfg = TrainConfig(stage=a.stage, data=a.data, out=a.out, init_from=a.init_from, preset=a.preset,
-                      model_overrides=over, tokenizer=a.tokenizer, vision_encoder=a.vision_encoder,
-                      epochs=a.epochs, max_steps=a.max_steps, batch_size=a.batch_size, grad_accum=a.grad_accum,
-                      lr=a.lr, min_lr=a.min_lr, warmup_steps=a.warmup_steps, weight_decay=a.weight_decay,
-                      grad_clip=a.grad_clip, max_length=a.max_length, padding=a.padding, trainable=a.trainable,
-                      unfreeze_vision=a.unfreeze_vision, dtype=a.dtype, device=a.device,
-                      num_workers=a.num_workers, seed=a.seed, log_every=a.log_every, save_every=a.save_every,
-                      keep_last=a.keep_last, resume=a.resume, logger=a.logger, max_bad_steps=a.max_bad_steps,
-                      progress=not a.no_progress, trace_rows=a.trace_rows, encoder_cache=a.encoder_cache,
-                      augment=a.augment, **lora_settings(a))
-    cfg.control_tokens_in_text = a.control_tokens_in_text
-    summary = train(cfg)
+    from .train.flags import config_from_args
+    from .train.loop import train
+    summary = train(config_from_args(a))
     code = 143 if summary.get("stopped") else 0     # 143: stopped by a signal after a checkpoint; retry goes on
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # A torchrun process leaves without interpreter finalization: after a clean run (process group
@@ -110,8 +51,7 @@ def _cmd_train(a) -> int:
     return code
 
 
-def _add_tokenizer(sub):
-    p = sub.add_parser("tokenizer", help="train a byte-level BPE tokenizer")
+def _add_tokenizer(p):
     tsub = p.add_subparsers(dest="tok_cmd", required=True)
     t = tsub.add_parser("train", help="train from text/JSONL/parquet files",
                         description="Train a byte-level BPE with the chat special tokens (<|endoftext|>, "
@@ -124,43 +64,17 @@ def _add_tokenizer(sub):
     t.set_defaults(func=_cmd_tokenizer_train)
 
 
-def iter_texts(files):
-    """Every text a tokenizer should see in data files of any of our formats."""
-    from .data.chat import parse_conversations
-    for f in files:
-        f = str(f)
-        if f.endswith(".parquet"):
-            from .data.parquet import ParquetRows
-            rows = ParquetRows(f, ["conversations"])
-            for i in range(len(rows)):
-                try:
-                    for m in parse_conversations(rows[i]["conversations"]):
-                        yield m["content"]
-                except ValueError:
-                    continue
-        elif f.endswith((".jsonl", ".json")):
-            for line in open(f, encoding="utf-8", errors="replace"):
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if "text" in obj:
-                    yield obj["text"]
-                for m in obj.get("conversations") or []:
-                    yield m.get("content", m.get("value", ""))
-        else:
-            yield from open(f, encoding="utf-8", errors="replace")
-
-
 def _cmd_tokenizer_train(a) -> int:
+    from .datatools.texts import iter_texts
     from .tokenizer import train_tokenizer
     tok = train_tokenizer(iter_texts(a.data), a.vocab_size, a.out)
     print(f"tokenizer with {tok.vocab_size} tokens written to {a.out}")
     return 0
 
 
-def _add_data(sub):
-    p = sub.add_parser("data", help="data tools: synth, check, convert, preview, stats")
+def _add_data(p):
+    from .datatools.check import add_check_command
+    from .datatools.commands import add_data_commands
     dsub = p.add_subparsers(dest="data_cmd", required=True)
     s = dsub.add_parser("synth", help="write the synthetic shapes data set as parquet",
                         description="Coloured shapes with captions (pretrain.parquet), multi-turn questions "
@@ -171,30 +85,22 @@ def _add_data(sub):
     s.add_argument("--image-size", type=int, default=64)
     s.add_argument("--kind", default="all", choices=["all", "pretrain", "sft", "eval"])
     s.set_defaults(func=_cmd_synth)
-    for extra in _data_extensions():
-        extra(dsub)
-
-
-def _data_extensions():
-    """Data subcommands that live in their own modules (converters, checks)."""
-    from .data.check import add_check_command
-    from .data.commands import add_data_commands
-    return [add_data_commands, add_check_command]
+    add_data_commands(dsub)       # convert, preview, stats
+    add_check_command(dsub)
 
 
 def _cmd_synth(a) -> int:
-    from .data.synth import generate
+    from .datatools.synth import generate
     paths = generate(a.out, a.n, a.seed, a.image_size, a.kind, progress=True)
     for k, p in paths.items():
         print(f"{k}: {p}")
     return 0
 
 
-def _add_eval(sub):
-    p = sub.add_parser("eval", help="score a model's answers on a parquet file with an `answer` column",
-                       description="Greedy replies are scored against the short `answer` column: case, punctuation "
-                                   "and quotes are normalised; a reply is correct when it contains the answer as "
-                                   "whole words; yes/no is decided by the reply's first word.")
+def _add_eval(p):
+    p.description = ("Greedy replies are scored against the short `answer` column: case, punctuation "
+                     "and quotes are normalised; a reply is correct when it contains the answer as "
+                     "whole words; yes/no is decided by the reply's first word.")
     p.add_argument("--model", required=True, help="model folder")
     p.add_argument("--data", nargs="+", required=True)
     p.add_argument("--blind", action="store_true", help="replace every image by a blank one (baseline)")
@@ -226,10 +132,9 @@ def _cmd_eval(a) -> int:
     return 0
 
 
-def _add_chat(sub):
-    p = sub.add_parser("chat", help="talk to a model about an image (streams tokens)",
-                       description="With --prompt: answer once and exit. Without: an interactive chat; "
-                                   "type /image PATH to switch pictures, /noimage to drop it, /reset, /quit.")
+def _add_chat(p):
+    p.description = ("With --prompt: answer once and exit. Without: an interactive chat; type /image PATH to "
+                     "switch pictures, /noimage to drop it, /reset, /quit.")
     p.add_argument("--model", required=True)
     p.add_argument("--image", action="append", help="image file (repeat for several)")
     p.add_argument("--prompt")
@@ -248,11 +153,10 @@ def _cmd_chat(a) -> int:
     return run_chat(a)
 
 
-def _add_demo(sub):
-    p = sub.add_parser("demo", help="the built-in demo: synthetic shapes -> tokenizer -> tiny VLM -> eval -> chat",
-                       description="Draws a synthetic image set, trains a tokenizer and a tiny VLM through the "
-                                   "stages on the CPU, evaluates it on a held-out split (plus a blind baseline), "
-                                   "and writes summary.json, loss.png and a model folder.")
+def _add_demo(p):
+    p.description = ("Draws a synthetic image set, trains a tokenizer and a tiny VLM through the stages on the CPU, "
+                     "evaluates it on a held-out split (plus a blind baseline), and writes summary.json, loss.png "
+                     "and a model folder.")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--quick", action="store_true", help="a one-minute smoke version (low accuracy)")
     p.add_argument("--seed", type=int, default=0)
@@ -262,21 +166,18 @@ def _add_demo(sub):
 
 
 def _cmd_demo(a) -> int:
-    from .demo import run_demo
+    from .recipes.demo import run_demo
     run_demo(a.out, quick=a.quick, seed=a.seed, threads=a.threads)
     return 0
 
 
-def _add_convert(sub) -> None:
-    """`convert` and `export` (minimind_v/convert.py, imported only when one of them runs)."""
+def _add_convert(c) -> None:
+    """`convert` (formats/commands.py, imported only when it runs)."""
     from .config import DTYPES, PRESETS
-    c = sub.add_parser("convert", help="convert original MiniMind-V checkpoints / HF folders into model folders, "
-                                       "or a model folder into the original .pth layout",
-                       description="Convert weights between the original MiniMind-V layouts and minimind-v model "
-                                   "folders. "
-                       "SRC: an original checkpoint (.pth/.bin/.safetensors), a Hugging Face MiniMind-V folder, or "
-                       "a minimind-v folder. Loading is strict: missing, unexpected or mis-shaped tensors stop the "
-                       "conversion and are named.")
+    c.description = ("Convert weights between the original MiniMind-V layouts and minimind-v model folders. SRC: an "
+                     "original checkpoint (.pth/.bin/.safetensors), a Hugging Face MiniMind-V folder, or a "
+                     "minimind-v folder. Loading is strict: missing, unexpected or mis-shaped tensors stop the "
+                     "conversion and are named.")
     c.add_argument("src", help="checkpoint file (llm_768.pth, sft_vlm_768.pth, ...) or model folder")
     c.add_argument("dst", help="output model folder (or .pth file with --to reference, folder with --to hf)")
     c.add_argument("--to", default="ours", choices=["ours", "reference", "hf"],
@@ -298,12 +199,14 @@ def _add_convert(sub) -> None:
     c.add_argument("--seed", type=int, default=0, help="seed of a freshly initialised projector (LLM-only input)")
     c.set_defaults(func=_cmd_convert)
 
-    e = sub.add_parser("export", help="export a model folder for transformers (--to hf) or the original code "
-                                      "(--to reference)",
-                       description="--to hf writes a folder that AutoProcessor and AutoModelForImageTextToText (or "
-                                   "AutoModelForCausalLM) load with trust_remote_code=True, and pipeline("
-                                   "'image-text-to-text') uses: tokenizer, image processor, chat template, model card; "
-                                   "--to reference writes the original's .pth layout.")
+
+def _add_export(e) -> None:
+    """`export` (formats/commands.py, imported only when it runs)."""
+    from .config import DTYPES
+    e.description = ("--to hf writes a folder that AutoProcessor and AutoModelForImageTextToText (or "
+                     "AutoModelForCausalLM) load with trust_remote_code=True, and pipeline('image-text-to-text') "
+                     "uses: tokenizer, image processor, chat template, model card; --to reference writes the "
+                     "original's .pth layout.")
     e.add_argument("--model", required=True, help="model folder to export")
     e.add_argument("--to", required=True, choices=["hf", "reference"],
                    help="hf: a transformers folder (remote code); reference: the original's .pth + config")
@@ -314,7 +217,7 @@ def _add_convert(sub) -> None:
 
 def _cmd_convert(a) -> int:
     from .config import torch_dtype
-    from .convert import convert
+    from .formats.commands import convert
     convert(a.src, a.dst, a.to, preset_name=a.preset, config=a.config, tokenizer=a.tokenizer,
             vision_encoder=a.vision_encoder, bundle_encoder=a.bundle_encoder, dtype=torch_dtype(a.dtype), seed=a.seed)
     return 0
@@ -322,29 +225,52 @@ def _cmd_convert(a) -> int:
 
 def _cmd_export(a) -> int:
     from .config import torch_dtype
-    from .convert import export
+    from .formats.commands import export
     export(a.model, a.out, a.to, torch_dtype(a.dtype))
     return 0
 
 
-def _extensions():
-    """Top-level commands registered by their own modules (serve)."""
-    from .serve.commands import add_serve_command
-    from .train.lora import add_merge_command
-    return [add_serve_command, add_merge_command]
+def _add_serve(p) -> None:
+    from .serve.commands import add_serve_arguments
+    add_serve_arguments(p)
+
+
+def _add_merge(p) -> None:
+    from .train.lora import add_merge_arguments
+    add_merge_arguments(p)
+
+
+class Command(NamedTuple):
+    add: Callable[[argparse.ArgumentParser], None]     # fills the command's parser and sets `func`
+    help: str
+
+
+COMMANDS: dict[str, Command] = {
+    "demo": Command(_add_demo, "the built-in demo: synthetic shapes -> tokenizer -> tiny VLM -> eval -> chat"),
+    "train": Command(_add_train, "train one stage (llm-pretrain, llm-sft, vlm-pretrain, vlm-sft)"),
+    "eval": Command(_add_eval, "score a model's answers on a parquet file with an `answer` column"),
+    "chat": Command(_add_chat, "talk to a model about an image (streams tokens)"),
+    "serve": Command(_add_serve, "serve a model: OpenAI-compatible chat API + web chat page"),
+    "tokenizer": Command(_add_tokenizer, "train a byte-level BPE tokenizer"),
+    "data": Command(_add_data, "data tools: synth, check, convert, preview, stats"),
+    "convert": Command(_add_convert, "convert original MiniMind-V checkpoints / HF folders into model folders, "
+                                     "or a model folder into the original .pth layout"),
+    "export": Command(_add_export, "export a model folder for transformers (--to hf) or the original code "
+                                   "(--to reference)"),
+    "merge": Command(_add_merge, "fold a LoRA adapter into its base model: a plain model folder"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    usage = __doc__.split("\n\n")[1]
     parser = argparse.ArgumentParser(prog="minimind-v", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
+                                     epilog=usage + "\n\n" + __doc__.split("\n\n")[2])
     parser.add_argument("--version", action="version", version=f"minimind-v {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_demo, _add_train, _add_eval, _add_chat, _add_tokenizer, _add_data, _add_convert):
-        add(sub)
-    for add in _extensions():
-        add(sub)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
+    for name, cmd in COMMANDS.items():
+        cmd.add(sub.add_parser(name, help=cmd.help))
     return parser
 
 

@@ -37,7 +37,7 @@ def need_shared(sub: str = "") -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tmp_path_factory):
-    from minimind_v.data import synth
+    from minimind_v.datatools import synth
     from minimind_v.tokenizer import train_tokenizer
     out = tmp_path_factory.mktemp("tok")
     return train_tokenizer(synth.corpus(300, 0), vocab_size=400, out=out, show_progress=False)
@@ -45,7 +45,7 @@ def tiny_tokenizer(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def synth_data(tmp_path_factory):
-    from minimind_v.data import synth
+    from minimind_v.datatools import synth
     out = tmp_path_factory.mktemp("synth")
     return synth.generate(out, n=64, seed=0, image_size=32, turns=2)
 

@@ -181,7 +181,7 @@ def test_llm_only_checkpoint_gets_a_fresh_projector(tmp_path, caplog):
 @pytest.mark.slow
 def test_llm_only_checkpoint_then_vlm_pretrain(tmp_path, capsys, caplog):
     """llm.pth (+ llm_config.json beside it) -> convert with an encoder -> `train --stage vlm-pretrain --from`."""
-    from minimind_v.data.synth import corpus, generate
+    from minimind_v.datatools.synth import corpus, generate
     from minimind_v.tokenizer import train_tokenizer
     tok = train_tokenizer(corpus(200), vocab_size=320, out=tmp_path / "tok", show_progress=False)
     torch.manual_seed(0)

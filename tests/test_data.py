@@ -135,7 +135,7 @@ def test_synth_data_is_well_formed(synth_data):
 
 def test_synth_answers_follow_the_picture():
     import random
-    from minimind_v.data import synth
+    from minimind_v.datatools import synth
     rng = random.Random(0)
     for _ in range(50):
         objs = synth.make_scene(rng)

@@ -13,13 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from minimind_v.data import commands
+from minimind_v.datatools import commands
 from minimind_v.data.chat import parse_conversations
-from minimind_v.data.convert import (CAPTION_PROMPTS, convert_captions, convert_hf, convert_llava,
+from minimind_v.datatools.convert import (CAPTION_PROMPTS, convert_captions, convert_hf, convert_llava,
                                      output_schema, val_count)
 from minimind_v.data.parquet import ParquetRows, row_images
-from minimind_v.data.preview import HEADER, TEXT_ONLY_BG, grid_layout, preview
-from minimind_v.data.stats import stats
+from minimind_v.datatools.preview import HEADER, TEXT_ONLY_BG, grid_layout, preview
+from minimind_v.datatools.stats import stats
 
 TOKENIZER = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "reference" / "tokenizer"
 QUIET = dict(progress=False, quiet=True)

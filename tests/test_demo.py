@@ -8,7 +8,7 @@ import pytest
 
 @pytest.mark.slow
 def test_quick_demo_writes_summary_model_and_curve(tmp_path, capsys):
-    from minimind_v.demo import run_demo
+    from minimind_v.recipes.demo import run_demo
     from minimind_v.pipeline import VLM
     summary = run_demo(tmp_path / "demo", quick=True)
     saved = json.loads((tmp_path / "demo" / "summary.json").read_text())
@@ -30,7 +30,7 @@ def test_full_demo_keeps_the_readme_promise(tmp_path):
 
     The README's table is a median over seeds and thread counts; this is the one run CI can afford, so
     a recipe change that loses the margin fails here instead of in a newcomer's first run."""
-    from minimind_v.demo import run_demo
+    from minimind_v.recipes.demo import run_demo
     summary = run_demo(tmp_path / "demo", examples=0)
     saved = json.loads((tmp_path / "demo" / "summary.json").read_text())
     print("full demo:", {k: saved[k] for k in ("overall", "per_type", "blind", "wall_clock_s", "threads")})

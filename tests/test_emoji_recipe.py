@@ -56,15 +56,8 @@ def test_caption_wording():
     assert caption(beaver) == "The image shows the beaver emoji. It is a mammal from the Animals & Nature category."
     assert caption({"subject": "flag of Chad", "category": "Flags"}) == \
         "The image shows the flag of Chad. It belongs to the Flags category."
-    # what the picture alone must tell (category, kind) before the name
-    assert caption(beaver, "coarse-first") == \
-        "It belongs to the Animals & Nature category. It is a mammal: the beaver emoji."
-    assert caption({"subject": "flag of Chad", "category": "Flags"}, "coarse-first") == \
-        "It belongs to the Flags category. This is the flag of Chad."
-    assert caption({"subject": "cat face", "kind": "a cat face"}, "coarse-first") == "It is a cat face: the cat face."
+    assert caption({"subject": "cat face", "kind": "a cat face"}) == "The image shows the cat face. It is a cat face."
     assert caption({"kind": "a mammal"}) is None
-    with pytest.raises(ValueError, match="caption order"):
-        caption(beaver, "random")
 
 
 def test_keys_group_styles_and_skin_tones():

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from minimind_v.config import tiny_siglip
-from minimind_v.data import synth
+from minimind_v.datatools import synth
 from minimind_v.model.vision import VisionEncoder
-from minimind_v.train.encoder_warmup import warm_up_encoder, warm_up_encoder_tasks
+from minimind_v.recipes.encoder_warmup import warm_up_encoder, warm_up_encoder_tasks
 
 
 def test_warm_up_learns_colours_and_places():

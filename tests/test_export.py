@@ -28,7 +28,7 @@ from minimind_v.pipeline import VLM
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
-    from minimind_v.data.synth import corpus
+    from minimind_v.datatools.synth import corpus
     from minimind_v.tokenizer import train_tokenizer
     return train_tokenizer(corpus(200), vocab_size=320, out=tmp_path_factory.mktemp("tok"), show_progress=False)
 
@@ -187,7 +187,7 @@ def test_import_back_gives_identical_logits(exported, tmp_path):
 
 
 def test_chat_and_eval_accept_an_exported_folder(exported, tmp_path, capsys):
-    from minimind_v.data.synth import generate as synth
+    from minimind_v.datatools.synth import generate as synth
     ours, hf_dir = exported
     image = picture(6)
     image.save(tmp_path / "x.png")

@@ -25,7 +25,7 @@ NEW = 10
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory):
-    from minimind_v.data.synth import corpus
+    from minimind_v.datatools.synth import corpus
     from minimind_v.tokenizer import train_tokenizer
     return train_tokenizer(corpus(200), vocab_size=320, out=tmp_path_factory.mktemp("tok"), show_progress=False)
 

@@ -2,7 +2,10 @@
 
 (a) no import cycle among the modules of minimind_v;
 (b) minimind_v.model (the core) imports nothing from the layers built on it;
-(c) nothing edits sys.path: the package is installed (editable, by ./run), tests and benchmarks import it.
+(c) the packages above it point down too (NOT_BELOW): what training reads (data/) knows nothing of the
+    offline tools (datatools/) or of training; training knows nothing of the recipes built on it; no
+    module but the entry point imports the CLI;
+(d) nothing edits sys.path: the package is installed (editable, by ./run), tests and benchmarks import it.
 
 What counts as an import: every `import` / `from ... import` anywhere in a module, inside functions too. A
 function-level import breaks no cycle in the design (only its timing), so it is an edge like any other.
@@ -24,6 +27,16 @@ ABOVE_CORE = ("formats", "data", "train", "serve", "eval", "recipes", "datatools
 # Old import paths kept as pure re-exports for users' code (see their docstrings). They are the only
 # modules in the core allowed to name a layer above it, and must stay free of code of their own.
 CORE_SHIMS = {"minimind_v.model.folder"}
+# package -> the packages it must not import (each a layer above it, or beside it on purpose).
+NOT_BELOW = {
+    "data": ("datatools", "train", "recipes", "serve", "eval", "formats", "pipeline", "chat", "cli"),
+    "datatools": ("train", "recipes", "serve", "eval", "pipeline", "chat", "cli"),
+    "formats": ("data", "datatools", "train", "recipes", "serve", "eval", "cli"),
+    "train": ("datatools", "recipes", "serve", "eval", "chat", "cli"),
+    "eval": ("datatools", "train", "recipes", "serve", "cli"),
+    "serve": ("datatools", "train", "recipes", "eval", "cli"),
+    "recipes": ("serve", "cli"),
+}
 
 
 def module_name(path: Path) -> str:
@@ -136,6 +149,32 @@ def test_model_is_the_core():
            if (name == CORE or name.startswith(CORE + ".")) and name not in CORE_SHIMS}
     bad = {k: v for k, v in bad.items() if v}
     assert not bad, f"minimind_v.model imports layers built on it: {bad}"
+
+
+def upward_imports(graph: dict[str, set[str]]) -> dict[str, list[str]]:
+    """module -> the modules it imports against NOT_BELOW."""
+    bad = {}
+    for package, forbidden in NOT_BELOW.items():
+        prefix = f"minimind_v.{package}"
+        above = tuple(f"minimind_v.{p}" for p in forbidden)
+        for name, targets in graph.items():
+            if name == prefix or name.startswith(prefix + "."):
+                hits = sorted(t for t in targets if t in above or t.startswith(tuple(a + "." for a in above)))
+                if hits:
+                    bad[name] = hits
+    return bad
+
+
+def test_layers_point_down():
+    bad = upward_imports(import_graph())
+    assert not bad, f"imports that point up a layer: {bad}"
+
+
+def test_upward_imports_finds_one():
+    graph = {"minimind_v.data.chat": {"minimind_v.datatools.check", "minimind_v.image"},
+             "minimind_v.datatools.check": {"minimind_v.data.parquet"},
+             "minimind_v.database": {"minimind_v.cli"}}     # a name sharing the prefix is another package
+    assert upward_imports(graph) == {"minimind_v.data.chat": ["minimind_v.datatools.check"]}
 
 
 def test_core_shims_only_re_export():

@@ -5,7 +5,7 @@ import math
 import matplotlib
 from PIL import Image
 
-from minimind_v.data.stats import draw_histogram
+from minimind_v.datatools.stats import draw_histogram
 from minimind_v.train.metrics import plot_curves, plot_stages
 
 

@@ -32,7 +32,7 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERE
 
 # ---------------------------------------------------------------- helpers
 def _jsonl_sft(path: Path, n: int = 48) -> Path:
-    from minimind_v.data import synth
+    from minimind_v.datatools import synth
     texts = synth.corpus(n, 3)
     rows = [{"conversations": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
             for q, a in zip(texts[1::2], texts[2::2])][:n]

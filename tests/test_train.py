@@ -24,7 +24,7 @@ def _run(tmp_path, stage, data, **kw):
 
 @pytest.mark.parametrize("stage", ["llm-pretrain", "llm-sft"])
 def test_llm_stages_lower_the_loss(tmp_path, tiny_tokenizer, stage):
-    from minimind_v.data import synth
+    from minimind_v.datatools import synth
     texts = synth.corpus(40, 1)
     if stage == "llm-pretrain":
         rows = [{"text": t} for t in texts]

@@ -1,8 +1,8 @@
 """The emoji recipe: train a small VLM from nothing on real emoji artwork, then measure what it learned.
 
-    python -m minimind_v.recipes.emoji --data ../shared/data --out runs/emoji     (or recipes/emoji.sh)
+    python -m minimind_v.recipes.emoji --data DATA_DIR --out runs/emoji     (or recipes/emoji.sh DATA_DIR OUT)
 
-Steps (CPU, nothing downloaded; the data is ../shared/data/emoji_{train,val}.parquet):
+Steps (CPU, nothing downloaded; the data is DATA_DIR/emoji_{train,val}.parquet, passed in by the caller):
   1. tokenizer: a byte-level BPE trained on the training conversations' text;
   2. captions: one short caption per training picture, mined from the training conversations
      themselves ("The image shows the beaver emoji. It is a mammal from the Animals & Nature
@@ -11,7 +11,7 @@ Steps (CPU, nothing downloaded; the data is ../shared/data/emoji_{train,val}.par
      validation file is never read for training;
   2b. encoder warm-up (the stand-in for SigLIP's own pretraining, which cannot be downloaded here): the
      tiny SigLIP2 encoder, from scratch, learns the category, the kind and which emoji a picture is
-     (linear heads on its mean patch feature, pictures augmented; train/encoder_warmup.py). "Which
+     (linear heads on its mean patch feature, pictures augmented; recipes/encoder_warmup.py). "Which
      emoji" is the same label for both art styles, so the features learn to agree across styles, which
      a validation picture (the other style of a training emoji) needs. The encoder is then frozen;
   3. vlm-pretrain on the captions: projector and LLM; short rows, so every picture is seen with its
@@ -64,7 +64,6 @@ class EmojiRecipe:
     encoder_concepts: bool = False  # also the yes/no concepts ("is a person"), by kind (concept_labels)
     train_encoder: bool = False    # keep training the encoder in the VLM stages (False: frozen after warm-up)
     caption_epochs: float = 6.0    # vlm-pretrain passes over the mined captions (0: skip the stage)
-    caption_order: str = "name-first"    # the data's Describe wording ("coarse-first": category, kind, name)
     sft_epochs: float = 7.0        # vlm-sft passes over the training conversations
     batch_size: int = 16           # rows per optimizer step
     max_length: int = 512          # longest row is ~200 tokens: nothing is cut
@@ -132,25 +131,12 @@ def row_facts(conversation: list[dict]) -> dict:
     return facts
 
 
-def caption(facts: dict, order: str = "name-first") -> str | None:
-    """One caption in the data's own wording, or None when the subject is unknown.
-
-    order "name-first" (the recipe): the data's 'Describe' answer, "The image shows the beaver emoji. It
-    is a mammal from the Animals & Nature category." "coarse-first": "It belongs to the Animals & Nature
-    category. It is a mammal: the beaver emoji.", so that the category has to be read off the picture
-    (after the name it follows from the text alone); it did no better in our runs (docs/emoji.md), so the
-    recipe keeps "name-first"."""
+def caption(facts: dict) -> str | None:
+    """One caption in the data's own wording (its 'Describe' answer), or None when the subject is unknown:
+    "The image shows the beaver emoji. It is a mammal from the Animals & Nature category." Putting the
+    category and kind before the name did no better (docs/emoji.md, run 8)."""
     if "subject" not in facts:
         return None
-    if order == "coarse-first":
-        parts = []
-        if "category" in facts:
-            parts.append(f"It belongs to the {facts['category']} category.")
-        parts.append(f"It is {facts['kind']}: the {facts['subject']}." if "kind" in facts
-                     else f"This is the {facts['subject']}.")
-        return " ".join(parts)
-    if order != "name-first":
-        raise ValueError(f"unknown caption order {order!r}: 'coarse-first' or 'name-first'")
     text = f"The image shows the {facts['subject']}."
     if "kind" in facts and "category" in facts:
         text += f" It is {facts['kind']} from the {facts['category']} category."
@@ -198,13 +184,12 @@ def concept_labels(rows: list[dict], facts: list[dict]) -> dict[str, list]:
     return {c: [answer.get((f.get("kind"), c)) for f in facts] for c in concepts}
 
 
-def mine_captions(rows: list[dict], order: str = "name-first",
-                  facts: list[dict] | None = None) -> tuple[list[dict], dict]:
+def mine_captions(rows: list[dict], facts: list[dict] | None = None) -> tuple[list[dict], dict]:
     """Caption rows for every training picture whose subject is known (`facts`: `picture_facts(rows)`,
     computed here when not given). Returns (rows, counts)."""
     out, counts = [], {"pictures": len(rows), "captioned": 0, "with_category": 0, "with_kind": 0}
     for r, full in zip(rows, facts if facts is not None else picture_facts(rows)):
-        text = caption(full, order)
+        text = caption(full)
         if text is None:
             continue
         counts["captioned"] += 1
@@ -281,7 +266,7 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
     train_tokenizer(training_texts(rows), r.vocab_size, tok_dir, show_progress=False)
 
     facts = picture_facts(rows)
-    caps, cap_counts = mine_captions(rows, r.caption_order, facts)
+    caps, cap_counts = mine_captions(rows, facts)
     cap_file = _write_rows(caps, out / "data" / "captions.parquet")
     say(f"2/5 captions mined for {cap_counts['captioned']} of {cap_counts['pictures']} pictures "
         f"({cap_counts['with_category']} with a category, {cap_counts['with_kind']} with a kind)")
@@ -291,7 +276,7 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
         from ..data.augment import augment_image
         from ..image import open_image
         from ..model.vision import VisionEncoder
-        from ..train.encoder_warmup import warm_up_encoder_tasks
+        from .encoder_warmup import warm_up_encoder_tasks
         say(f"2b/5 encoder warm-up: category, kind and which emoji, {r.encoder_epochs:g} epochs")
         t = time.time()
         encoder = VisionEncoder(r.model_overrides()["vision"])

@@ -3,7 +3,7 @@
     minimind-v serve --model runs/demo/model                        http://127.0.0.1:8000/
     minimind-v serve --model DIR --host 0.0.0.0 --api-key SECRET    reachable from other machines
 
-`cli.py` registers this command through `add_serve_command` when this module imports.
+`cli.py` lists the command in its table and fills its parser with `add_serve_arguments`.
 """
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from ..config import DTYPES, torch_dtype
 
 
 
-def add_serve_command(sub) -> None:
-    p = sub.add_parser("serve", help="serve a model: OpenAI-compatible chat API + web chat page",
-                       description="Start one HTTP server (FastAPI + uvicorn) with POST /v1/chat/completions "
-                                   "(streaming or not, images as data URLs), GET /v1/models, GET /health, and a "
-                                   "chat page at /. Requests are decoded together (continuous batching).")
+def add_serve_arguments(p) -> None:
+    """The flags of `minimind-v serve` on its (argparse) parser `p`."""
+    p.description = ("Start one HTTP server (FastAPI + uvicorn) with POST /v1/chat/completions (streaming or not, "
+                     "images as data URLs), GET /v1/models, GET /health, and a chat page at /. Requests are "
+                     "decoded together (continuous batching).")
     p.add_argument("--model", required=True, help="model folder (config.json, model.safetensors, tokenizer)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000)

@@ -14,6 +14,11 @@ rows draw their random numbers from (seed, epoch, row). Under torchrun every col
 "finite loss / stop requested" all-reduce, the metric sums, the skip-count and RNG gathers at log and
 save time) happens at the same step on every rank, so a stop signal or a NaN never leaves a rank waiting.
 
+`train()` reads top to bottom: `_setup` builds what does not change (Parts: model, optimizer, data),
+`_resume` the state that does (Run: step, position in the data, counts), `_open_outputs` the logs; the
+step loop is `_train_epoch` (micro-batches -> `_forward_backward`, then `_optimizer_step`), with the
+numbers of the current log interval in a `Window`; `_finish` writes the model folder and summary.
+
     from minimind_v import TrainConfig, train
     train(TrainConfig(stage="vlm-sft", data=["sft.parquet"], out="runs/sft", init_from="runs/pt/model"))
 """
@@ -38,7 +43,7 @@ from ..model.folder import load_model, save_model
 from ..model.vlm import MiniMindVLM
 from ..tokenizer import Tokenizer
 from . import checkpoint as ckpt
-from .distributed import all_reduce_sum, cleanup, gather_objects, setup
+from .distributed import Dist, all_reduce_sum, cleanup, gather_objects, setup
 from .flops import flops_breakdown, measure_peak, trainable_fraction
 from .metrics import MetricsLog, plot_curves, read_metrics
 from .sampler import SeededRows, StepSampler, row_seed
@@ -210,8 +215,218 @@ class _Stop:
             signal.signal(s, h)
 
 
+@dataclass
+class Parts:
+    """What setup builds once and the step loop uses: the model, its optimizer, the data, the outputs."""
+    cfg: TrainConfig
+    out: Path
+    dist: Dist
+    device: torch.device
+    log: object                  # print on rank 0, nothing elsewhere
+    stage: object
+    tok: Tokenizer
+    model: MiniMindVLM
+    ddp_model: torch.nn.Module   # the model, wrapped by DDP under torchrun
+    peft_model: object
+    dtype: torch.dtype
+    autocast: object
+    ds: object
+    sampler: StepSampler
+    params: list
+    opt: torch.optim.Optimizer
+    scaler: object
+    lr: float
+    min_lr: float
+    enc_cache: object = None
+    metrics: MetricsLog | None = None
+    peak: float = 0.0
+    trace: object = None         # OUT/rows-rank<R>.jsonl with --trace-rows
+    bar: object = None           # tqdm on rank 0 with progress
+    collate: Collator | None = None
+
+
+@dataclass
+class Run:
+    """Where the run is: what a checkpoint saves and a resume restores, plus how it ended."""
+    total_steps: int
+    step: int = 0
+    epoch: int = 0
+    consumed: int = 0            # rows of this epoch's order already trained on (all ranks)
+    bad_in_row: int = 0
+    bad_steps: int = 0
+    skipped_base: Counter = field(default_factory=Counter)    # before the resume (all ranks)
+    skipped_local: Counter = field(default_factory=Counter)   # this process since
+    last_loss: float = float("nan")
+    stopped: bool = False        # by a signal: a checkpoint is written and the run exits
+
+
+@dataclass
+class Window:
+    """Sums over the optimizer steps since the last log line (this process's share)."""
+    loss: torch.Tensor           # sum of the finite steps' losses, kept on the device (no host sync)
+    n: int = 0                   # finite steps
+    samples: int = 0
+    real: int = 0                # non-pad tokens
+    tokens: int = 0
+    labels: int = 0
+    images: int = 0
+    len_sum: float = 0.0         # sum of squared row lengths (attention FLOPs)
+    steps: int = 0
+    t0: float = field(default_factory=time.perf_counter)
+
+    def add_batch(self, batch) -> None:
+        self.samples += batch.n_samples
+        self.real += batch.n_real_tokens
+        self.tokens += batch.n_tokens
+        self.images += 0 if batch.pixel_values is None else batch.pixel_values.shape[0]
+        self.len_sum += batch.sum_sq_len
+        self.labels += batch.n_label_tokens
+
+    def reset(self) -> None:
+        self.loss = torch.zeros_like(self.loss)
+        self.n = self.samples = self.real = self.tokens = self.labels = self.images = self.steps = 0
+        self.len_sum = 0.0
+        self.t0 = time.perf_counter()
+
+
 def train(cfg: TrainConfig) -> dict:
     """Run one stage. Returns a summary dict (final loss, steps, skipped rows, model folder...)."""
+    p = _setup(cfg)
+    run = _resume(p)
+    _open_outputs(p, run)
+    p.ddp_model.train()
+    window = Window(torch.zeros((), device=p.device))
+    with _Stop() as stopper:
+        while run.step < run.total_steps:
+            if stopper.flag and not p.dist.enabled:
+                run.stopped = True
+                break
+            ran_out, batches = _train_epoch(p, run, window, stopper)
+            if not ran_out:             # the run is done or was stopped
+                break
+            if batches == 0 and run.consumed == 0:
+                # never spin: a whole epoch that yields nothing cannot advance the run. (A resume at the
+                # very end of an epoch also yields nothing, legitimately: consumed > 0, next epoch.)
+                raise NoUsableData(f"epoch {run.epoch} produced no batch from {len(p.ds)} row(s); nothing to "
+                                   f"train on")
+            run.epoch, run.consumed = run.epoch + 1, 0
+    return _finish(p, run, window)
+
+
+def _train_epoch(p: Parts, run: Run, window: Window, stopper) -> tuple[bool, int]:
+    """Optimizer steps over one epoch's data, from row `run.consumed` of its order. Returns (the data ran
+    out, batches read); it stops early when the run reaches its last step or a stop signal arrives."""
+    cfg, dist = p.cfg, p.dist
+    p.sampler.epoch, p.sampler.start = run.epoch, run.consumed
+    loader = make_loader(p.ds, p.sampler, p.collate, cfg.seed, run.epoch, cfg.num_workers, p.device)
+    micro, batches, step_rows = 0, 0, []
+    step_loss = torch.zeros((), device=p.device)
+    for batch in loader:
+        batches += 1
+        if stopper.flag and micro and not dist.enabled:
+            # a stop signal in the middle of gradient accumulation: drop the partial step (its rows are
+            # not counted as consumed, so a resume trains this step whole) and stop now
+            p.opt.zero_grad(set_to_none=True)
+            run.stopped = True
+            return False, batches
+        run.skipped_local.update(batch.skipped)
+        if p.trace is not None:
+            step_rows += batch.indices
+        batch.to(p.device, non_blocking=True)
+        loss = _forward_backward(p, batch, last_micro=micro == cfg.grad_accum - 1)
+        step_loss += loss.detach().float() / cfg.grad_accum
+        window.add_batch(batch)
+        micro += 1
+        if micro < cfg.grad_accum:
+            continue
+        # ---- one optimizer step ----
+        micro = 0
+        run.consumed += p.sampler.global_batch
+        stop_requested = _optimizer_step(p, run, window, step_loss, stopper)
+        run.step += 1
+        window.steps += 1
+        step_loss = torch.zeros((), device=p.device)
+        if p.trace is not None:
+            p.trace.write(json.dumps({"step": run.step, "epoch": run.epoch, "rank": dist.rank, "rows": step_rows})
+                          + "\n")
+            p.trace.flush()
+        step_rows = []
+        if p.bar is not None:
+            p.bar.update(1)
+        if run.step % cfg.log_every == 0 or run.step == run.total_steps:
+            run.last_loss = _log_window(window, p, run, _skipped_totals(p, run))
+        if cfg.save_every and run.step % cfg.save_every == 0 and run.step < run.total_steps:
+            _save_checkpoint(p, run)
+        if stop_requested:
+            run.stopped = True
+            return False, batches
+        if run.step >= run.total_steps:
+            return False, batches
+    return True, batches
+
+
+def _forward_backward(p: Parts, batch, last_micro: bool) -> torch.Tensor:
+    """One micro-batch: forward (through the encoder cache when there is one), backward. Returns the loss."""
+    cfg = p.cfg
+    # gradient accumulation: DDP all-reduces only on the last micro-step
+    sync_ctx = p.ddp_model.no_sync() if (p.dist.enabled and not last_micro) else contextlib.nullcontext()
+    with sync_ctx:
+        with p.autocast:
+            if batch.input_ids.shape[0] == 0:      # every row of this micro-batch was bad
+                loss = _zero_loss(p.ddp_model, p.tok, p.device)
+            else:
+                pv, feats = batch.pixel_values, None
+                if p.enc_cache is not None and pv is not None:
+                    pv, feats = None, p.enc_cache.features(p.model, pv, batch.image_keys)
+                o = p.ddp_model(batch.input_ids, labels=batch.labels, pixel_values=pv, vision_features=feats,
+                                position_ids=batch.position_ids, seq_ids=batch.seq_ids, label_index=batch.label_index)
+                loss = o.loss + (o.aux_loss if o.aux_loss is not None else 0.0)
+        scaled = loss / cfg.grad_accum
+        (p.scaler.scale(scaled) if p.scaler else scaled).backward()
+    return loss
+
+
+def _optimizer_step(p: Parts, run: Run, window: Window, step_loss: torch.Tensor, stopper) -> bool:
+    """Update the weights, or skip a non-finite step. One collective decides "finite on every rank" and
+    "stop requested" (the one host sync per optimizer step). Returns whether a stop was requested."""
+    cfg = p.cfg
+    flags = torch.stack([torch.isfinite(step_loss).float(), torch.tensor(float(stopper.flag), device=p.device)])
+    if p.dist.enabled:
+        all_reduce_sum(flags)
+    finite_ranks, stop_ranks = flags.tolist()
+    if finite_ranks < p.dist.world:
+        run.bad_in_row += 1
+        run.bad_steps += 1
+        p.opt.zero_grad(set_to_none=True)
+        p.log(f"warning: non-finite loss at step {run.step + 1}: update skipped ({run.bad_in_row} in a row, "
+              f"{run.bad_steps} in the run)")
+        if run.bad_in_row >= cfg.max_bad_steps:
+            raise NonFiniteLoss(
+                f"{run.bad_in_row} non-finite losses in a row (step {run.step + 1}): aborting. Lower the lr, "
+                f"check the data, or raise --max-bad-steps; --resume auto continues from the last checkpoint")
+        return bool(stop_ranks)
+    run.bad_in_row = 0
+    cur_lr = cosine_lr(run.step, run.total_steps, p.lr, p.min_lr, cfg.warmup_steps)
+    for gp in p.opt.param_groups:
+        gp["lr"] = cur_lr
+    if p.scaler:
+        p.scaler.unscale_(p.opt)
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(p.params, cfg.grad_clip)
+    if p.scaler:
+        p.scaler.step(p.opt)
+        p.scaler.update()
+    else:
+        p.opt.step()
+    p.opt.zero_grad(set_to_none=True)
+    window.loss += step_loss
+    window.n += 1
+    return bool(stop_ranks)
+
+
+def _setup(cfg: TrainConfig) -> Parts:
+    """Tokenizer, model, data, optimizer and sampler; every refusal (bad settings, no data) comes here,
+    before anything is written."""
     if cfg.encoder_cache and cfg.augment:    # refused before any work is done
         raise ValueError("--encoder-cache keeps one encoding per picture, --augment changes the picture every "
                          "epoch: use one or the other")
@@ -219,7 +434,6 @@ def train(cfg: TrainConfig) -> dict:
     dist = setup(device.type)
     if dist.enabled and device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
-    out = Path(cfg.out)
     log = (lambda msg: print(f"[train] {msg}", flush=True)) if dist.main else (lambda msg: None)
     stage = get_stage(cfg.stage)
     _seed_all(cfg.seed)                   # the same initial weights on every rank
@@ -272,224 +486,117 @@ def train(cfg: TrainConfig) -> dict:
                         find_unused_parameters=mcfg.use_moe or stage.vision or cfg.unfreeze_vision)
 
     sampler = StepSampler(len(ds), cfg.batch_size, cfg.grad_accum, dist.world, dist.rank, cfg.seed)
-    steps_per_epoch = sampler.steps_per_epoch()
-    total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
+    return Parts(cfg=cfg, out=Path(cfg.out), dist=dist, device=device, log=log, stage=stage, tok=tok, model=model,
+                 ddp_model=ddp_model, peft_model=peft_model, dtype=dtype, autocast=autocast, ds=ds, sampler=sampler,
+                 params=params, opt=opt, scaler=scaler, lr=lr, min_lr=min_lr, enc_cache=enc_cache,
+                 collate=Collator(tok.pad_id, cfg.padding, max_length))
 
-    # ---- resume ----
-    step, epoch, consumed = 0, 0, 0
-    bad_in_row, bad_steps_total = 0, 0
-    skipped_base, skipped_local = Counter(), Counter()   # before the resume (all ranks) / this process since
+
+def _resume(p: Parts) -> Run:
+    """A fresh Run, or the one a checkpoint saved (--resume): weights, optimizer, position, RNG states."""
+    cfg, dist, out, log = p.cfg, p.dist, p.out, p.log
+    run = Run(total_steps=cfg.max_steps or p.sampler.steps_per_epoch() * cfg.epochs)
     found = _find_resume(cfg.resume, out, dist, log)
     if cfg.resume == "auto" and found is None:
         log(f"--resume auto: no checkpoint in {out / 'checkpoints'} yet, starting the run")
-    if found:
-        st = ckpt.load_checkpoint(found, model, opt, scaler, verified=True)   # _find_resume verified it
-        step, epoch, consumed = st["step"], st["epoch"], st["consumed"]
-        bad_in_row, bad_steps_total = st.get("bad_in_row", 0), st.get("bad_steps", 0)
-        if dist.main:
-            skipped_base = Counter(st.get("skipped", {}))
-        total_steps = _resumed_total(cfg, st, sampler, step, epoch, consumed, total_steps, log)
-        _restore_rng(st.get("rng"), cfg.seed, step, dist, log)
-        for change in _config_changes(st.get("config", {}), cfg):
-            log(f"warning: resuming with a changed setting, the run will not match an uninterrupted one: {change}")
-        if dist.main:
-            out.mkdir(parents=True, exist_ok=True)
-            for moved in ckpt.set_aside_newer(out, step):
-                log(f"checkpoint newer than the resume point set aside: {moved}")
-        log(f"resumed from {found} at step {step} of {total_steps} (epoch {epoch}, {consumed} of {len(ds)} rows "
-            f"consumed)")
+    if not found:
+        return run
+    st = ckpt.load_checkpoint(found, p.model, p.opt, p.scaler, verified=True)   # _find_resume verified it
+    run.step, run.epoch, run.consumed = st["step"], st["epoch"], st["consumed"]
+    run.bad_in_row, run.bad_steps = st.get("bad_in_row", 0), st.get("bad_steps", 0)
+    if dist.main:
+        run.skipped_base = Counter(st.get("skipped", {}))
+    run.total_steps = _resumed_total(cfg, st, p.sampler, run.step, run.epoch, run.consumed, run.total_steps, log)
+    _restore_rng(st.get("rng"), cfg.seed, run.step, dist, log)
+    for change in _config_changes(st.get("config", {}), cfg):
+        log(f"warning: resuming with a changed setting, the run will not match an uninterrupted one: {change}")
+    if dist.main:
+        out.mkdir(parents=True, exist_ok=True)
+        for moved in ckpt.set_aside_newer(out, run.step):
+            log(f"checkpoint newer than the resume point set aside: {moved}")
+    log(f"resumed from {found} at step {run.step} of {run.total_steps} (epoch {run.epoch}, {run.consumed} of "
+        f"{len(p.ds)} rows consumed)")
+    return run
 
-    metrics = MetricsLog(out / "metrics.jsonl", cfg.logger, f"{stage.name}", cfg.to_json(), enabled=dist.main)
+
+def _open_outputs(p: Parts, run: Run) -> None:
+    """Metrics log, train_config.json, the hardware peak for MFU, the row trace and the progress bar."""
+    cfg, dist, out = p.cfg, p.dist, p.out
+    p.metrics = MetricsLog(out / "metrics.jsonl", cfg.logger, f"{p.stage.name}", cfg.to_json(), enabled=dist.main)
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(cfg.to_json(), indent=2))
-        _drop_metrics_after(out / "metrics.jsonl", step)      # steps to be trained (again) from here
-    peak = 0.0
-    if dist.main:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):   # no RNG draw leaks
-            peak = measure_peak(device, dtype)
-    trace = None
+        _drop_metrics_after(out / "metrics.jsonl", run.step)      # steps to be trained (again) from here
+        with torch.random.fork_rng(devices=[p.device] if p.device.type == "cuda" else []):   # no RNG draw leaks
+            p.peak = measure_peak(p.device, p.dtype)
     if cfg.trace_rows:
         out.mkdir(parents=True, exist_ok=True)
-        trace = open(out / f"rows-rank{dist.rank}.jsonl", "a")
-
-    def skipped_totals() -> Counter:
-        """Skipped rows by kind over all ranks and the run before any resume (a collective call)."""
-        total = Counter(skipped_base)
-        for c in gather_objects(dict(skipped_local)):
-            total.update(c)
-        return total
-
-    def save_ck():
-        """A collective call: every rank hands over its RNG state and skip counts, rank 0 writes."""
-        rngs = gather_objects(ckpt.rng_state())
-        extra = {"epoch": epoch, "consumed": consumed, "world": dist.world, "global_batch": sampler.global_batch,
-                 "total_steps": total_steps, "skipped": dict(skipped_totals()), "bad_steps": bad_steps_total,
-                 "bad_in_row": bad_in_row, "loader_seed": cfg.seed + epoch,
-                 "row_seed": "row_seed(seed, epoch, row) (train/sampler.py)", "config": cfg.to_json()}
-        if dist.main:
-            p = ckpt.save_checkpoint(out, step, model, opt, scaler, extra, cfg.keep_last, rng=rngs)
-            log(f"checkpoint written: {p}")
-
-    bar = None
+        p.trace = open(out / f"rows-rank{dist.rank}.jsonl", "a")
     if cfg.progress and dist.main:
         from tqdm import tqdm
-        bar = tqdm(total=total_steps, initial=step, desc=stage.name, unit="step", dynamic_ncols=True)
+        p.bar = tqdm(total=run.total_steps, initial=run.step, desc=p.stage.name, unit="step", dynamic_ncols=True)
 
-    ddp_model.train()
-    window = {"loss": torch.zeros((), device=device), "n": 0, "samples": 0, "real": 0, "tokens": 0,
-              "labels": 0, "images": 0, "t0": time.perf_counter(), "steps": 0, "len_sum": 0.0}
-    last_loss = float("nan")
-    stopped_by_signal = False
-    collate = Collator(tok.pad_id, cfg.padding, max_length)
-    with _Stop() as stopper:
-        while step < total_steps:
-            if stopper.flag and not dist.enabled:
-                stopped_by_signal = True
-                break
-            sampler.epoch, sampler.start = epoch, consumed
-            loader = make_loader(ds, sampler, collate, cfg.seed, epoch, cfg.num_workers, device)
-            micro = 0
-            step_loss = torch.zeros((), device=device)
-            step_rows = []
-            batches = 0
-            for batch in loader:
-                batches += 1
-                if stopper.flag and micro and not dist.enabled:
-                    # a stop signal in the middle of gradient accumulation: drop the partial step (its rows
-                    # are not counted as consumed, so a resume trains this step whole) and stop now
-                    opt.zero_grad(set_to_none=True)
-                    stopped_by_signal = True
-                    break
-                skipped_local.update(batch.skipped)
-                if trace is not None:
-                    step_rows += batch.indices
-                batch.to(device, non_blocking=True)
-                last_micro = micro == cfg.grad_accum - 1
-                # gradient accumulation: DDP all-reduces only on the last micro-step
-                sync_ctx = ddp_model.no_sync() if (dist.enabled and not last_micro) else contextlib.nullcontext()
-                with sync_ctx:
-                    with autocast:
-                        if batch.input_ids.shape[0] == 0:      # every row of this micro-batch was bad
-                            loss = _zero_loss(ddp_model, tok, device)
-                        else:
-                            pv, feats = batch.pixel_values, None
-                            if enc_cache is not None and pv is not None:
-                                pv, feats = None, enc_cache.features(model, pv, batch.image_keys)
-                            o = ddp_model(batch.input_ids, labels=batch.labels, pixel_values=pv,
-                                          vision_features=feats, position_ids=batch.position_ids,
-                                          seq_ids=batch.seq_ids, label_index=batch.label_index)
-                            loss = o.loss + (o.aux_loss if o.aux_loss is not None else 0.0)
-                    scaled = loss / cfg.grad_accum
-                    (scaler.scale(scaled) if scaler else scaled).backward()
-                step_loss += loss.detach().float() / cfg.grad_accum
-                window["samples"] += batch.n_samples
-                window["real"] += batch.n_real_tokens
-                window["tokens"] += batch.n_tokens
-                window["images"] += 0 if batch.pixel_values is None else batch.pixel_values.shape[0]
-                window["len_sum"] += batch.sum_sq_len          # sum of squared row lengths (attention FLOPs)
-                window["labels"] += batch.n_label_tokens
-                micro += 1
-                if micro < cfg.grad_accum:
-                    continue
-                micro = 0
-                consumed += sampler.global_batch
-                # ---- optimizer step: one collective decides "finite on every rank" and "stop requested" ----
-                flags = torch.stack([torch.isfinite(step_loss).float(),
-                                     torch.tensor(float(stopper.flag), device=device)])
-                if dist.enabled:
-                    all_reduce_sum(flags)
-                finite_ranks, stop_ranks = flags.tolist()          # one host sync per optimizer step
-                if finite_ranks < dist.world:
-                    bad_in_row += 1
-                    bad_steps_total += 1
-                    opt.zero_grad(set_to_none=True)
-                    log(f"warning: non-finite loss at step {step + 1}: update skipped ({bad_in_row} in a row, "
-                        f"{bad_steps_total} in the run)")
-                    if bad_in_row >= cfg.max_bad_steps:
-                        raise NonFiniteLoss(
-                            f"{bad_in_row} non-finite losses in a row (step {step + 1}): aborting. Lower the lr, "
-                            f"check the data, or raise --max-bad-steps; --resume auto continues from the last "
-                            f"checkpoint")
-                else:
-                    bad_in_row = 0
-                    cur_lr = cosine_lr(step, total_steps, lr, min_lr, cfg.warmup_steps)
-                    for gp in opt.param_groups:
-                        gp["lr"] = cur_lr
-                    if scaler:
-                        scaler.unscale_(opt)
-                    if cfg.grad_clip:
-                        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                    if scaler:
-                        scaler.step(opt)
-                        scaler.update()
-                    else:
-                        opt.step()
-                    opt.zero_grad(set_to_none=True)
-                    window["loss"] += step_loss
-                    window["n"] += 1
-                step += 1
-                window["steps"] += 1
-                step_loss = torch.zeros((), device=device)
-                if trace is not None:
-                    trace.write(json.dumps({"step": step, "epoch": epoch, "rank": dist.rank, "rows": step_rows}) + "\n")
-                    trace.flush()
-                step_rows = []
-                if bar is not None:
-                    bar.update(1)
-                if step % cfg.log_every == 0 or step == total_steps:
-                    last_loss = _log_window(window, step, total_steps, epoch, cfg, mcfg, peak, metrics,
-                                            bar, log, skipped_totals(), dist, opt, model, bad_steps_total)
-                if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
-                    save_ck()
-                if stop_ranks:
-                    stopped_by_signal = True
-                    break
-                if step >= total_steps:
-                    break
-            else:                       # the epoch's data ran out: next epoch
-                if batches == 0 and consumed == 0:
-                    # never spin: a whole epoch that yields nothing cannot advance the run. (A resume at the
-                    # very end of an epoch also yields nothing, legitimately: consumed > 0, next epoch.)
-                    raise NoUsableData(f"epoch {epoch} produced no batch from {len(ds)} row(s); nothing to train on")
-                epoch, consumed = epoch + 1, 0
-                continue
-            break
-    if bar is not None:
-        bar.close()
-    if trace is not None:
-        trace.close()
-    if stopped_by_signal:
-        log(f"stop signal received: writing a checkpoint at step {step} and exiting "
+
+def _skipped_totals(p: Parts, run: Run) -> Counter:
+    """Skipped rows by kind over all ranks and the run before any resume (a collective call)."""
+    total = Counter(run.skipped_base)
+    for c in gather_objects(dict(run.skipped_local)):
+        total.update(c)
+    return total
+
+
+def _save_checkpoint(p: Parts, run: Run) -> None:
+    """A collective call: every rank hands over its RNG state and skip counts, rank 0 writes."""
+    cfg = p.cfg
+    rngs = gather_objects(ckpt.rng_state())
+    extra = {"epoch": run.epoch, "consumed": run.consumed, "world": p.dist.world,
+             "global_batch": p.sampler.global_batch, "total_steps": run.total_steps,
+             "skipped": dict(_skipped_totals(p, run)), "bad_steps": run.bad_steps, "bad_in_row": run.bad_in_row,
+             "loader_seed": cfg.seed + run.epoch, "row_seed": "row_seed(seed, epoch, row) (train/sampler.py)",
+             "config": cfg.to_json()}
+    if p.dist.main:
+        path = ckpt.save_checkpoint(p.out, run.step, p.model, p.opt, p.scaler, extra, cfg.keep_last, rng=rngs)
+        p.log(f"checkpoint written: {path}")
+
+
+def _finish(p: Parts, run: Run, window: Window) -> dict:
+    """After the last step: the final log line, checkpoint, model folder, loss plot and summary; after a
+    stop signal only a checkpoint."""
+    cfg, dist, out, log = p.cfg, p.dist, p.out, p.log
+    if p.bar is not None:
+        p.bar.close()
+    if p.trace is not None:
+        p.trace.close()
+    if run.stopped:
+        log(f"stop signal received: writing a checkpoint at step {run.step} and exiting "
             f"(continue with --resume auto)")
-        save_ck()
-        metrics.close()
+        _save_checkpoint(p, run)
+        p.metrics.close()
         cleanup()
-        return {"stopped": True, "step": step, "out": str(out)}
-    if window["steps"]:
-        last_loss = _log_window(window, step, total_steps, epoch, cfg, mcfg, peak, metrics, bar, log,
-                                skipped_totals(), dist, opt, model, bad_steps_total)
-    skipped = skipped_totals()
-    summary = {"stage": stage.name, "steps": step, "final_loss": last_loss, "skipped": dict(skipped),
-               "bad_steps": bad_steps_total, "out": str(out)}
+        return {"stopped": True, "step": run.step, "out": str(out)}
+    if window.steps:
+        run.last_loss = _log_window(window, p, run, _skipped_totals(p, run))
+    skipped = _skipped_totals(p, run)
+    summary = {"stage": p.stage.name, "steps": run.step, "final_loss": run.last_loss, "skipped": dict(skipped),
+               "bad_steps": run.bad_steps, "out": str(out)}
     if cfg.save_every:
-        save_ck()
+        _save_checkpoint(p, run)
     if dist.main:
         if cfg.save_final:
-            if peft_model is not None:
+            if p.peft_model is not None:
                 from .lora import save_adapter
-                summary["model"] = str(save_adapter(peft_model, out / "model", tok, cfg.init_from))
+                summary["model"] = str(save_adapter(p.peft_model, out / "model", p.tok, cfg.init_from))
             else:
-                summary["model"] = str(save_model(model, out / "model", tok))
+                summary["model"] = str(save_model(p.model, out / "model", p.tok))
             log(f"model folder written: {summary['model']}")
         if cfg.plot:
             recs = [r for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
-            plot_curves({stage.name: [(r["step"], r["loss"]) for r in recs]}, out / "loss.png",
-                        title=f"{stage.name} loss")
+            plot_curves({p.stage.name: [(r["step"], r["loss"]) for r in recs]}, out / "loss.png",
+                        title=f"{p.stage.name} loss")
         log("skipped rows by kind: " + (", ".join(f"{k}={v}" for k, v in sorted(skipped.items())) or "none")
-            + f" ({sum(skipped.values())} in all); non-finite steps skipped: {bad_steps_total}")
+            + f" ({sum(skipped.values())} in all); non-finite steps skipped: {run.bad_steps}")
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    metrics.close()
+    p.metrics.close()
     cleanup()
     return summary
 
@@ -599,28 +706,29 @@ def _drop_metrics_after(path: Path, step: int) -> None:
     tmp.replace(path)
 
 
-def _log_window(w, step, total, epoch, cfg, mcfg, peak, metrics, bar, log, skipped, dist, opt, model,
-                bad_steps=0):
-    """Log one interval: the numbers are summed over ranks (a collective call), rank 0 writes them."""
-    dt = time.perf_counter() - w["t0"]
-    loss_sum = w["loss"].detach().double().reshape(1)
-    counts = [w["n"], w["samples"], w["real"], w["tokens"], w["images"], w["labels"], w["len_sum"]]
+def _log_window(w: Window, p: Parts, run: Run, skipped: Counter) -> float:
+    """Log one interval and start the next: the numbers are summed over ranks (a collective call), rank 0
+    writes them. Returns the interval's mean loss."""
+    dist, model, bar, log = p.dist, p.model, p.bar, p.log
+    dt = time.perf_counter() - w.t0
+    loss_sum = w.loss.detach().double().reshape(1)
+    counts = [w.n, w.samples, w.real, w.tokens, w.images, w.labels, w.len_sum]
     stats = torch.cat([loss_sum, torch.tensor(counts, dtype=torch.float64, device=loss_sum.device)])
     if dist.enabled:
         stats = all_reduce_sum(stats)
     loss_sum, n, samples, real, tokens, images, labels, len_sum = stats.tolist()
     loss = loss_sum / n if n else float("nan")
-    steps = max(1, w["steps"])
-    flops = sum(flops_breakdown(mcfg, int(real), int(labels), len_sum, int(images), trainable_fraction(model),
+    steps = max(1, w.steps)
+    flops = sum(flops_breakdown(model.cfg, int(real), int(labels), len_sum, int(images), trainable_fraction(model),
                                 model.vision_trainable).values())
-    rec = {"step": step, "epoch": epoch, "loss": round(loss, 5), "lr": opt.param_groups[0]["lr"],
+    rec = {"step": run.step, "epoch": run.epoch, "loss": round(loss, 5), "lr": p.opt.param_groups[0]["lr"],
            "step_time_s": round(dt / steps, 4), "samples_per_s": round(samples / dt, 2),
            "real_tokens_per_s": round(real / dt, 1), "tokens_per_s": round(tokens / dt, 1),
            "pad_fraction": round(1 - real / max(1.0, tokens), 3),
-           "mfu": round(flops / dt / peak / dist.world, 4) if peak else None,
+           "mfu": round(flops / dt / p.peak / dist.world, 4) if p.peak else None,
            "skipped": sum(skipped.values()), "skipped_by_kind": dict(sorted(skipped.items())),
-           "bad_steps": bad_steps}
-    metrics.log(rec)
+           "bad_steps": run.bad_steps}
+    p.metrics.log(rec)
     if bar is not None:
         bar.set_postfix(loss=f"{loss:.3f}", lr=f"{rec['lr']:.2e}", tok_s=f"{rec['real_tokens_per_s']:.0f}",
                         skipped=rec["skipped"])
@@ -629,6 +737,5 @@ def _log_window(w, step, total, epoch, cfg, mcfg, peak, metrics, bar, log, skipp
     if skipped and dist.main:
         line = "skipped rows so far: " + ", ".join(f"{k}={v}" for k, v in sorted(skipped.items()))
         (bar.write if bar is not None else log)(line if bar is None else f"[train] {line}")
-    w.update(loss=torch.zeros_like(w["loss"]), n=0, samples=0, real=0, tokens=0, labels=0, images=0,
-             t0=time.perf_counter(), steps=0, len_sum=0.0)
+    w.reset()
     return loss

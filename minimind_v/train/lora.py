@@ -131,30 +131,11 @@ def merge(adapter: str | Path, out: str | Path, dtype: torch.dtype = torch.float
 
 
 # ---------------------------------------------------------------- command line
-def add_lora_arguments(p) -> None:
-    """The `train` flags for LoRA (argparse parser `p`)."""
-    g = p.add_argument_group("LoRA (PEFT)", "train a low-rank adapter on --from instead of the full weights")
-    g.add_argument("--lora-rank", type=int, default=0, metavar="R", help="LoRA rank (0: full training)")
-    g.add_argument("--lora-alpha", type=float, help="LoRA scale numerator (default 2 x rank)")
-    g.add_argument("--lora-dropout", type=float, default=0.0, help="dropout on the adapter's input (default 0)")
-    g.add_argument("--lora-targets", default="all",
-                   help="LLM linear layers to adapt: all, attn, mlp, or a comma list of q_proj,k_proj,v_proj,o_proj,"
-                        "gate_proj,up_proj,down_proj")
-    g.add_argument("--lora-projector", default="auto", choices=["auto", "train", "freeze"],
-                   help="train the projector fully and save it in the adapter (auto: when the stage trains it)")
-
-
-def lora_settings(a) -> dict:
-    """TrainConfig fields from the parsed `train` arguments."""
-    return dict(lora_rank=a.lora_rank, lora_alpha=a.lora_alpha, lora_dropout=a.lora_dropout,
-                lora_targets=a.lora_targets, lora_projector=a.lora_projector)
-
-
-def add_merge_command(sub) -> None:
+def add_merge_arguments(m) -> None:
+    """The flags of `minimind-v merge` on its (argparse) parser `m`."""
     from ..config import DTYPES
-    m = sub.add_parser("merge", help="fold a LoRA adapter into its base model: a plain model folder",
-                       description="Loads the base model named in ADAPTER/adapter_config.json, adds the adapter "
-                                   "(PEFT), merges it and writes OUT as a model folder (chat, eval, serve, export).")
+    m.description = ("Loads the base model named in ADAPTER/adapter_config.json, adds the adapter (PEFT), merges "
+                     "it and writes OUT as a model folder (chat, eval, serve, export).")
     m.add_argument("adapter", help="adapter folder (RUN/model of a `train --lora-rank` run)")
     m.add_argument("out", help="output model folder")
     m.add_argument("--dtype", default="fp32", choices=list(DTYPES))

@@ -32,7 +32,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config import tiny_siglip
+from ..config import tiny_siglip
 
 
 @dataclass
@@ -136,14 +136,14 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0,
 def _run_demo(out, quick, seed, recipe, examples, threads, why) -> dict:
     import torch
 
-    from .data import synth
-    from .eval.evaluate import evaluate, format_table, load_eval_rows, majority_baseline, show_examples
-    from .model.vision import VisionEncoder
-    from .pipeline import VLM
-    from .tokenizer import train_tokenizer
-    from .train.encoder_warmup import warm_up_encoder
-    from .train.loop import TrainConfig, train
-    from .train.metrics import plot_stages
+    from ..datatools import synth
+    from ..eval.evaluate import evaluate, format_table, load_eval_rows, majority_baseline, show_examples
+    from ..model.vision import VisionEncoder
+    from ..pipeline import VLM
+    from ..tokenizer import train_tokenizer
+    from ..train.loop import TrainConfig, train
+    from ..train.metrics import plot_stages
+    from .encoder_warmup import warm_up_encoder
 
     r = recipe or (QUICK if quick else DemoRecipe())
     out = Path(out)

@@ -19,9 +19,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..data.chat import BadRow, render
+from ..data.text import validate_text_row
 from ..image import DEFAULT_MAX_PIXELS, TRAIN_MAX_ASPECT, TRAIN_MIN_SIDE, ImageError, image_header
-from .chat import BadRow, render
-from .text import validate_text_row
 
 UNUSUAL_MODES = {"CMYK", "P", "PA", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F", "1", "RGBa", "YCbCr", "HSV",
                  "LAB"}
@@ -98,7 +98,7 @@ class _Note(Exception):
 def check_parquet_row(row: dict, tok, limits: Limits) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """(problems, notes) of one parquet row, each a list of (kind, message). The verdict comes from
     `prepare_row`, the very function the training reader calls, so check and training cannot disagree."""
-    from .parquet import prepare_row
+    from ..data.parquet import prepare_row
     notes = []
     try:
         r, pics, images = prepare_row(row, tok, limits.image_token_len, limits.max_length, limits.max_pixels,
@@ -130,7 +130,7 @@ def _check_parquet(f: str, tok, limits: Limits, report: Report, progress) -> Non
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .parquet import ParquetRows
+    from ..data.parquet import ParquetRows
     meta = pq.ParquetFile(f).metadata
     names = set(pq.read_schema(f).names)
     if "conversations" not in names:
@@ -157,7 +157,7 @@ def _check_parquet(f: str, tok, limits: Limits, report: Report, progress) -> Non
 
 
 def _check_jsonl(f: str, tok, limits: Limits, report: Report, progress) -> None:
-    from .text import JsonlRows
+    from ..data.text import JsonlRows
     rows = JsonlRows(f)
     for i in range(len(rows)):
         try:

@@ -1,5 +1,5 @@
-"""Bring-your-own-data converters: LLaVA JSON, image folders with captions, and Hugging Face parquet
-exports, all turned into the minimind-v parquet format that the trainer reads.
+"""What every converter shares: LLaVA JSON, image folders with captions and Hugging Face parquet
+exports (the readers in llava.py, captions.py, hf.py) all end here, in the parquet format the trainer reads.
 
 Output columns (see data/parquet.py): `conversations` (JSON string of {"role", "content"} messages, the
 user turn holding one `<image>` per picture), `image_bytes` (binary; list<binary> when any row of the
@@ -28,7 +28,6 @@ Nothing is dropped silently: every rejected row is listed with its position and 
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -37,15 +36,15 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 from tqdm import tqdm
 
-from ..image import ImageError, image_header, open_image
-from .chat import IMAGE_MARKER, BadRow, check_order, count_markers, parse_conversations
+from ...image import ImageError, image_header, open_image
+from ...data.chat import IMAGE_MARKER, BadRow, check_order, count_markers, parse_conversations
 
 CAPTION_PROMPTS = (
     "Describe this image.",
@@ -420,7 +419,7 @@ def finish(result: ConvertResult, opts: ConvertOptions) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# (a) LLaVA-style JSON
+# helpers the readers share
 
 def llava_messages(conv) -> list[dict]:
     """LLaVA turns {"from": human|gpt, "value"} (or already {"role", "content"}) -> role/content dicts."""
@@ -436,301 +435,6 @@ def llava_messages(conv) -> list[dict]:
     return out
 
 
-def load_llava_items(json_path: Path) -> list:
-    """A JSON list, or JSON Lines (one object per line; a bad line becomes an error record)."""
-    text = json_path.read_text(encoding="utf-8")
-    if json_path.suffix == ".jsonl":
-        items = []
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                items.append((f"line {lineno}", json.loads(line)))
-            except json.JSONDecodeError as e:
-                items.append((f"line {lineno}", BadRow("invalid_json", f"line is not valid JSON: {e}")))
-        return items
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{json_path} is not valid JSON: {e}") from None
-    if not isinstance(data, list):
-        raise ValueError(f"{json_path} must hold a JSON list of samples")
-    return [(f"item {i}", item) for i, item in enumerate(data)]
-
-
-def image_list(value) -> list[str]:
-    if value is None or value == "":
-        return []
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return value
-    raise BadRow("invalid_json", "'image' must be a path or a list of paths")
-
-
-def llava_records(items: list, images_dir: Path, keep_columns=()) -> Iterator[Record]:
-    for row, (where, item) in enumerate(items):
-        rec = Record(row, where)
-        if isinstance(item, BadRow):
-            rec.error = item
-        elif not isinstance(item, dict):
-            rec.error = BadRow("invalid_json", "sample is not a JSON object")
-        else:
-            try:
-                paths = image_list(item.get("image", item.get("images")))
-                rec.messages = llava_messages(item.get("conversations"))
-                rec.images = [images_dir / p for p in paths]
-                rec.names = paths
-                rec.extra = {c: item.get(c) for c in keep_columns}
-            except BadRow as e:
-                rec.error = e
-        yield rec
-
-
-def convert_llava(json_path, images_dir, out, keep_columns=(), **options) -> ConvertResult:
-    """LLaVA JSON (list of {"image", "conversations": [{"from", "value"}]}) + image folder -> parquet."""
-    opts = ConvertOptions(**options)
-    json_path, images_dir = Path(json_path), Path(images_dir)
-    if not json_path.is_file():
-        raise FileNotFoundError(f"LLaVA JSON file {json_path} not found")
-    if not images_dir.is_dir():
-        raise FileNotFoundError(f"image folder {images_dir} not found")
-    items = load_llava_items(json_path)
-    multi = any(isinstance(it, dict) and isinstance(it.get("image", it.get("images")), list)
-                and len(it.get("image", it.get("images"))) > 1 for _, it in items)
-    return run_conversion(llava_records(items, images_dir, keep_columns), out, opts, multi,
-                          total=len(items), extra_columns=tuple(keep_columns), desc="llava")
-
-
-# ----------------------------------------------------------------------------------------------
-# (b) a folder of images + captions.jsonl or a CSV
-
-FILE_KEYS = ("file", "image", "file_name", "filename", "path")
-CAPTION_KEYS = ("caption", "text")
-CSV_HEADER_NAMES = {"file", "filename", "file_name", "image", "image_path", "path", "name"}
-
-
 def caption_prompt(seed: int, row: int, prompts=CAPTION_PROMPTS) -> str:
     """The user prompt for a caption row: chosen by (seed, row), the same on every run."""
     return prompts[random.Random(f"{seed}:{row}").randrange(len(prompts))]
-
-
-def find_captions_file(images_dir: Path) -> Path:
-    for name in ("captions.jsonl", "captions.csv"):
-        if (images_dir / name).is_file():
-            return images_dir / name
-    raise FileNotFoundError(f"no captions file given and no captions.jsonl / captions.csv in {images_dir}")
-
-
-def first_key(obj: dict, keys) -> object:
-    for k in keys:
-        if k in obj:
-            return obj[k]
-    return None
-
-
-def jsonl_caption_entries(path: Path) -> list[tuple]:
-    """(where, file, caption, error) per non-empty line of a captions.jsonl."""
-    entries = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path.name} line {lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            entries.append((where, None, None, BadRow("invalid_json", f"line is not valid JSON: {e}")))
-            continue
-        if not isinstance(obj, dict):
-            entries.append((where, None, None, BadRow("invalid_json", "line is not a JSON object")))
-            continue
-        entries.append((where, first_key(obj, FILE_KEYS), first_key(obj, CAPTION_KEYS), None))
-    return entries
-
-
-def csv_caption_entries(path: Path, images_dir: Path) -> list[tuple]:
-    """(where, file, caption, error) per CSV row; a header row (file,caption) is recognised and skipped."""
-    entries = []
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = [(n, r) for n, r in enumerate(csv.reader(fh), 1) if any(c.strip() for c in r)]
-    if rows:
-        first = rows[0][1]
-        if first[0].strip().lower() in CSV_HEADER_NAMES and not (images_dir / first[0].strip()).is_file():
-            rows = rows[1:]
-    for lineno, r in rows:
-        where = f"{path.name} line {lineno}"
-        if len(r) < 2:
-            entries.append((where, r[0].strip(), None, None))
-        else:     # an unquoted caption with commas spans several cells: join them back
-            entries.append((where, r[0].strip(), ",".join(r[1:]).strip(), None))
-    return entries
-
-
-def caption_records(entries: list[tuple], images_dir: Path, seed: int, prompts) -> Iterator[Record]:
-    for row, (where, file, caption, error) in enumerate(entries):
-        rec = Record(row, where, error=error)
-        if error is None:
-            if not isinstance(file, str) or not file:
-                rec.error = BadRow("no_image_name", "no image file name (keys: file / image)")
-            elif caption is None:
-                rec.error = BadRow("no_assistant", "no caption (keys: caption / text)")
-            else:
-                rec.messages = [{"role": "user", "content": caption_prompt(seed, row, prompts)},
-                                {"role": "assistant", "content": str(caption)}]
-                rec.images, rec.names = [images_dir / file], [file]
-        yield rec
-
-
-def convert_captions(images_dir, out, captions=None, prompts=CAPTION_PROMPTS, **options) -> ConvertResult:
-    """Image folder + captions (`captions.jsonl` with file/caption or image/text keys, or a CSV of
-    file name, caption) -> pretrain rows: user "<image>\\n" + a prompt, assistant = the caption."""
-    opts = ConvertOptions(**options)
-    images_dir = Path(images_dir)
-    if not images_dir.is_dir():
-        raise FileNotFoundError(f"image folder {images_dir} not found")
-    path = Path(captions) if captions is not None else find_captions_file(images_dir)
-    if not path.is_file():
-        raise FileNotFoundError(f"captions file {path} not found")
-    if path.suffix.lower() in (".csv", ".tsv", ".txt"):
-        entries = csv_caption_entries(path, images_dir)
-    else:
-        entries = jsonl_caption_entries(path)
-    return run_conversion(caption_records(entries, images_dir, opts.seed, tuple(prompts)), out, opts,
-                          multi_image=False, total=len(entries), desc="captions")
-
-
-# ----------------------------------------------------------------------------------------------
-# (c) Hugging Face `datasets` parquet exports
-
-@dataclass
-class HFColumns:
-    image: str | None
-    conversations: str | None = None
-    question: str | None = None
-    answer: str | None = None
-    caption: str | None = None
-    keep: tuple = ()
-
-    def needed(self) -> list[str]:
-        cols = [self.image, self.conversations, self.question, self.answer, self.caption, *self.keep]
-        return list(dict.fromkeys(c for c in cols if c))
-
-
-def is_image_type(t: pa.DataType) -> bool:
-    if pa.types.is_list(t) or pa.types.is_large_list(t):
-        t = t.value_type
-    if pa.types.is_struct(t):
-        return t.get_field_index("bytes") >= 0
-    return pa.types.is_binary(t) or pa.types.is_large_binary(t)
-
-
-def resolve_hf_columns(schema: pa.Schema, image=None, conversations=None, question=None, answer=None,
-                       caption=None, keep=()) -> HFColumns:
-    """Check the mapping flags against the file, or guess the usual names when none are given."""
-    names = schema.names
-    if image is None:
-        found = [n for n in names if is_image_type(schema.field(n).type)]
-        image = "image" if "image" in found else (found[0] if found else None)
-    if (question is None) != (answer is None):
-        raise ValueError("--question-column and --answer-column go together")
-    modes = sum(x is not None for x in (conversations, question, caption))
-    if modes > 1:
-        raise ValueError("give only one of --conversations-column, --question/--answer-column, --caption-column")
-    if modes == 0:
-        if "conversations" in names:
-            conversations = "conversations"
-        elif "question" in names and "answer" in names:
-            question, answer = "question", "answer"
-        elif "caption" in names or "text" in names:
-            caption = "caption" if "caption" in names else "text"
-        else:
-            raise ValueError(f"cannot tell which column holds the text; columns are {names}: use "
-                             f"--conversations-column, --question-column/--answer-column or --caption-column")
-    cols = HFColumns(image, conversations, question, answer, caption, tuple(keep))
-    missing = [c for c in cols.needed() if c not in names]
-    if missing:
-        raise ValueError(f"column(s) {missing} not in the file; columns are {names}")
-    return cols
-
-
-def hf_images(value, base_dir: Path, row: int) -> tuple[list, list]:
-    """An image cell (struct {bytes, path}, raw bytes, a path, or a list of those) -> (sources, names)."""
-    if value is None:
-        return [], []
-    items = value if isinstance(value, list) else [value]
-    sources, names = [], []
-    for k, v in enumerate(items):
-        if isinstance(v, dict):
-            data, path = v.get("bytes"), v.get("path")
-        elif isinstance(v, (bytes, bytearray)):
-            data, path = v, None
-        elif isinstance(v, str):
-            data, path = None, v
-        else:
-            raise BadRow("bad_image", f"unsupported image value of type {type(v).__name__}")
-        if data:
-            sources.append(bytes(data))
-        elif path:
-            sources.append(Path(path) if Path(path).is_absolute() else base_dir / path)
-        else:
-            raise BadRow("missing_image", "image cell has neither bytes nor a path")
-        names.append(path or f"row-{row}" + (f"-{k}" if len(items) > 1 else ""))
-    return sources, names
-
-
-def hf_messages(row: dict, cols: HFColumns, seed: int, index: int, prompts) -> object:
-    if cols.conversations:
-        return llava_messages(row.get(cols.conversations))
-    if cols.question:
-        q, a = row.get(cols.question), row.get(cols.answer)
-        if q is None:
-            raise BadRow("no_question", f"column {cols.question!r} is empty")
-        if a is None:
-            raise BadRow("no_assistant", f"column {cols.answer!r} is empty")
-        return [{"role": "user", "content": str(q)}, {"role": "assistant", "content": str(a)}]
-    cap = row.get(cols.caption)
-    if cap is None:
-        raise BadRow("no_assistant", f"column {cols.caption!r} is empty")
-    return [{"role": "user", "content": caption_prompt(seed, index, prompts)},
-            {"role": "assistant", "content": str(cap)}]
-
-
-def hf_records(files: list[Path], cols: HFColumns, images_dir: Path | None, seed: int, prompts,
-               batch_rows: int) -> Iterator[Record]:
-    index = 0
-    for f in files:
-        base = images_dir if images_dir is not None else f.parent
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=cols.needed()):
-            for row in batch.to_pylist():
-                rec = Record(index, f"{f.name} row {index}")
-                try:
-                    if cols.image:
-                        rec.images, rec.names = hf_images(row.get(cols.image), base, index)
-                    rec.messages = hf_messages(row, cols, seed, index, prompts)
-                    rec.extra = {c: row.get(c) for c in cols.keep}
-                except BadRow as e:
-                    rec.error = e
-                index += 1
-                yield rec
-
-
-def convert_hf(files, out, image_column=None, conversations_column=None, question_column=None,
-               answer_column=None, caption_column=None, keep_columns=(), images_dir=None,
-               prompts=CAPTION_PROMPTS, **options) -> ConvertResult:
-    """Hugging Face `datasets` parquet export(s) -> parquet. The image column is a struct {bytes, path}
-    (raw binary and path strings also work); text comes from a conversations column, a question/answer
-    pair (one-turn conversation) or a caption column (prompt chosen by seed, as for caption folders)."""
-    opts = ConvertOptions(**options)
-    files = [Path(f) for f in ([files] if isinstance(files, (str, Path)) else files)]
-    for f in files:
-        if not f.is_file():
-            raise FileNotFoundError(f"parquet file {f} not found")
-    schema = pq.read_schema(files[0])
-    cols = resolve_hf_columns(schema, image_column, conversations_column, question_column, answer_column,
-                              caption_column, keep_columns)
-    multi = cols.image is not None and (pa.types.is_list(schema.field(cols.image).type)
-                                        or pa.types.is_large_list(schema.field(cols.image).type))
-    total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    records = hf_records(files, cols, Path(images_dir) if images_dir else None, opts.seed, tuple(prompts),
-                         opts.row_group_rows)
-    return run_conversion(records, out, opts, multi, total=total, extra_columns=cols.keep, desc="hf")

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..data.chat import IMAGE_MARKER, BadRow, parse_conversations
+from ..data.parquet import ParquetRows, row_images
 from ..image import ImageError, open_image
-from .chat import IMAGE_MARKER, BadRow, parse_conversations
-from .parquet import ParquetRows, row_images
 
 FONT_SIZE = 13
 PAD = 8                     # pixels around the picture and the text block

@@ -19,8 +19,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .chat import BadRow, count_markers, parse_conversations, render_text
-from .parquet import ParquetRows, row_images
+from ..data.chat import BadRow, count_markers, parse_conversations, render_text
+from ..data.parquet import ParquetRows, row_images
 
 # (upper bound of the longer side, label); None = no bound
 SIZE_BUCKETS = ((64, "<=64"), (128, "65-128"), (256, "129-256"), (512, "257-512"), (1024, "513-1024"),
