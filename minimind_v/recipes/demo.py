@@ -18,7 +18,7 @@ patch and one visual token (no merge), each visual token with a learned place ve
 projector (`visual_pos_embed`); several questions per picture, so every encoded image pays for four
 answers; replies whose answer word is the token the captions use ("It is red.", data/synth.py); the
 encoder warmed up first, then trained on with everything else (`trainable="all"`, `unfreeze_vision`);
-800 caption steps before 1400 SFT steps, so the places are learned before the questions; 16 rows a step
+1000 caption steps before 1800 SFT steps, so the places are learned before the questions; 16 rows a step
 rather than 32, because the lookups the questions need ("which visual token is the circle?") form
 after a number of updates more than after a number of rows, and a run that ends just after they form
 lands on either side of the edge with any change of rounding (threads, CPU, library version). What it
@@ -52,8 +52,8 @@ class DemoRecipe:
     merge: int = 1
     warmup_pictures: int = 3000   # one-object pictures for the encoder warm-up
     warmup_steps: int = 300
-    pretrain_steps: int = 800
-    sft_steps: int = 1400
+    pretrain_steps: int = 1000
+    sft_steps: int = 1800
     batch_size: int = 16          # rows per step in every stage (16 learns more per row than 32: docs/demo.md)
     lr: float = 2e-3
     sft_lr: float = 1.5e-3
