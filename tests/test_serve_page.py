@@ -34,6 +34,7 @@ def browser():
 
 
 def test_chat_page_upload_ask_stream_continue_clear(browser, tmp_path):
+    from playwright.sync_api import expect
     vlm = VLM.load(build_tiny_model(tmp_path / "tiny-vlm"))
     img = Image.new("RGB", (64, 48), (230, 40, 40))
     img.paste((40, 90, 230), (30, 10, 56, 36))
@@ -50,7 +51,9 @@ def test_chat_page_upload_ask_stream_continue_clear(browser, tmp_path):
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.on("requestfailed", lambda r: errors.append("request failed: " + r.url))
         page.goto(srv.url + "/")
-        page.wait_for_function("document.getElementById('model').textContent === 'tiny-vlm'")
+        # waits through locators: wait_for_function evaluates a string in the page, which the page's own
+        # Content-Security-Policy (no 'unsafe-eval', serve/guard.py) rightly refuses
+        expect(page.locator("#model")).to_have_text("tiny-vlm")
         assert page.locator("#status").inner_text() == "ready"
         page.fill("#temperature", "0")
         page.fill("#max_tokens", str(N))
@@ -60,7 +63,7 @@ def test_chat_page_upload_ask_stream_continue_clear(browser, tmp_path):
         page.fill("#prompt", q1)
         page.click("#send")
         first = page.locator(".msg.assistant").nth(0)
-        page.wait_for_function("document.querySelector('.msg.assistant')?.dataset.finish === 'length'")
+        expect(first).to_have_attribute("data-finish", "length")
         assert page.locator(".msg.user img").count() == 1                       # the picture is shown
         assert int(first.get_attribute("data-chunks")) > 1                      # arrived piece by piece
         state = page.evaluate("window.chatState.messages")
@@ -70,7 +73,7 @@ def test_chat_page_upload_ask_stream_continue_clear(browser, tmp_path):
 
         page.fill("#prompt", q2)
         page.press("#prompt", "Enter")
-        page.wait_for_function("document.querySelectorAll('.msg.assistant')[1]?.dataset.finish === 'length'")
+        expect(page.locator(".msg.assistant").nth(1)).to_have_attribute("data-finish", "length")
         assert page.evaluate("window.chatState.messages")[3]["content"] == want2
 
         out = ROOT / "test-artifacts"

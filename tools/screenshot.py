@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import re
 import shutil
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def live_server_class():
 
 def take(model: str, image: str, questions: list[str], out: str, chromium: str, max_tokens: int = 48,
          name: str | None = None) -> Path:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     from minimind_v.pipeline import VLM
     from minimind_v.serve.app import create_app
@@ -46,14 +47,15 @@ def take(model: str, image: str, questions: list[str], out: str, chromium: str, 
         browser = p.chromium.launch(executable_path=chromium, args=ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1100, "height": 640})
         page.goto(srv.url + "/")
-        page.wait_for_function("document.getElementById('status').textContent === 'ready'")
+        expect(page.locator("#status")).to_have_text("ready")       # locators: the page's CSP refuses eval
         page.fill("#temperature", "0")
         page.fill("#max_tokens", str(max_tokens))
         page.set_input_files("#file", image)
         for i, q in enumerate(questions):
             page.fill("#prompt", q)
             page.click("#send")
-            page.wait_for_function(f"document.querySelectorAll('.msg.assistant')[{i}]?.dataset.finish")
+            expect(page.locator(".msg.assistant").nth(i)).to_have_attribute("data-finish", re.compile(".+"),
+                                                                            timeout=60_000)
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=out)
         browser.close()
