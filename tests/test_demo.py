@@ -26,12 +26,13 @@ def test_quick_demo_writes_summary_model_and_curve(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_full_demo_keeps_the_readme_promise(tmp_path):
-    """The full demo, as `./run demo` runs it (threads chosen by the idle cores): at least 90% held-out.
+    """The full demo as `./run demo` runs it on a quiet 2-core machine (seed 0, two threads): at least 90%.
 
-    The README's table is a median over seeds and thread counts; this is the one run CI can afford, so
-    a recipe change that loses the margin fails here instead of in a newcomer's first run."""
+    The README's table is a median over seeds and thread counts; this is the one run CI can afford. The
+    thread count is fixed rather than chosen by the idle cores, because the result depends on it (the
+    arithmetic's order) and CI must check one known configuration, not whichever the load picked."""
     from minimind_v.recipes.demo import run_demo
-    summary = run_demo(tmp_path / "demo", examples=0)
+    summary = run_demo(tmp_path / "demo", examples=0, threads=2)
     saved = json.loads((tmp_path / "demo" / "summary.json").read_text())
     print("full demo:", {k: saved[k] for k in ("overall", "per_type", "blind", "wall_clock_s", "threads")})
     assert saved["overall"] == summary["overall"]
