@@ -109,8 +109,9 @@ QUICK = DemoRecipe(n_train=600, n_eval=80, warmup_pictures=300, warmup_steps=20,
                    layers=2)
 
 
-# Seconds per step on this project's 2-core reference machine (quiet), for the ETA printed at the start:
-# (caption step, SFT step) by thread count; the rest (data, warm-up, evaluation) is about a minute.
+# Seconds per 32 rows on this project's 2-core reference machine (quiet), for the ETA printed at the start:
+# (caption rows, SFT rows) by thread count, from the quiet runs of the 32-row recipe; the rest (data,
+# warm-up, evaluation) is about a minute. An estimate: the printed tqdm bars give the real pace.
 STEP_SECONDS = {1: (0.30, 0.62), 2: (0.22, 0.45)}
 
 
