@@ -20,8 +20,6 @@ writes the merged model as a plain model folder.
 """
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 
 import torch
