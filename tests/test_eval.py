@@ -22,6 +22,18 @@ def test_scoring_rules():
     assert not is_correct("", "red")
 
 
+def test_the_last_competing_answer_named_is_the_reply_s_answer():
+    sides = ["left", "right"]
+    reasoned = "The red circle is on the left and the blue square is on the right, so it is to the left."
+    assert is_correct(reasoned, "left", sides) and not is_correct(reasoned, "right", sides)
+    assert not is_correct("It is to the left or to the right.", "left", sides)     # hedging: the last word counts
+    assert is_correct("It is to the left or to the right.", "left")                # no competitors given: any mention
+    kinds = ["person", "person in a role or job"]
+    assert not is_correct("It is a person in a role or job.", "person", kinds)     # inside a longer answer
+    assert is_correct("It is a person in a role or job.", "person in a role or job", kinds)
+    assert is_correct("A person in a role or job? No: a person.", "person", kinds)
+
+
 def test_majority_baseline_per_type():
     rows = [{"type": "a", "answer": "x"}, {"type": "a", "answer": "X."}, {"type": "a", "answer": "y"},
             {"type": "b", "answer": "z"}]

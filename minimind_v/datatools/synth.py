@@ -1,17 +1,19 @@
 """The built-in synthetic data set: coloured shapes on a white canvas, with captions and questions.
 
 Each scene holds 1-3 objects, each a distinct shape and a distinct colour, placed in different cells of
-a 3 x 3 layout with random jitter and size (a lone object sits in the left or right column) (so "the red object" and "the circle" are unambiguous).
+a 3 x 3 layout with random jitter and size (a lone object sits in the left or right column), so "the
+red object" and "the circle" are unambiguous.
 Questions come in four types, each with a short reference answer for scoring:
 
-    colour    "What colour is the circle?"                         -> "red"
+    colour    "What colour is the circle?"                         -> "red"   (reply "The circle is red.")
     shape     "What shape is the red object?"                      -> "circle"
     count     "How many shapes are there?"                         -> "two"
     position  "Is the red circle to the left or to the right of
                the blue square?" (one object: "...on the left or
                the right side of the picture?")                    -> "left" / "right"
 
-Pretrain rows are captions naming every object with its place ("a red circle on the left, ...");
+Pretrain rows are captions naming every object with its place, in random order ("... The circle is
+red and on the left. A blue square is in the middle.");
 SFT rows hold several question turns about one picture (cheap: one image, many answers); eval rows
 hold one question each, with `answer` and `type` columns. A held-out split uses a different seed.
 """
@@ -77,54 +79,65 @@ def draw_scene(objs: list[Obj], size: int) -> Image.Image:
     return img
 
 
+def article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
 def where(o: Obj) -> str:
     return ["on the left", "in the middle", "on the right"][o.col]
 
 
 def caption(objs: list[Obj], rng: random.Random) -> str:
-    """What is there, then where. The first part lists the shapes and the colours present in a fixed
-    order (no binding needed: it trains the encoder to see shape and colour at all); the second names
-    each object left to right, colour-first ("a red circle") or shape-first ("a circle in red") at
-    random, which teaches binding both ways."""
+    """What is there, then each object in a sentence of its own, in random order.
+
+    The first part lists the shapes and the colours present in a fixed order (no binding needed: it
+    teaches seeing shape and colour at all). Then every object, in random order (not left to right: a
+    model given ordered captions learns "the first one named is on the left" instead of reading each
+    object's place), in one of the two forms the replies use: "A red circle is on the left." (the shape
+    follows its colour) or "The circle is red and on the left." (the colour follows its shape). So the
+    captions train the very lookups the questions need, token for token."""
     n = len(objs)
     shapes = [s for s in SHAPES if any(o.shape == s for o in objs)]
     colours = [c for c in COLOURS if any(o.colour == c for o in objs)]
     head = (f"There {'is' if n == 1 else 'are'} {NUMBERS[n]} shape{'s' if n > 1 else ''}. "
             f"Shapes: {', '.join(shapes)}. Colours: {', '.join(colours)}. ")
-    objs = sorted(objs, key=lambda o: o.cx)
-    parts = [(f"a {o.colour} {o.shape}" if rng.random() < 0.5 else f"a {o.shape} in {o.colour}") + f" {where(o)}"
-             for o in objs]
-    return head + (", ".join(parts) + ".").capitalize()
+    parts = [f"{article(o.colour).capitalize()} {o.colour} {o.shape} is {where(o)}." if rng.random() < 0.5 else
+             f"The {o.shape} is {o.colour} and {where(o)}." for o in rng.sample(objs, len(objs))]
+    return head + " ".join(parts)
 
 
 def question(objs: list[Obj], qtype: str, rng: random.Random) -> tuple[str, str, str]:
     """(question, reply, short answer) of one type about the scene.
 
-    Replies are short sentences in which the answer is a lower-case word after a space ("It is red.",
-    "It is a circle."), i.e. the very token the captions and questions use for it. A reply that starts
-    with the answer ("Red.") needs a different token (capitalised, no leading space) that the model
-    must learn to produce separately: with such replies the demo's model answered colour questions with
-    a random colour present in the picture (46%); with these it answers them right (100%)."""
+    Replies say the answer in a caption's words, right after the word it depends on: "The circle is
+    red.", "It is a red circle.". The model copies the question's word and then does the lookup the
+    captions trained ("circle is" -> the circle's colour) instead of carrying the word across the
+    question to an "It is ..." (docs/demo.md, fifth round). A position reply first says where each
+    object is, as the captions do, then compares: "The red circle is on the left and the blue square
+    is in the middle, so it is to the left." (the scorer takes the last side named: eval/score.py).
+    Answers are lower-case words after a space, the tokens the captions use ("Red." would be a token of
+    its own that the model must learn separately: 46% against 100% for colour in the third round)."""
     if qtype == "count":
         n = len(objs)
         return "How many shapes are there?", f"There {'is' if n == 1 else 'are'} {NUMBERS[n]}.", NUMBERS[n]
     if qtype == "colour":
         o = rng.choice(objs)
-        return f"What colour is the {o.shape}?", f"It is {o.colour}.", o.colour
+        return f"What colour is the {o.shape}?", f"The {o.shape} is {o.colour}.", o.colour
     if qtype == "shape":
         o = rng.choice(objs)
-        return f"What shape is the {o.colour} object?", f"It is a {o.shape}.", o.shape
+        return f"What shape is the {o.colour} object?", f"It is {article(o.colour)} {o.colour} {o.shape}.", o.shape
     # position
     pairs = [(a, b) for a in objs for b in objs if a.col != b.col]
     if not pairs:
         o = rng.choice(objs)
         side = "left" if o.cx < 0.5 else "right"
         return (f"Is the {o.colour} {o.shape} on the left or the right side of the picture?",
-                f"It is on the {side}.", side)
+                f"The {o.colour} {o.shape} is on the {side}.", side)
     a, b = rng.choice(pairs)
     side = "left" if a.cx < b.cx else "right"
     return (f"Is the {a.colour} {a.shape} to the left or to the right of the {b.colour} {b.shape}?",
-            f"It is to the {side}.", side)
+            f"The {a.colour} {a.shape} is {where(a)} and the {b.colour} {b.shape} is {where(b)}, "
+            f"so it is to the {side}.", side)
 
 
 # SFT turns lean towards the questions that need binding an attribute to a named object or comparing
@@ -197,6 +210,23 @@ def lone_objects(n: int, seed: int = 0, image_size: int = 64) -> tuple[list[Imag
         pics.append(draw_scene(objs, image_size))
         names.append(f"{objs[0].colour} {objs[0].shape}")
     return pics, names
+
+
+def cell_scenes(n: int, seed: int = 0, image_size: int = 48, max_objects: int = 3
+                ) -> tuple[list[Image.Image], list[list[tuple[str, str]]]]:
+    """`n` scenes of 1-`max_objects` objects and, for each, what sits in each cell of the 3 x 3 layout,
+    row by row: (colour, shape), or ("none", "none") for an empty cell. The encoder warm-up's data when
+    each layout cell is one patch (48 px pictures, 16 px patches)."""
+    rng = random.Random(seed)
+    pics, cells = [], []
+    for _ in range(n):
+        objs = make_scene(rng, max_objects)
+        grid = [("none", "none")] * 9
+        for o in objs:
+            grid[int(o.cy * 3) * 3 + o.col] = (o.colour, o.shape)
+        pics.append(draw_scene(objs, image_size))
+        cells.append(grid)
+    return pics, cells
 
 
 def corpus(n: int = 2000, seed: int = 0) -> list[str]:

@@ -13,6 +13,9 @@ The same rules serve `minimind-v eval`, the demo and the emoji benchmark:
    match that lies inside a longer competing answer does not count. Without it, the emoji `kind`
    answer "person" was credited to "It is a person in a role or job: ..." (4 such replies of 76 in a
    trained model's run); with it, only a "person" outside "person in a role or job" counts.
+6. When a reply names several competing answers, the last one named is its answer: "The circle is on
+   the left and the square on the right, so it is to the left." answers "left", and "It is to the left
+   or to the right." answers "right" (before this rule any mention counted).
 """
 from __future__ import annotations
 
@@ -53,9 +56,10 @@ def is_correct(reply: str, answer: str, others=()) -> bool:
             return (m.group(1) or m.group(2)) == ref
         return first_word(reply) == ref
     text = normalize(reply)
-    hits = _spans(ref, text)
-    if not hits:
+    if not _spans(ref, text):
         return False
-    longer = {o for o in map(normalize, others) if o != ref and _spans(ref, o)}   # rule 5
-    taken = [s for o in longer for s in _spans(o, text)]
-    return any(not any(a <= h0 and h1 <= b for a, b in taken) for h0, h1 in hits)
+    # every whole-word mention of the reference or of a competing answer, less those inside a longer one
+    named = [(a, b, ans) for ans in {ref, *map(normalize, others)} if ans for a, b in _spans(ans, text)]
+    named = [m for m in named if not any(o[0] <= m[0] and m[1] <= o[1] and o[1] - o[0] > m[1] - m[0]
+                                         for o in named)]
+    return bool(named) and max(named, key=lambda m: m[0])[2] == ref            # rule 6: the last one named
