@@ -50,7 +50,7 @@ class DemoRecipe:
     enc_heads: int = 4
     merge: int = 1
     warmup_pictures: int = 3000   # scenes for the encoder warm-up
-    warmup_steps: int = 300
+    warmup_steps: int = 1000      # 300 left the shape features blurred enough that binding depended on the seed
     pretrain_steps: int = 1000
     sft_steps: int = 1800
     batch_size: int = 16          # rows per step in every stage (16 learns more per row than 32: docs/demo.md)
