@@ -122,7 +122,7 @@ def eta_minutes(r: "DemoRecipe", threads: int) -> float:
 
 
 def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0,
-             recipe: DemoRecipe | None = None, examples: int = 3, threads: int = 0) -> dict:
+             recipe: DemoRecipe | None = None, examples: int = 4, threads: int = 0) -> dict:
     """Run the demo; `threads` 0 picks 1 or 2 by how many cores are idle now (`choose_threads`)."""
     import torch
 
@@ -155,7 +155,7 @@ def _run_demo(out, quick, seed, recipe, examples, threads, why) -> dict:
     say = lambda msg: print(f"[demo {time.time() - t0:5.0f}s] {msg}", flush=True)  # noqa: E731
 
     say(f"{threads} thread{'s' if threads > 1 else ''} ({why}); expected wall clock about "
-        f"{eta_minutes(r, threads):.0f} min on a quiet 2-core machine")
+        f"{eta_minutes(r, threads):.0f} min (as measured on a 2-core machine with this many threads)")
     say(f"1/6 drawing {r.n_train} training and {r.n_eval} held-out pictures ({r.image_size}px)")
     train_paths = synth.generate(out / "data", r.n_train, seed=seed, image_size=r.image_size,
                                  kind="all", turns=r.turns, progress=True)
