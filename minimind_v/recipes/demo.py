@@ -16,8 +16,9 @@ Steps (all local, nothing downloaded):
 The recipe: 48 px pictures cut into 16 px patches, so each cell of the scenes' 3 x 3 layout is one
 patch and one visual token (no merge), each visual token with a learned place vector added after the
 projector (`visual_pos_embed`); several questions per picture, so every encoded image pays for four
-answers. What makes it hold on every seed (docs/demo.md, fifth round) is that nothing has to be
-discovered by luck: the encoder is taught what each patch shows, so every visual token is a clean key;
+answers. What makes it hold over seeds (above 90% in each of six runs; left/right still varies:
+docs/demo.md, fifth round) is that each lookup is taught directly: the encoder is taught what each
+patch shows, so every visual token is a clean key;
 captions and replies use the same words in the same order ("The circle is red.", "It is a red
 circle."), so the lookups the questions need are the ones the captions trained; captions name objects
 in random order, so an object's place must be read, not inferred from the order; and a position reply
@@ -110,15 +111,16 @@ QUICK = DemoRecipe(n_train=600, n_eval=80, warmup_pictures=300, warmup_steps=20,
                    layers=2)
 
 
-# Seconds per 32 rows on this project's 2-core reference machine (quiet), for the ETA printed at the start:
-# (caption rows, SFT rows) by thread count, from the quiet runs of the 32-row recipe; the rest (data,
-# warm-up, evaluation) is about a minute. An estimate: the printed tqdm bars give the real pace.
-STEP_SECONDS = {1: (0.30, 0.62), 2: (0.22, 0.45)}
+# Seconds per 32 rows on this project's 2-core reference machine, for the ETA printed at the start:
+# (caption rows, SFT rows) by thread count, measured 2026-12-02 with the fifth-round recipe (two threads
+# on a quiet machine: 489 s in all; one thread with the other core busy: 715 s); the rest (data, warm-up,
+# evaluation) is about 20 s. An estimate: the printed tqdm bars give the real pace.
+STEP_SECONDS = {1: (0.254, 0.636), 2: (0.216, 0.403)}
 
 
 def eta_minutes(r: "DemoRecipe", threads: int) -> float:
     cap, sft = STEP_SECONDS[min(max(threads, 1), 2)]          # per step of 32 rows
-    return (60 + (r.pretrain_steps * cap + r.sft_steps * sft) * r.batch_size / 32) / 60
+    return (20 + (r.pretrain_steps * cap + r.sft_steps * sft) * r.batch_size / 32) / 60
 
 
 def run_demo(out: str | Path = "runs/demo", quick: bool = False, seed: int = 0,
