@@ -202,7 +202,7 @@ def generate(out: str | Path, n: int = 2000, seed: int = 0, image_size: int = 64
 
 
 def lone_objects(n: int, seed: int = 0, image_size: int = 64) -> tuple[list[Image.Image], list[str]]:
-    """`n` one-object pictures and their short captions ("red circle"): the encoder warm-up's data."""
+    """`n` one-object pictures and their short captions ("red circle"): a small labelled set (tests)."""
     rng = random.Random(seed)
     pics, names = [], []
     for _ in range(n):
