@@ -12,9 +12,20 @@ from minimind_v.model.llm import KVCache
 
 
 def lively(tok, **kw):
-    """A tiny model with larger random weights: well-separated logits, so greedy choices are not ties."""
+    """A tiny model with larger random weights: well-separated logits, so greedy choices are not ties.
+
+    Its forward never scores the image placeholder: a random model may otherwise "generate" one, and
+    fed back in a teacher-forced pass it would ask for a picture that is not there (a trained model never
+    emits it; these tests are about the cache and batching, whatever the tokens)."""
     m = make_tiny_model(tok, seed=kw.pop("seed", 0), **kw)
     m.reset_parameters(std=0.15)
+    forward, image = m.forward, m.cfg.image_token_id
+
+    def no_placeholder(*a, **k):
+        out = forward(*a, **k)
+        out.logits[..., image] = float("-inf")
+        return out
+    m.forward = no_placeholder
     return m.eval()
 
 

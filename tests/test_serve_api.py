@@ -380,11 +380,14 @@ def test_disconnect_mid_stream_frees_the_slot(server, vlm):
 def test_disconnect_while_waiting_for_a_non_streamed_answer(server, vlm, monkeypatch):
     # each decode step sleeps 10 ms, so the ~270-token answer surely outlasts the client's 0.3 s (a warm
     # server otherwise finishes it in about that time, and the client would get its answer)
-    forward = vlm.model.forward
+    # and the end-of-turn token is never chosen, so the answer is long whatever the random model prefers
+    forward, stops = vlm.model.forward, [vlm.tok.eos_id]
 
     def slow_forward(*a, **k):
         time.sleep(0.01)
-        return forward(*a, **k)
+        out = forward(*a, **k)
+        out.logits[..., stops] = float("-inf")
+        return out
     monkeypatch.setattr(vlm.model, "forward", slow_forward)
     before = httpx.get(server.url + "/health").json()["cancelled"]
     with pytest.raises(httpx.TimeoutException):      # the client gives up (and closes) after 0.3 s
