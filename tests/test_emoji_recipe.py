@@ -16,8 +16,8 @@ from collections import Counter
 import pytest
 
 from conftest import ROOT, need_shared
-from minimind_v.recipes.emoji import (caption, concept_labels, emoji_key, family_key, mine_captions, picture_facts,
-                                      row_facts, stratified)
+from minimind_v.recipes.emoji import (_read_rows, _write_rows, by_style, caption, concept_labels, emoji_key,
+                                      family_key, mine_captions, picture_facts, row_facts, stratified, style_of)
 from minimind_v.train.metrics import read_metrics
 
 
@@ -111,6 +111,33 @@ def test_competing_answers_rescore():
     assert res["per_type"] == {"kind": 0.5, "yesno": 1.0} and res["overall"] == pytest.approx(2 / 3)
 
 
+def test_one_style_training_rows(tmp_path):
+    """train_style keeps one art style's pictures only (the cross-style split), and says so when there is none."""
+    rows = [_row(f"{st}/1f{i}.png", ("What is this?", "x")) for i, st in enumerate(["google", "twitter"] * 3)]
+    path = _write_rows(rows, tmp_path / "train.parquet")
+    assert [style_of(r["image_names"]) for r in _read_rows(path, style="twitter")] == ["twitter"] * 3
+    assert [r["image_names"] for r in _read_rows(path, limit=2, style="google")] == ["google/1f0.png", "google/1f2.png"]
+    assert len(_read_rows(path)) == 6
+    with pytest.raises(ValueError, match="noto"):
+        _read_rows(path, style="noto")
+
+
+def test_by_style_groups_one_scoring():
+    """by_style splits one scored run by the pictures' art style, each with its own majority baseline;
+    a skipped (bad) row is left out of its style's count rather than shifting the others."""
+    val = [{"image_names": n, "task": t, "answer": a} for n, t, a in
+           [("google/a.png", "yesno", "yes"), ("google/b.png", "yesno", "no"), ("google/c.png", "yesno", "no"),
+            ("twitter/a.png", "yesno", "yes"), ("twitter/b.png", "category", "Flags")]]
+    res = {"predictions": [{"row": i, "type": val[i]["task"], "correct": c}
+                           for i, c in [(0, True), (1, True), (3, False), (4, True)]]}       # row 2 skipped
+    blind = {"predictions": [{"row": i, "type": val[i]["task"], "correct": i == 1} for i in range(5)]}
+    st = by_style(val, res, blind)
+    assert set(st) == {"google", "twitter"}
+    assert st["google"]["n"] == 2 and st["google"]["overall"] == 1.0 and st["google"]["blind"] == pytest.approx(1 / 3)
+    assert st["google"]["majority_per_type"]["yesno"] == pytest.approx(2 / 3)
+    assert st["twitter"]["per_type"] == {"category": 1.0, "yesno": 0.0} and st["twitter"]["overall"] == 0.5
+
+
 def test_script_needs_two_arguments():
     p = subprocess.run(["bash", str(ROOT / "recipes" / "emoji.sh"), "only-one"], capture_output=True, text=True)
     assert p.returncode == 2 and "usage" in p.stderr
@@ -139,6 +166,7 @@ def test_quick_recipe_smoke(tmp_path):
              "flag_place"}
     assert set(s["per_type"]) == tasks == set(s["blind_per_type"]) == set(s["majority_per_type"])
     assert s["n_eval"] == 60 and sum(s["n_per_type"].values()) == 60
+    assert set(s["by_style"]) == {"google", "twitter"} and sum(v["n"] for v in s["by_style"].values()) == 60
     assert s["captions"]["captioned"] > 0.9 * 400
     # the encoder was warmed up on its own heads first (category, kind, which emoji), then kept frozen
     assert s["encoder_warmup"]["steps"] > 0 and (out / "encoder" / "config.json").exists()

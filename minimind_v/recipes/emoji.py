@@ -73,6 +73,7 @@ class EmojiRecipe:
     warmup_steps: int = 60
     augment: float = 0.0           # data/augment.py strength on every training picture (0: off)
     train_rows: int | None = None  # use only the first N training rows (smoke runs)
+    train_style: str | None = None  # train on one art style only ("google" or "twitter"): the cross-style split
     val_rows: int | None = None    # evaluate only N validation rows (smoke runs)
     max_new_tokens: int = 32
 
@@ -205,12 +206,41 @@ def mine_captions(rows: list[dict], facts: list[dict] | None = None) -> tuple[li
 # The run
 # ---------------------------------------------------------------------------------------------------
 
-def _read_rows(path: Path, limit: int | None = None) -> list[dict]:
+def style_of(image_name: str) -> str:
+    """'google/1f44b.png' -> 'google': the art style is the picture's folder."""
+    return image_name.split("/", 1)[0] if "/" in image_name else "?"
+
+
+def _read_rows(path: Path, limit: int | None = None, style: str | None = None) -> list[dict]:
     import pyarrow.parquet as pq
-    t = pq.read_table(path, columns=["conversations", "image_bytes", "image_names"])
-    if limit is not None:
-        t = t.slice(0, limit)
-    return t.to_pylist()
+    rows = pq.read_table(path, columns=["conversations", "image_bytes", "image_names"]).to_pylist()
+    if style is not None:
+        rows = [r for r in rows if style_of(r["image_names"]) == style]
+        if not rows:
+            raise ValueError(f"no training picture of art style {style!r} in {path}")
+    return rows if limit is None else rows[:limit]
+
+
+def by_style(val: list[dict], res: dict, blind: dict) -> dict:
+    """The evaluation split by the validation pictures' art style: {style: {"n", "overall", "per_type",
+    "blind", "majority", "majority_per_type"}}. Scored once on the whole set (the answers that compete
+    under rule 5 are the whole task's), then grouped; each style's majority is its own."""
+    from ..eval.evaluate import majority_baseline
+
+    out = {}
+    for style in sorted({style_of(r["image_names"]) for r in val}):
+        rows = {i for i, r in enumerate(val) if style_of(r["image_names"]) == style}
+        mine = [p for p in res["predictions"] if p["row"] in rows]      # bad rows are skipped, not scored
+        per: dict[str, list] = defaultdict(list)
+        for p in mine:
+            per[p["type"]].append(p["correct"])
+        blind_right = [p["correct"] for p in blind["predictions"] if p["row"] in rows]
+        maj = majority_baseline([val[i] for i in sorted(rows)])
+        out[style] = {"n": len(mine), "overall": sum(p["correct"] for p in mine) / max(1, len(mine)),
+                      "per_type": {t: sum(v) / len(v) for t, v in sorted(per.items())},
+                      "blind": sum(blind_right) / max(1, len(blind_right)),
+                      "majority": maj["overall"], "majority_per_type": maj["per_type"]}
+    return out
 
 
 def _write_rows(rows: list[dict], path: Path) -> Path:
@@ -257,10 +287,12 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
     say = lambda msg: print(f"[emoji {time.time() - t0:6.0f}s] {msg}", flush=True)  # noqa: E731
     timings = {}
 
-    rows = _read_rows(data_dir / TRAIN_FILE, r.train_rows)
+    rows = _read_rows(data_dir / TRAIN_FILE, r.train_rows, r.train_style)
     train_file = data_dir / TRAIN_FILE
-    if r.train_rows is not None:
+    if r.train_rows is not None or r.train_style is not None:
         train_file = _write_rows(rows, out / "data" / "train_subset.parquet")
+    if r.train_style is not None:
+        say(f"training on the {r.train_style} art style only ({len(rows)} pictures): the cross-style split")
     say(f"1/5 tokenizer: byte-level BPE, vocab {r.vocab_size}, on {len(rows)} training conversations")
     tok_dir = out / "tokenizer"
     train_tokenizer(training_texts(rows), r.vocab_size, tok_dir, show_progress=False)
@@ -330,12 +362,13 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
     res = evaluate(vlm, val, max_new_tokens=r.max_new_tokens, progress=False)
     blind = evaluate(vlm, val, blind=True, max_new_tokens=r.max_new_tokens, progress=False)
     maj = majority_baseline(val)
+    styles = by_style(val, res, blind)
     timings["eval_s"] = round(time.time() - t, 1)
 
     plot_stages(out, stages, title="emoji training loss (vlm-pretrain on captions, then vlm-sft)")
     summary = {"overall": res["overall"], "per_type": res["per_type"], "blind": blind["overall"],
                "blind_per_type": blind["per_type"], "majority_baseline": maj["overall"],
-               "majority_per_type": maj["per_type"], "n_eval": res["n"],
+               "majority_per_type": maj["per_type"], "by_style": styles, "n_eval": res["n"],
                "n_per_type": dict(sorted(Counter(p["type"] for p in res["predictions"]).items())), "train_wall_clock_s": round(train_wall, 1),
                "train_cpu_s": round(train_cpu, 1),
                "wall_clock_s": round(time.time() - t0, 1), "timings": timings, "threads": torch.get_num_threads(),
@@ -349,7 +382,14 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
     print(f"\nvalidation questions: {res['n']}   training: {train_wall:.0f} s wall clock, {train_cpu:.0f} s CPU   "
           f"total: {summary['wall_clock_s']:.0f} s   threads: {summary['threads']}   "
           f"parameters: {summary['parameters']:,}")
-    print("blind = every picture replaced by a blank one; majority = always the most frequent answer per task\n")
+    print("blind = every picture replaced by a blank one; majority = always the most frequent answer per task")
+    for style, st in styles.items():
+        seen = "" if r.train_style is None else (" (the trained style)" if style == r.train_style
+                                                  else " (a style it never saw)")
+        print(f"  {style} pictures{seen}: {st['overall']:.1%} of {st['n']}, category "
+              f"{st['per_type'].get('category', float('nan')):.1%} (majority "
+              f"{st['majority_per_type'].get('category', float('nan')):.1%}), blind {st['blind']:.1%}")
+    print()
     show_examples(val, res["predictions"], examples, tagged=True)
     print(f"\nmodel folder: {final}\nloss curve:   {out / 'loss.png'}\nsummary:      {out / 'summary.json'}")
     return summary
