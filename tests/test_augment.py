@@ -44,3 +44,23 @@ def test_training_with_augment_runs_and_refuses_the_encoder_cache(tmp_path, tiny
     assert summary["steps"] == 2
     with pytest.raises(ValueError, match="augment"):
         train(TrainConfig(out=str(tmp_path / "run2"), encoder_cache=str(tmp_path / "c"), **common))
+
+
+def test_restyle_keeps_size_and_hues_and_is_off_at_zero():
+    """restyle redraws a picture (flat fills, blur, thicker strokes, lower resolution) without changing its
+    size or its colours' hues; strength 0 returns the very picture, strength 1 always changes it."""
+    import random
+    from PIL import Image, ImageDraw
+    from minimind_v.data.augment import restyle
+    img = Image.new("RGB", (32, 32), (255, 255, 255))
+    d = ImageDraw.Draw(img)
+    d.ellipse([4, 4, 27, 27], fill=(220, 30, 30), outline=(40, 40, 40), width=2)
+    assert restyle(img, 0.0) is img
+    random.seed(0)
+    outs = [restyle(img, 1.0) for _ in range(30)]
+    assert all(o.size == img.size and o.mode == "RGB" for o in outs)
+    assert all(o.tobytes() != img.tobytes() for o in outs)
+    assert len({o.tobytes() for o in outs}) >= 4                     # several different redrawings
+    for o in outs:                                                    # the disc stays red
+        r, g, b = o.getpixel((16, 16))
+        assert r > 150 and g < 110 and b < 110, (r, g, b)

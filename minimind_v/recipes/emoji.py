@@ -61,6 +61,7 @@ class EmojiRecipe:
     encoder_epochs: float = 25.0   # encoder warm-up passes: category / kind / which-emoji heads (0: skip)
     encoder_lr: float = 2e-3
     encoder_augment: float = 1.0   # data/augment.py strength during the warm-up (0: off)
+    encoder_restyle: float = 0.0   # share of warm-up pictures redrawn in another style (data/augment.restyle)
     encoder_concepts: bool = False  # also the yes/no concepts ("is a person"), by kind (concept_labels)
     train_encoder: bool = False    # keep training the encoder in the VLM stages (False: frozen after warm-up)
     caption_epochs: float = 6.0    # vlm-pretrain passes over the mined captions (0: skip the stage)
@@ -305,7 +306,7 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
 
     vision, warm = {}, None
     if r.encoder_epochs > 0:
-        from ..data.augment import augment_image
+        from ..data.augment import augment_image, restyle
         from ..image import open_image
         from ..model.vision import VisionEncoder
         from .encoder_warmup import warm_up_encoder_tasks
@@ -317,7 +318,9 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
                  "emoji": [emoji_key(row["image_names"]) for row in rows]}
         if r.encoder_concepts:
             tasks.update({f"is {c}": v for c, v in concept_labels(rows, facts).items()})
-        aug = (lambda im: augment_image(im, r.encoder_augment)) if r.encoder_augment > 0 else None
+        aug = None
+        if r.encoder_augment > 0 or r.encoder_restyle > 0:
+            aug = lambda im: augment_image(restyle(im, r.encoder_restyle), r.encoder_augment)  # noqa: E731
         warm = warm_up_encoder_tasks(encoder, pics, tasks, epochs=r.encoder_epochs, batch_size=64,
                                      lr=r.encoder_lr, augment=aug, seed=seed, progress=True)
         encoder.encoder.save_pretrained(str(out / "encoder"))
