@@ -166,6 +166,7 @@ def test_quick_recipe_smoke(tmp_path):
              "flag_place"}
     assert set(s["per_type"]) == tasks == set(s["blind_per_type"]) == set(s["majority_per_type"])
     assert s["n_eval"] == 60 and sum(s["n_per_type"].values()) == 60
+    assert s["versions"]["torch"] and s["versions"]["transformers"]
     assert set(s["by_style"]) == {"google", "twitter"} and sum(v["n"] for v in s["by_style"].values()) == 60
     assert s["captions"]["captioned"] > 0.9 * 400
     # the encoder was warmed up on its own heads first (category, kind, which emoji), then kept frozen

@@ -274,6 +274,7 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
     from ..tokenizer import train_tokenizer
     from ..train.loop import TrainConfig, train
     from ..train.metrics import plot_stages
+    from .demo import library_versions
 
     r = recipe or (QUICK if quick else EmojiRecipe())
     data_dir, out = Path(data_dir), Path(out)
@@ -376,7 +377,8 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
                "train_cpu_s": round(train_cpu, 1),
                "wall_clock_s": round(time.time() - t0, 1), "timings": timings, "threads": torch.get_num_threads(),
                "captions": cap_counts, "encoder_warmup": warm, "parameters": vlm.model.num_parameters(include_vision=True),
-               "model": str(final.resolve()), "recipe": asdict(r), "quick": quick, "seed": seed}
+               "model": str(final.resolve()), "recipe": asdict(r), "quick": quick, "seed": seed,
+               "versions": library_versions()}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "predictions.jsonl").write_text("".join(json.dumps(p, ensure_ascii=False) + "\n"
                                                    for p in res["predictions"]))
