@@ -20,7 +20,9 @@ Steps (CPU, nothing downloaded; the data is DATA_DIR/emoji_{train,val}.parquet, 
      skin tones, flags, keywords);
   5. evaluation on emoji_val (rules in eval/score.py, with each task's other answers competing: rule 5),
      again with every picture blanked (the blind baseline), next to the majority-answer baseline per
-     task; summary.json, predictions.jsonl, loss.png, examples.
+     task; summary.json, predictions.jsonl, loss.png, examples. Every number is also given per art style
+     of the validation pictures (`by_style`); `train_style` trains on one style only, so the other
+     style's pictures show what the model makes of drawings it never saw (the cross-style split).
 
 Why these settings (docs/emoji.md has the measurements): a 64 px emoji cut into 8 px patches gives 64
 patches, merged 4 by 4 into 16 visual tokens, which keeps a row short (16 + ~115 text tokens); the
