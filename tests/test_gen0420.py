@@ -338,6 +338,8 @@ def test_0420_export_hf_loads_in_transformers_and_in_upstreams_eval_path(tmp_pat
     from transformers import SiglipImageProcessor, SiglipVisionModel
     convert(R / "tiny_0420.pth", tmp_path / "m", vision_encoder=str(R / "tiny_siglip_p32"), **quiet)
     assert cli.main(["export", "--model", str(tmp_path / "m"), "--to", "hf", str(tmp_path / "hf")]) == 0
+    card = (tmp_path / "hf" / "README.md").read_text()
+    assert "| vision encoder | SigLIP (" in card            # 0420 uses SigLIP v1, and the card says so
     model, proc = _hf_load(tmp_path / "hf")
     f = fx()
     for name in PICS:
@@ -364,6 +366,7 @@ def test_0420_export_hf_loads_in_transformers_and_in_upstreams_eval_path(tmp_pat
 def test_march_naflex_export_hf_gives_upstreams_logits(tmp_path):
     naflex_model(tmp_path)
     assert cli.main(["export", "--model", str(tmp_path / "m"), "--to", "hf", str(tmp_path / "hf")]) == 0
+    assert "| vision encoder | SigLIP2 (" in (tmp_path / "hf" / "README.md").read_text()
     model, proc = _hf_load(tmp_path / "hf")
     nf = load_file(str(R / "naflex_e51dcf0.safetensors"))
     inputs = proc(images=[picture("img1000x200")], return_tensors="pt")

@@ -51,7 +51,8 @@ def model_card(model, hf: dict, dtype: torch.dtype, history: list[str] | None = 
     n_enc = model.num_parameters(include_vision=True) - n_llm_proj
     llm = f"{c.hidden_size} hidden, {c.num_hidden_layers} layers, {c.num_attention_heads} heads / {c.num_key_value_heads} KV heads"
     moe = f", MoE {c.num_experts} experts top-{c.num_experts_per_tok}" if c.use_moe else ""
-    enc = (f"SigLIP2 ({hf['vision_config']['hidden_size']} wide, patch {hf['vision_config']['patch_size']}, "
+    family = "SigLIP" if getattr(c.vision, "encoder_class", "siglip2") == "siglip" else "SigLIP2"   # 0420: v1
+    enc = (f"{family} ({hf['vision_config']['hidden_size']} wide, patch {hf['vision_config']['patch_size']}, "
            f"frozen)" if hf["vision_config"] else "none (text-only folder)")
     trained = ("\n".join(f"{i + 1}. {line}" for i, line in enumerate(history)) if history else
                "Not recorded: this folder was not exported from a `minimind-v train` run folder (converted or "
