@@ -143,6 +143,15 @@ def test_script_needs_two_arguments():
     assert p.returncode == 2 and "usage" in p.stderr
 
 
+def test_unknown_style_and_missing_data_exit_with_one_line(tmp_path):
+    from minimind_v.recipes.emoji import main
+    with pytest.raises(SystemExit, match="emoji_train.parquet"):
+        main(["--data", str(tmp_path), "--out", str(tmp_path / "out"), "--quick"])
+    data = need_shared("data")
+    with pytest.raises(SystemExit, match="art style 'noto'.*google, twitter"):
+        main(["--data", str(data), "--out", str(tmp_path / "out"), "--quick", "--set", "train_style=noto"])
+
+
 def test_missing_data_is_a_clear_error(tmp_path):
     from minimind_v.recipes.emoji import run_emoji
     with pytest.raises(FileNotFoundError, match="emoji_train.parquet"):

@@ -445,7 +445,14 @@ def main(argv: list[str] | None = None) -> int:
     r = QUICK if a.quick else EmojiRecipe()
     if a.set:
         r = replace(r, **_parse_overrides(r, a.set))
-    run_emoji(a.data, a.out, quick=a.quick, seed=a.seed, recipe=r, threads=a.threads)
+    try:
+        run_emoji(a.data, a.out, quick=a.quick, seed=a.seed, recipe=r, threads=a.threads)
+    except FileNotFoundError as e:                 # a wrong DATA_DIR: one line, not a traceback
+        raise SystemExit(f"error: {e}") from None
+    except ValueError as e:
+        if "art style" not in str(e):
+            raise
+        raise SystemExit(f"error: {e} (the styles are the pictures' folders: google, twitter)") from None
     return 0
 
 
