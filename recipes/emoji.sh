@@ -21,8 +21,9 @@ OUT_DIR=$2
 shift 2
 
 PYTHON=${PYTHON:-python}
-# Something in the emoji pipeline depends on Python's per-process string hashing (set or dict order):
-# the quick run's replies differed in 1 of 3 runs with random hashing and in none of 3 with a fixed
-# seed (2026-12-02; source not found yet). A fixed seed makes the same command give the same numbers.
+# Two runs of the same seed used to differ: the encoder warm-up drew its picture augmentations from an
+# unseeded Python random (fixed 2026-12-02: seeded per step). The hash seed is fixed too, as a
+# precaution: nothing in the pipeline is known to depend on set or dict order (checked: tokenizer,
+# mined captions and labels are the same under any hash seed).
 export PYTHONHASHSEED=${PYTHONHASHSEED:-0}
 exec "$PYTHON" -m minimind_v.recipes.emoji --data "$DATA_DIR" --out "$OUT_DIR" "$@"

@@ -22,7 +22,8 @@ docs/demo.md.)
 `warm_up_encoder_tasks` is the variant for real pictures with several labels each (the emoji recipe:
 category, kind and which emoji). The picture's mean patch feature goes through one linear head per
 task; a label may be missing (None) for some pictures. With `augment` every picture is drawn a little
-differently each time (data/augment.py). Labels that the same thing carries in every art style (the
+differently each time (data/augment.py), from Python's random seeded per step by `seed`: until
+2026-12-02 it was not seeded, so two runs of the same seed drew other augmentations and differed. Labels that the same thing carries in every art style (the
 emoji's identity) make the features agree across styles, which is what a picture in an unseen style
 needs.
 """
@@ -127,6 +128,7 @@ def warm_up_encoder_tasks(encoder: VisionEncoder, images: list, tasks: dict[str,
     was_training = encoder.training
     encoder.requires_grad_(True)
     rng = random.Random(seed)
+    outer_state = random.getstate()               # the per-step seeding below is undone at the end
     bar = None
     if progress:
         from tqdm import tqdm
@@ -139,7 +141,8 @@ def warm_up_encoder_tasks(encoder: VisionEncoder, images: list, tasks: dict[str,
         idx, order = order[:batch_size], order[batch_size:]
         if fixed is not None:
             x = fixed[idx]
-        else:
+        else:       # augment draws from Python's global random: seeded per step, so a run repeats exactly
+            random.seed(seed * 1_000_003 + step)
             x = torch.stack([image_to_patches(augment(images[i]), encoder.vcfg) for i in idx])
         feats = encoder(x).mean(dim=1)
         it = torch.tensor(idx)
@@ -160,6 +163,7 @@ def warm_up_encoder_tasks(encoder: VisionEncoder, images: list, tasks: dict[str,
                 bar.write(f"encoder warm-up, epoch {done}: {evals[-1]}")
     if bar is not None:
         bar.close()
+    random.setstate(outer_state)
     encoder.train(was_training)
     return {"loss": round(float(loss.detach()), 4), "seconds": round(time.time() - t0, 1), "steps": steps,
             "classes": {k: len(v) for k, v in classes.items()}, "evals": evals}
