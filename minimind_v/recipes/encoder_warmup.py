@@ -22,10 +22,10 @@ docs/demo.md.)
 `warm_up_encoder_tasks` is the variant for real pictures with several labels each (the emoji recipe:
 category, kind and which emoji). The picture's mean patch feature goes through one linear head per
 task; a label may be missing (None) for some pictures. With `augment` every picture is drawn a little
-differently each time (data/augment.py), from Python's random seeded per step by `seed`: until
-2026-12-02 it was not seeded, so two runs of the same seed drew other augmentations and differed. Labels that the same thing carries in every art style (the
-emoji's identity) make the features agree across styles, which is what a picture in an unseen style
-needs.
+differently each time (data/augment.py), from Python's random seeded per step by `seed` (until
+2026-12-02 it was not seeded, so two runs of the same seed drew other augmentations and differed).
+Labels that the same thing carries in every art style (the emoji's identity) make the features agree
+across styles, which is what a picture in an unseen style needs.
 """
 from __future__ import annotations
 
