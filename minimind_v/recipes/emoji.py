@@ -215,13 +215,14 @@ def style_of(image_name: str) -> str:
 
 
 def _read_rows(path: Path, limit: int | None = None, style: str | None = None) -> list[dict]:
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
-    rows = pq.read_table(path, columns=["conversations", "image_bytes", "image_names"]).to_pylist()
-    if style is not None:
-        rows = [r for r in rows if style_of(r["image_names"]) == style]
-        if not rows:
+    t = pq.read_table(path, columns=["conversations", "image_bytes", "image_names"])
+    if style is not None:                  # filtered and cut in Arrow: only the rows used become Python
+        t = t.filter(pc.starts_with(t["image_names"], style + "/"))
+        if t.num_rows == 0:
             raise ValueError(f"no training picture of art style {style!r} in {path}")
-    return rows if limit is None else rows[:limit]
+    return (t if limit is None else t.slice(0, limit)).to_pylist()
 
 
 def by_style(val: list[dict], res: dict, blind: dict) -> dict:
