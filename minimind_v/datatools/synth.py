@@ -12,8 +12,8 @@ Questions come in four types, each with a short reference answer for scoring:
                the blue square?" (one object: "...on the left or
                the right side of the picture?")                    -> "left" / "right"
 
-Pretrain rows are captions naming every object with its column, in random order ("... The circle is
-red and in the left column. A blue square is in the middle column.");
+Pretrain rows are captions naming every object with its place, in random order ("... The circle is
+red and on the left. A blue square is in the middle.");
 SFT rows hold several question turns about one picture (cheap: one image, many answers); eval rows
 hold one question each, with `answer` and `type` columns. A held-out split uses a different seed.
 """
@@ -84,14 +84,7 @@ def article(word: str) -> str:
 
 
 def where(o: Obj) -> str:
-    """An object's column, said so that one word after a fixed "in the" carries it.
-
-    With "on the left" / "in the middle" / "on the right" the model had to choose "on" or "in" (is the
-    object in the middle?) before it could say which side, and in some runs that place lookup never
-    bound to the named object: it said the scene's occupied columns in a fixed order instead (left/right
-    75% and 70% in two of six runs). With the column in one word after a fixed prefix the lookup is a
-    single three-way choice (docs/demo.md, seventh round)."""
-    return f"in the {['left', 'middle', 'right'][o.col]} column"
+    return ["on the left", "in the middle", "on the right"][o.col]
 
 
 def caption(objs: list[Obj], rng: random.Random) -> str:
@@ -100,9 +93,9 @@ def caption(objs: list[Obj], rng: random.Random) -> str:
     The first part lists the shapes and the colours present in a fixed order (no binding needed: it
     teaches seeing shape and colour at all). Then every object, in random order (not left to right: a
     model given ordered captions learns "the first one named is on the left" instead of reading each
-    object's place), in one of the two forms the replies use: "A red circle is in the left column." (the
-    shape follows its colour) or "The circle is red and in the left column." (the colour follows its
-    shape). So the captions train the very lookups the questions need, token for token."""
+    object's place), in one of the two forms the replies use: "A red circle is on the left." (the shape
+    follows its colour) or "The circle is red and on the left." (the colour follows its shape). So the
+    captions train the very lookups the questions need, token for token."""
     n = len(objs)
     shapes = [s for s in SHAPES if any(o.shape == s for o in objs)]
     colours = [c for c in COLOURS if any(o.colour == c for o in objs)]
@@ -120,9 +113,8 @@ def question(objs: list[Obj], qtype: str, rng: random.Random) -> tuple[str, str,
     red.", "It is a red circle.". The model copies the question's word and then does the lookup the
     captions trained ("circle is" -> the circle's colour) instead of carrying the word across the
     question to an "It is ..." (docs/demo.md, fifth round). A position reply first says where each
-    object is, as the captions do, then compares: "The red circle is in the left column and the blue
-    square is in the middle column, so it is to the left." (the scorer takes the last side named:
-    eval/score.py; "middle" is not an answer, so it never competes).
+    object is, as the captions do, then compares: "The red circle is on the left and the blue square
+    is in the middle, so it is to the left." (the scorer takes the last side named: eval/score.py).
     Answers are lower-case words after a space, the tokens the captions use ("Red." would be a token of
     its own that the model must learn separately: 46% against 100% for colour in the third round)."""
     if qtype == "count":
