@@ -45,6 +45,19 @@ def test_cell_scenes_label_the_patch_each_object_sits_in():
                 assert centre == synth.COLOURS[colour] and shape in synth.SHAPES
 
 
+def test_cell_scenes_can_name_each_objects_column_too():
+    plain_pics, plain = synth.cell_scenes(30, seed=4, image_size=48)
+    pics, cells = synth.cell_scenes(30, seed=4, image_size=48, column=True)
+    assert [p.tobytes() for p in pics] == [p.tobytes() for p in plain_pics]     # the same scenes
+    for grid, plain_grid in zip(cells, plain):
+        for i, (c3, c2) in enumerate(zip(grid, plain_grid)):
+            assert c3[:2] == c2
+            assert c3[2] == ("none" if c2[0] == "none" else ["left", "middle", "right"][i % 3])
+    enc = VisionEncoder(tiny_siglip(hidden=32, layers=1, heads=2, image_size=48, patch=16))
+    res = warm_up_encoder(enc, pics, cells, steps=2, progress=False)
+    assert res["classes"] == [len(synth.COLOURS) + 1, len(synth.SHAPES) + 1, 4]    # + "none" each
+
+
 def test_lone_objects_are_named_by_their_caption():
     pics, names = synth.lone_objects(30, seed=3, image_size=48)
     assert len(pics) == 30 and all(p.size == (48, 48) for p in pics)

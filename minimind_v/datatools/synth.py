@@ -212,18 +212,24 @@ def lone_objects(n: int, seed: int = 0, image_size: int = 64) -> tuple[list[Imag
     return pics, names
 
 
-def cell_scenes(n: int, seed: int = 0, image_size: int = 48, max_objects: int = 3
-                ) -> tuple[list[Image.Image], list[list[tuple[str, str]]]]:
+def cell_scenes(n: int, seed: int = 0, image_size: int = 48, max_objects: int = 3, column: bool = False
+                ) -> tuple[list[Image.Image], list[list[tuple[str, ...]]]]:
     """`n` scenes of 1-`max_objects` objects and, for each, what sits in each cell of the 3 x 3 layout,
     row by row: (colour, shape), or ("none", "none") for an empty cell. The encoder warm-up's data when
-    each layout cell is one patch (48 px pictures, 16 px patches)."""
+    each layout cell is one patch (48 px pictures, 16 px patches).
+
+    `column=True` adds a third label, the object's column ("left", "middle", "right"; "none" for an
+    empty cell), so the warm-up names an object's column the way it names its colour and shape, as a
+    property of the object's own patch (docs/demo.md, seventh round)."""
     rng = random.Random(seed)
     pics, cells = [], []
+    empty = ("none",) * (3 if column else 2)
     for _ in range(n):
         objs = make_scene(rng, max_objects)
-        grid = [("none", "none")] * 9
+        grid = [empty] * 9
         for o in objs:
-            grid[int(o.cy * 3) * 3 + o.col] = (o.colour, o.shape)
+            grid[int(o.cy * 3) * 3 + o.col] = ((o.colour, o.shape, ("left", "middle", "right")[o.col]) if column
+                                              else (o.colour, o.shape))
         pics.append(draw_scene(objs, image_size))
         cells.append(grid)
     return pics, cells

@@ -52,6 +52,8 @@ class DemoRecipe:
     merge: int = 1
     warmup_pictures: int = 3000   # scenes for the encoder warm-up
     warmup_steps: int = 1000      # 300 left the shape features blurred enough that binding depended on the seed
+    warmup_column: bool = False   # the warm-up also names each object's column (docs/demo.md, seventh round:
+                                  # left/right 75 -> 100 and RESULT1 on the two failing runs; six runs pending)
     pretrain_steps: int = 1000
     sft_steps: int = 1800
     batch_size: int = 16          # rows per step in every stage (16 learns more per row than 32: docs/demo.md)
@@ -171,7 +173,8 @@ def _run_demo(out, quick, seed, recipe, examples, threads, why) -> dict:
     overrides = r.model_overrides()
     say(f"3/6 encoder warm-up: what each patch of {r.warmup_pictures} scenes shows, and where it is")
     encoder = VisionEncoder(overrides["vision"])
-    pics, cells = synth.cell_scenes(r.warmup_pictures, seed=seed + 2000, image_size=r.image_size)
+    pics, cells = synth.cell_scenes(r.warmup_pictures, seed=seed + 2000, image_size=r.image_size,
+                                    column=r.warmup_column)
     warm = warm_up_encoder(encoder, pics, cells, steps=r.warmup_steps, batch_size=r.batch_size, seed=seed)
     say(f"    objects seen right (colour and shape) in {warm['accuracy']:.0%} of the last batch's patches, place in "
         f"{warm['position_accuracy']:.0%}")
