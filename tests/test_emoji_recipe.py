@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -17,7 +18,8 @@ import pytest
 
 from conftest import ROOT, need_shared
 from minimind_v.recipes.emoji import (_read_rows, _write_rows, by_style, caption, concept_labels, emoji_key,
-                                      family_key, mine_captions, picture_facts, row_facts, stratified, style_of)
+                                      family_key, mine_captions, picture_facts, row_facts, stratified, style_of,
+                                      verification_rows)
 from minimind_v.train.metrics import read_metrics
 
 
@@ -88,6 +90,30 @@ def test_mine_captions_fills_facts_from_other_style_and_tone():
         "The image shows the cook emoji with dark skin tone. " + want
     assert texts["google/1f9d1-1f3fd-200d-1f373.png"][0]["content"].startswith("<image>\n")
     assert [r["image_bytes"] for r in caps] == [r["image_bytes"] for r in rows[:3]]
+
+
+def test_verification_rows_accept_own_name_and_refuse_others():
+    facts = [{"subject": "goat emoji", "kind": "a mammal"}, {"subject": "hedgehog emoji", "kind": "a mammal"},
+             {"subject": "ram emoji", "kind": "a mammal"}, {"subject": "salt emoji", "kind": "a food"},
+             {"kind": "a food"}]                                             # no subject: no question
+    rows = [{"image_bytes": bytes([i]), "image_names": f"google/{i}.png"} for i in range(len(facts))]
+    out = verification_rows(rows, facts, per_picture=40, same_kind=1.0, seed=3)
+    assert len(out) == 4 * 40 and all(r["image_bytes"] != bytes([4]) for r in out)
+    answers = Counter()
+    for r in out:
+        q, a = (m["content"] for m in json.loads(r["conversations"]))
+        own = facts[r["image_bytes"][0]]
+        asked = re.match(r"<image>\n(?:Is this|Does this image show) the (.+)\?$", q)[1]
+        if asked == own["subject"]:
+            assert a == f"Yes, this is the {asked}."
+            answers["yes"] += 1
+        else:
+            assert a == f"No, this is the {own['subject']}, not the {asked}."
+            other = next(f for f in facts if f.get("subject") == asked)
+            assert other.get("kind") == own["kind"] or own["subject"] == "salt emoji"   # same kind when one exists
+            answers["no"] += 1
+    assert 60 < answers["yes"] < 100 and answers["yes"] + answers["no"] == 160
+    assert verification_rows(rows, facts, 1, seed=3) == verification_rows(rows, facts, 1, seed=3)
 
 
 def test_stratified_subset_keeps_every_task():

@@ -67,6 +67,8 @@ class EmojiRecipe:
     encoder_concepts: bool = False  # also the yes/no concepts ("is a person"), by kind (concept_labels)
     train_encoder: bool = False    # keep training the encoder in the VLM stages (False: frozen after warm-up)
     caption_epochs: float = 6.0    # vlm-pretrain passes over the mined captions (0: skip the stage)
+    caption_verify: int = 0        # extra "Is this the X emoji?" rows per captioned picture in that stage
+    verify_same_kind: float = 0.8  # share of their "no" questions naming an emoji of the same kind
     sft_epochs: float = 7.0        # vlm-sft passes over the training conversations
     batch_size: int = 16           # rows per optimizer step
     max_length: int = 512          # longest row is ~200 tokens: nothing is cut
@@ -205,6 +207,45 @@ def mine_captions(rows: list[dict], facts: list[dict] | None = None) -> tuple[li
     return out, counts
 
 
+_VERIFY_QUESTIONS = ("Is this the {}?", "Does this image show the {}?")   # the training file's two wordings
+
+
+def verification_rows(rows: list[dict], facts: list[dict], per_picture: int = 1, same_kind: float = 0.8,
+                      seed: int = 0) -> list[dict]:
+    """Yes/no name questions made from the mined facts, `per_picture` for every picture whose subject is
+    known, in the training file's own wording: half "Is this the beaver emoji?" -> "Yes, this is the beaver
+    emoji.", half a question naming another training emoji -> "No, this is the beaver emoji, not the otter
+    emoji." A `same_kind` share of the other names is of the same kind (a mammal for a mammal), as 81% of
+    the training file's own "no" questions are; those are the ones a kind or category cannot answer.
+
+    Why: the file asks this about 1,333 pictures only, and the model says yes to almost anything (below
+    its majority answer on emoji_val); these rows give every picture a name to accept and names to refuse."""
+    import random
+    rng = random.Random(seed)
+    known = [(r, f) for r, f in zip(rows, facts) if "subject" in f]
+    subjects = sorted({f["subject"] for _, f in known})
+    by_kind: dict[str, list[str]] = defaultdict(list)
+    for s, kind in sorted({(f["subject"], f.get("kind")) for _, f in known if "kind" in f}):
+        by_kind[kind].append(s)
+    out = []
+    for r, f in known:
+        for _ in range(per_picture):
+            asked = f["subject"]
+            if rng.random() >= 0.5:
+                pool = by_kind.get(f.get("kind"), []) if rng.random() < same_kind else subjects
+                others = [s for s in pool if s != f["subject"]] or [s for s in subjects if s != f["subject"]]
+                if not others:
+                    continue
+                asked = rng.choice(others)
+            q = rng.choice(_VERIFY_QUESTIONS).format(asked)
+            a = (f"Yes, this is the {asked}." if asked == f["subject"]
+                 else f"No, this is the {f['subject']}, not the {asked}.")
+            conv = [{"role": "user", "content": "<image>\n" + q}, {"role": "assistant", "content": a}]
+            out.append({"conversations": json.dumps(conv, ensure_ascii=False), "image_bytes": r["image_bytes"],
+                        "image_names": r["image_names"]})
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------------------------------
@@ -304,9 +345,12 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
 
     facts = picture_facts(rows)
     caps, cap_counts = mine_captions(rows, facts)
+    if r.caption_verify > 0:
+        caps = caps + verification_rows(rows, facts, r.caption_verify, r.verify_same_kind, seed)  # the loop shuffles
     cap_file = _write_rows(caps, out / "data" / "captions.parquet")
     say(f"2/5 captions mined for {cap_counts['captioned']} of {cap_counts['pictures']} pictures "
-        f"({cap_counts['with_category']} with a category, {cap_counts['with_kind']} with a kind)")
+        f"({cap_counts['with_category']} with a category, {cap_counts['with_kind']} with a kind)"
+        + (f", plus {len(caps) - cap_counts['captioned']} yes/no name questions" if r.caption_verify else ""))
 
     vision, warm = {}, None
     if r.encoder_epochs > 0:
