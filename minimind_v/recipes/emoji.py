@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..config import tiny_siglip
+from .emoji_wording import held_out_rows, reword_rows
 
 TRAIN_FILE = "emoji_train.parquet"
 VAL_FILE = "emoji_val.parquet"
@@ -77,6 +78,7 @@ class EmojiRecipe:
     sft_lr: float = 1.5e-3
     warmup_steps: int = 60
     augment: float = 0.0           # data/augment.py strength on every training picture (0: off)
+    paraphrase: float = 0.0        # share of training questions asked in another wording (recipes/emoji_wording.py)
     train_rows: int | None = None  # use only the first N training rows (smoke runs)
     train_style: str | None = None  # train on one art style only ("google" or "twitter"): the cross-style split
     val_rows: int | None = None    # evaluate only N validation rows (smoke runs)
@@ -275,17 +277,23 @@ def by_style(val: list[dict], res: dict, blind: dict) -> dict:
     out = {}
     for style in sorted({style_of(r["image_names"]) for r in val}):
         rows = {i for i, r in enumerate(val) if style_of(r["image_names"]) == style}
-        mine = [p for p in res["predictions"] if p["row"] in rows]      # bad rows are skipped, not scored
-        per: dict[str, list] = defaultdict(list)
-        for p in mine:
-            per[p["type"]].append(p["correct"])
+        n = sum(p["row"] in rows for p in res["predictions"])            # bad rows are skipped, not scored
         blind_right = [p["correct"] for p in blind["predictions"] if p["row"] in rows]
         maj = majority_baseline([val[i] for i in sorted(rows)])
-        out[style] = {"n": len(mine), "overall": sum(p["correct"] for p in mine) / max(1, len(mine)),
-                      "per_type": {t: sum(v) / len(v) for t, v in sorted(per.items())},
+        out[style] = {"n": n, **_subset_score(res, rows),
                       "blind": sum(blind_right) / max(1, len(blind_right)),
                       "majority": maj["overall"], "majority_per_type": maj["per_type"]}
     return out
+
+
+def _subset_score(res: dict, rows: set[int]) -> dict:
+    """`res` (an `evaluate` result) scored on the given evaluation rows only: overall and per type."""
+    per: dict[str, list] = defaultdict(list)
+    for p in res["predictions"]:
+        if p["row"] in rows:
+            per[p["type"]].append(p["correct"])
+    right = [c for v in per.values() for c in v]
+    return {"overall": sum(right) / max(1, len(right)), "per_type": {t: sum(v) / len(v) for t, v in sorted(per.items())}}
 
 
 def _write_rows(rows: list[dict], path: Path) -> Path:
@@ -334,14 +342,17 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
     timings = {}
 
     rows = _read_rows(data_dir / TRAIN_FILE, r.train_rows, r.train_style)
-    train_file = data_dir / TRAIN_FILE
-    if r.train_rows is not None or r.train_style is not None:
-        train_file = _write_rows(rows, out / "data" / "train_subset.parquet")
+    train_file, sft_rows = data_dir / TRAIN_FILE, rows
+    if r.paraphrase > 0:                   # facts and labels are still mined from the rows as written
+        sft_rows, n_reworded = reword_rows(rows, r.paraphrase, seed)
+        say(f"{n_reworded} training questions asked in another wording (paraphrase={r.paraphrase:g})")
+    if r.train_rows is not None or r.train_style is not None or r.paraphrase > 0:
+        train_file = _write_rows(sft_rows, out / "data" / "train_subset.parquet")
     if r.train_style is not None:
         say(f"training on the {r.train_style} art style only ({len(rows)} pictures): the cross-style split")
     say(f"1/5 tokenizer: byte-level BPE, vocab {r.vocab_size}, on {len(rows)} training conversations")
     tok_dir = out / "tokenizer"
-    train_tokenizer(training_texts(rows), r.vocab_size, tok_dir, show_progress=False)
+    train_tokenizer(training_texts(sft_rows), r.vocab_size, tok_dir, show_progress=False)
 
     facts = picture_facts(rows)
     caps, cap_counts = mine_captions(rows, facts)
@@ -412,6 +423,10 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
         val = stratified(val, r.val_rows)
     res = evaluate(vlm, val, max_new_tokens=r.max_new_tokens, progress=False)
     blind = evaluate(vlm, val, blind=True, max_new_tokens=r.max_new_tokens, progress=False)
+    reworded_val, index = held_out_rows(val)
+    reworded = evaluate(vlm, reworded_val, max_new_tokens=r.max_new_tokens, progress=False)
+    wording = {"n": reworded["n"], "overall": reworded["overall"], "per_type": reworded["per_type"],
+               "as_written": _subset_score(res, set(index))}
     maj = majority_baseline(val)
     styles = by_style(val, res, blind)
     timings["eval_s"] = round(time.time() - t, 1)
@@ -419,7 +434,7 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
     plot_stages(out, stages, title="emoji training loss (vlm-pretrain on captions, then vlm-sft)")
     summary = {"overall": res["overall"], "per_type": res["per_type"], "blind": blind["overall"],
                "blind_per_type": blind["per_type"], "majority_baseline": maj["overall"],
-               "majority_per_type": maj["per_type"], "by_style": styles, "n_eval": res["n"],
+               "majority_per_type": maj["per_type"], "by_style": styles, "held_out_wording": wording, "n_eval": res["n"],
                "n_per_type": dict(sorted(Counter(p["type"] for p in res["predictions"]).items())), "train_wall_clock_s": round(train_wall, 1),
                "train_cpu_s": round(train_cpu, 1),
                "wall_clock_s": round(time.time() - t0, 1), "timings": timings, "threads": torch.get_num_threads(),
@@ -441,6 +456,8 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
         print(f"  {style} pictures{seen}: {st['overall']:.1%} of {st['n']}, category "
               f"{st['per_type'].get('category', float('nan')):.1%} (majority "
               f"{st['majority_per_type'].get('category', float('nan')):.1%}), blind {st['blind']:.1%}")
+    print(f"  asked in wordings never trained on ({wording['n']} of the questions): {wording['overall']:.1%}, "
+          f"the same questions as written: {wording['as_written']['overall']:.1%}")
     print()
     show_examples(val, res["predictions"], examples, tagged=True)
     print(f"\nmodel folder: {final}\nloss curve:   {out / 'loss.png'}\nsummary:      {out / 'summary.json'}")
