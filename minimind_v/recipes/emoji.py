@@ -15,12 +15,15 @@ Steps (CPU, nothing downloaded; the data is DATA_DIR/emoji_{train,val}.parquet, 
      emoji" is the same label for both art styles, so the features learn to agree across styles, which
      a validation picture (the other style of a training emoji) needs. The encoder is then frozen;
   3. vlm-pretrain on the captions: projector and LLM; short rows, so every picture is seen with its
-     name, kind and category several times cheaply;
+     name, kind and category several times cheaply; one yes/no name question per picture joins them
+     ("Is this the otter emoji?", most "no" ones naming an emoji of the same kind: `caption_verify`);
   4. vlm-sft on the full 3-turn training conversations (names, categories, yes/no, multiple choice,
-     skin tones, flags, keywords);
+     skin tones, flags, keywords), half of their questions asked in another wording (`paraphrase`,
+     recipes/emoji_wording.py), so the model keys on what is asked rather than on two fixed strings;
   5. evaluation on emoji_val (rules in eval/score.py, with each task's other answers competing: rule 5),
      again with every picture blanked (the blind baseline), next to the majority-answer baseline per
-     task; summary.json, predictions.jsonl, loss.png, examples. Every number is also given per art style
+     task, and again with the questions asked in wordings never trained on (`held_out_wording`);
+     summary.json, predictions.jsonl, loss.png, examples. Every number is also given per art style
      of the validation pictures (`by_style`); `train_style` trains on one style only, so the other
      style's pictures show what the model makes of drawings it never saw (the cross-style split).
 
@@ -68,7 +71,7 @@ class EmojiRecipe:
     encoder_concepts: bool = False  # also the yes/no concepts ("is a person"), by kind (concept_labels)
     train_encoder: bool = False    # keep training the encoder in the VLM stages (False: frozen after warm-up)
     caption_epochs: float = 6.0    # vlm-pretrain passes over the mined captions (0: skip the stage)
-    caption_verify: int = 0        # extra "Is this the X emoji?" rows per captioned picture in that stage
+    caption_verify: int = 1        # extra "Is this the X emoji?" rows per captioned picture in that stage
     verify_same_kind: float = 0.8  # share of their "no" questions naming an emoji of the same kind
     sft_epochs: float = 7.0        # vlm-sft passes over the training conversations
     batch_size: int = 16           # rows per optimizer step
@@ -78,7 +81,7 @@ class EmojiRecipe:
     sft_lr: float = 1.5e-3
     warmup_steps: int = 60
     augment: float = 0.0           # data/augment.py strength on every training picture (0: off)
-    paraphrase: float = 0.0        # share of training questions asked in another wording (recipes/emoji_wording.py)
+    paraphrase: float = 0.5        # share of training questions asked in another wording (recipes/emoji_wording.py)
     train_rows: int | None = None  # use only the first N training rows (smoke runs)
     train_style: str | None = None  # train on one art style only ("google" or "twitter"): the cross-style split
     val_rows: int | None = None    # evaluate only N validation rows (smoke runs)
