@@ -223,8 +223,9 @@ def verification_rows(rows: list[dict], facts: list[dict], per_picture: int = 1,
     emoji." A `same_kind` share of the other names is of the same kind (a mammal for a mammal), as 81% of
     the training file's own "no" questions are; those are the ones a kind or category cannot answer.
 
-    Why: the file asks this about 1,333 pictures only, and the model says yes to almost anything (below
-    its majority answer on emoji_val); these rows give every picture a name to accept and names to refuse."""
+    Why: the file asks this about 1,333 pictures only; these rows give every picture a name to accept and
+    names to refuse. Measured (docs/emoji.md, 2026-12-03): yes/no and name_yesno rose on seed 0, but the
+    model still cannot tell one emoji from another of its kind, so name_yesno stays below its majority."""
     import random
     rng = random.Random(seed)
     known = [(r, f) for r, f in zip(rows, facts) if "subject" in f]
