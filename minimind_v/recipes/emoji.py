@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import re
 import time
 from collections import Counter, defaultdict
@@ -226,7 +227,6 @@ def verification_rows(rows: list[dict], facts: list[dict], per_picture: int = 1,
     Why: the file asks this about 1,333 pictures only; these rows give every picture a name to accept and
     names to refuse. Measured (docs/emoji.md, 2026-12-03): yes/no and name_yesno rose on seed 0, but the
     model still cannot tell one emoji from another of its kind, so name_yesno stays below its majority."""
-    import random
     rng = random.Random(seed)
     known = [(r, f) for r, f in zip(rows, facts) if "subject" in f]
     subjects = sorted({f["subject"] for _, f in known})
