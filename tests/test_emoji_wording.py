@@ -46,6 +46,8 @@ def test_reword_rows_share_and_answers():
                for c in asked)
     assert reword_rows(rows, 0.5, seed=1) == (out, n)
     assert reword_rows(rows, 0.0)[1] == 0
+    assert reword_rows(rows, 1.0, kinds=["category", "yesno"])[1] == 0            # skin tone left as written
+    assert reword_rows(rows, 1.0, kinds=["skin_tone"])[1] == 200
 
 
 def test_held_out_rows_leave_the_originals_alone():

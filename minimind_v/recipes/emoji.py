@@ -83,6 +83,7 @@ class EmojiRecipe:
     warmup_steps: int = 60
     augment: float = 0.0           # data/augment.py strength on every training picture (0: off)
     paraphrase: float = 0.5        # share of training questions asked in another wording (recipes/emoji_wording.py)
+    paraphrase_kinds: str | None = None  # only these kinds of question, comma-separated ("category,kind"); None: all
     train_rows: int | None = None  # use only the first N training rows (smoke runs)
     train_style: str | None = None  # train on one art style only ("google" or "twitter"): the cross-style split
     val_rows: int | None = None    # evaluate only N validation rows (smoke runs)
@@ -348,7 +349,8 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
     rows = _read_rows(data_dir / TRAIN_FILE, r.train_rows, r.train_style)
     train_file, sft_rows = data_dir / TRAIN_FILE, rows
     if r.paraphrase > 0:                   # facts and labels are still mined from the rows as written
-        sft_rows, n_reworded = reword_rows(rows, r.paraphrase, seed)
+        kinds = None if r.paraphrase_kinds is None else r.paraphrase_kinds.split(",")
+        sft_rows, n_reworded = reword_rows(rows, r.paraphrase, seed, kinds)
         say(f"{n_reworded} training questions asked in another wording (paraphrase={r.paraphrase:g})")
     if r.train_rows is not None or r.train_style is not None or r.paraphrase > 0:
         train_file = _write_rows(sft_rows, out / "data" / "train_subset.parquet")

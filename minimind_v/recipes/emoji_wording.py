@@ -66,9 +66,10 @@ HELD_OUT = {kind: w[2] for kind, w in WORDINGS.items()}
 
 def reword(question: str, wordings: dict[str, tuple[str, ...]], pick) -> str | None:
     """`question` (without its <image> marker) in another wording from `wordings`, or None when it matches
-    none of the patterns. `pick(options)` chooses one (random.choice, or a fixed rule)."""
+    none of the patterns of the kinds `wordings` holds. `pick(options)` chooses one (random.choice, or a
+    fixed rule)."""
     for kind, pattern in _PATTERNS.items():
-        if m := pattern.match(question.strip()):
+        if kind in wordings and (m := pattern.match(question.strip())):
             return pick(wordings[kind]).format(*m.groups())
     return None
 
@@ -89,14 +90,17 @@ def _reword_turns(conversation: list[dict], wordings, pick, share: float, rng) -
     return out
 
 
-def reword_rows(rows: list[dict], share: float, seed: int = 0) -> tuple[list[dict], int]:
-    """Training rows with `share` of their matching questions in a `TRAIN` wording (seeded). Returns the
-    rows (the others unchanged, the same dicts) and how many questions were reworded."""
+def reword_rows(rows: list[dict], share: float, seed: int = 0, kinds: list[str] | None = None
+                ) -> tuple[list[dict], int]:
+    """Training rows with `share` of their matching questions in a `TRAIN` wording (seeded), only questions
+    of the given `kinds` (keys of WORDINGS; None: all). Returns the rows (the others unchanged, the same
+    dicts) and how many questions were reworded."""
+    wordings = TRAIN if kinds is None else {k: TRAIN[k] for k in kinds}
     rng = random.Random(seed)
     out, changed = [], 0
     for r in rows:
         conv = json.loads(r["conversations"])
-        new = _reword_turns(conv, TRAIN, rng.choice, share, rng)
+        new = _reword_turns(conv, wordings, rng.choice, share, rng)
         n = sum(a["content"] != b["content"] for a, b in zip(conv, new))
         changed += n
         out.append({**r, "conversations": json.dumps(new, ensure_ascii=False)} if n else r)
