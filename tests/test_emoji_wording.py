@@ -27,7 +27,7 @@ def test_reword_keeps_what_is_asked():
 
 
 def test_held_out_wordings_are_never_trained_on():
-    for kind, (data_pattern, train, held) in WORDINGS.items():
+    for kind, (_, train, held) in WORDINGS.items():
         assert not set(train) & set(held), kind
         for w in held:                      # nor are they the data's own wordings
             assert reword(w.format("the goat emoji" if "{}" in w else ""), TRAIN, lambda o: o[0]) is None, w

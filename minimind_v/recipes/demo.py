@@ -177,7 +177,8 @@ def _run_demo(out, quick, seed, recipe, examples, threads, why) -> dict:
     pics, cells = synth.cell_scenes(r.warmup_pictures, seed=seed + 2000, image_size=r.image_size,
                                     column=r.warmup_column)
     warm = warm_up_encoder(encoder, pics, cells, steps=r.warmup_steps, batch_size=r.batch_size, seed=seed)
-    say(f"    objects seen right (colour and shape) in {warm['accuracy']:.0%} of the last batch's patches, place in "
+    seen = "colour, shape and column" if r.warmup_column else "colour and shape"
+    say(f"    objects seen right ({seen}) in {warm['accuracy']:.0%} of the last batch's patches, place in "
         f"{warm['position_accuracy']:.0%}")
     encoder.encoder.save_pretrained(str(out / "encoder"))
 

@@ -49,7 +49,7 @@ def warm_up_encoder(encoder: VisionEncoder, images: list, cells: list[list[tuple
                     position_weight: float = 0.5, empty: str = "none", progress: bool = True) -> dict:
     """Train `encoder` in place to say, from each patch's own feature, what that patch shows.
 
-    `cells[i][p]` holds patch p's labels in picture i, one per attribute (the demo: (colour, shape),
+    `cells[i][p]` holds patch p's labels in picture i, one per attribute (the demo: (colour, shape, column),
     "none" for an empty cell). One linear head per attribute reads every patch feature, plus the place
     head, which predicts each patch's index from its feature (the label is the index itself), so the
     features keep where they are, which the left/right questions need. Returns, for the last batch,
