@@ -17,9 +17,9 @@ from collections import Counter
 import pytest
 
 from conftest import ROOT, need_shared
-from minimind_v.recipes.emoji import (_read_rows, _write_rows, by_style, caption, concept_labels, emoji_key,
-                                      family_key, mine_captions, picture_facts, row_facts, stratified, style_of,
-                                      verification_rows)
+from minimind_v.recipes.emoji import (_read_rows, _write_rows, by_style, caption, concept_labels, concept_rows,
+                                      emoji_key, family_key, mine_captions, picture_facts, row_facts, stratified,
+                                      style_of, verification_rows)
 from minimind_v.train.metrics import read_metrics
 
 
@@ -241,6 +241,16 @@ def test_quick_recipe_smoke(tmp_path):
     reply = vlm.answer("What emoji category is this in?", [img], max_new_tokens=16)
     assert reply.startswith("It belongs to the "), reply
 
+    # the warm-up is seeded and the training stages seed themselves: a rerun on this run's encoder
+    # (encoder_from, no warm-up) repeats it answer for answer
+    again = tmp_path / "again"
+    p = subprocess.run([sys.executable, "-m", "minimind_v.recipes.emoji", "--data", str(data), "--out", str(again),
+                        "--quick", "--threads", "1", "--set", f"encoder_from={out / 'encoder'}"],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "warm-up skipped" in p.stdout and not (again / "encoder").exists()
+    assert (again / "predictions.jsonl").read_text() == (out / "predictions.jsonl").read_text()
+
 
 def test_concept_labels_spread_by_kind():
     """A yes/no answer about one picture is given to every picture of the same kind, unless the kind was
@@ -258,3 +268,41 @@ def test_concept_labels_spread_by_kind():
     ]
     labels = concept_labels(rows, picture_facts(rows))
     assert labels == {"a vehicle": [None] * 5, "an animal": ["yes", "yes", "no", "no", None]}
+
+
+def test_concept_rows_ask_what_the_kind_answers():
+    """Every picture with a subject gets a concept question its kind answers, in the data's answer form;
+    about half are "yes" where the kind has concepts both ways."""
+    rows = [
+        _row("google/1f42d.png", ("What kind of thing is this?", "It is a mammal: the mouse face."),
+             ("Is this an animal?", "Yes, this is the mouse face."), ("Is this a vehicle?", "No, this is the mouse face.")),
+        _row("twitter/1f42e.png", ("What type of emoji is this?", "It is a mammal: the cow face.")),
+        _row("google/1f697.png", ("What kind of thing is this?", "It is a ground transport item: the automobile."),
+             ("Does this image show an animal?", "No, this is the automobile.")),
+        _row("google/1f9ab.png", ("Give some keywords for this emoji.", "dam, teeth.")),   # nothing known
+    ]
+    facts = picture_facts(rows)
+    out = concept_rows(rows, facts, per_picture=30, seed=5)
+    assert len(out) == 3 * 30 and all(r["image_names"] != "google/1f9ab.png" for r in out)
+    said = Counter()
+    for r in out:
+        q, a = (m["content"] for m in json.loads(r["conversations"]))
+        concept = re.match(r"<image>\n(?:Is this|Does this image show) (.+)\?$", q)[1]
+        subject = facts[[x["image_names"] for x in rows].index(r["image_names"])]["subject"]
+        truth = {("a mammal", "an animal"): "Yes", ("a mammal", "a vehicle"): "No",
+                 ("a ground transport item", "an animal"): "No"}
+        kind = "a mammal" if "face" in subject else "a ground transport item"
+        assert a == f"{truth[(kind, concept)]}, this is the {subject}."
+        said[(kind, a[:2])] += 1
+    assert said[("a ground transport item", "No")] == 30          # its only known concept is a "no"
+    assert 15 < said[("a mammal", "Ye")] < 45 and said[("a mammal", "Ye")] + said[("a mammal", "No")] == 60
+    assert concept_rows(rows, facts, 1, seed=5) == concept_rows(rows, facts, 1, seed=5)
+
+
+def test_encoder_from_must_be_an_encoder_folder(tmp_path):
+    from dataclasses import replace
+
+    from minimind_v.recipes.emoji import QUICK, run_emoji
+    data = need_shared("data")
+    with pytest.raises(FileNotFoundError, match="encoder_from"):
+        run_emoji(data, tmp_path / "out", recipe=replace(QUICK, encoder_from=str(tmp_path)), threads=1)

@@ -70,10 +70,12 @@ class EmojiRecipe:
     encoder_augment: float = 1.0   # data/augment.py strength during the warm-up (0: off)
     encoder_restyle: float = 0.0   # share of warm-up pictures redrawn in another style (data/augment.restyle)
     encoder_concepts: bool = False  # also the yes/no concepts ("is a person"), by kind (concept_labels)
+    encoder_from: str | None = None  # an earlier run's OUT/encoder (same data, seed, warm-up settings): no warm-up
     train_encoder: bool = False    # keep training the encoder in the VLM stages (False: frozen after warm-up)
     caption_epochs: float = 6.0    # vlm-pretrain passes over the mined captions (0: skip the stage)
     caption_verify: int = 1        # extra "Is this the X emoji?" rows per captioned picture in that stage
     verify_same_kind: float = 0.8  # share of their "no" questions naming an emoji of the same kind
+    caption_concepts: int = 0      # extra "Is this a flag?" rows per picture whose kind answers it (concept_rows)
     sft_epochs: float = 7.0        # vlm-sft passes over the training conversations
     batch_size: int = 16           # rows per optimizer step
     max_length: int = 512          # longest row is ~200 tokens: nothing is cut
@@ -253,6 +255,43 @@ def verification_rows(rows: list[dict], facts: list[dict], per_picture: int = 1,
     return out
 
 
+_CONCEPT_QUESTIONS = ("Is this {}?", "Does this image show {}?")       # the training file's two wordings
+
+
+def concept_rows(rows: list[dict], facts: list[dict], per_picture: int = 1, seed: int = 0) -> list[dict]:
+    """Yes/no concept questions ("Is this a flag?") for every picture whose subject is known and whose kind
+    answers some concept (`concept_labels`: the training rows' own answers, spread over each kind), in the
+    training file's wording and answer form ("No, this is the beaver emoji."); half ask a concept the
+    picture has, half one it has not, where it has both.
+
+    Why: the file asks 2,299 such questions, and a model trained on them answers "No, this is the flag of
+    Slovenia." to "Is this a flag?": it sees the flag (it names one) but its first word, the only one
+    scored, does not follow from it. These rows put every captioned picture through that decision."""
+    rng = random.Random(seed + 1)
+    labels = concept_labels(rows, facts)
+    out = []
+    for i, (r, f) in enumerate(zip(rows, facts)):
+        if "subject" not in f:
+            continue
+        by_answer = {"yes": [], "no": []}
+        for concept, answers in sorted(labels.items()):
+            if answers[i] in by_answer:
+                by_answer[answers[i]].append(concept)
+        for _ in range(per_picture):
+            pick = "yes" if rng.random() < 0.5 else "no"
+            pool = by_answer[pick] or by_answer["no" if pick == "yes" else "yes"]
+            if not pool:
+                break
+            concept = rng.choice(pool)
+            answer = "Yes" if concept in by_answer["yes"] else "No"
+            q = rng.choice(_CONCEPT_QUESTIONS).format(concept)
+            conv = [{"role": "user", "content": "<image>\n" + q},
+                    {"role": "assistant", "content": f"{answer}, this is the {f['subject']}."}]
+            out.append({"conversations": json.dumps(conv, ensure_ascii=False), "image_bytes": r["image_bytes"],
+                        "image_names": r["image_names"]})
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------------------------------
@@ -364,13 +403,24 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
     caps, cap_counts = mine_captions(rows, facts)
     if r.caption_verify > 0:
         caps = caps + verification_rows(rows, facts, r.caption_verify, r.verify_same_kind, seed)  # the loop shuffles
+    n_verify = len(caps) - cap_counts["captioned"]
+    if r.caption_concepts > 0:
+        caps = caps + concept_rows(rows, facts, r.caption_concepts, seed)
     cap_file = _write_rows(caps, out / "data" / "captions.parquet")
     say(f"2/5 captions mined for {cap_counts['captioned']} of {cap_counts['pictures']} pictures "
         f"({cap_counts['with_category']} with a category, {cap_counts['with_kind']} with a kind)"
-        + (f", plus {len(caps) - cap_counts['captioned']} yes/no name questions" if r.caption_verify else ""))
+        + (f", plus {n_verify} yes/no name questions" if r.caption_verify else "")
+        + (f", plus {len(caps) - cap_counts['captioned'] - n_verify} yes/no concept questions"
+           if r.caption_concepts else ""))
 
     vision, warm = {}, None
-    if r.encoder_epochs > 0:
+    if r.encoder_from is not None:         # the warm-up is seeded: an earlier run's encoder is the same one
+        if not (Path(r.encoder_from) / "config.json").exists():
+            raise FileNotFoundError(f"encoder_from={r.encoder_from}: no encoder folder there (want OUT/encoder "
+                                    "of an earlier run)")
+        say(f"2b/5 encoder warm-up skipped: the encoder of {r.encoder_from} is used")
+        vision = dict(vision_encoder=str(Path(r.encoder_from).resolve()))
+    elif r.encoder_epochs > 0:
         from ..data.augment import augment_image, restyle
         from ..image import open_image
         from ..model.vision import VisionEncoder
