@@ -17,9 +17,9 @@ from collections import Counter
 import pytest
 
 from conftest import ROOT, need_shared
-from minimind_v.recipes.emoji import (_read_rows, _write_rows, by_style, caption, concept_labels, concept_rows,
-                                      emoji_key, family_key, mine_captions, picture_facts, row_facts, stratified,
-                                      style_of, verification_rows)
+from minimind_v.recipes.emoji import (_read_rows, _write_rows, by_style, caption, category_rows, concept_labels,
+                                      concept_rows, emoji_key, family_key, mine_captions, picture_facts, row_facts,
+                                      stratified, style_of, verification_rows)
 from minimind_v.train.metrics import read_metrics
 
 
@@ -306,3 +306,16 @@ def test_encoder_from_must_be_an_encoder_folder(tmp_path):
     data = need_shared("data")
     with pytest.raises(FileNotFoundError, match="encoder_from"):
         run_emoji(data, tmp_path / "out", recipe=replace(QUICK, encoder_from=str(tmp_path)), threads=1)
+
+
+def test_category_rows_ask_in_the_data_wording():
+    facts = [{"subject": "beaver emoji", "category": "Animals & Nature"}, {"category": "Flags"}, {"kind": "a food"}]
+    rows = [{"image_bytes": bytes([i]), "image_names": f"google/{i}.png"} for i in range(3)]
+    out = category_rows(rows, facts, per_picture=20, seed=1)
+    assert len(out) == 40 and {r["image_bytes"] for r in out} == {b"\x00", b"\x01"}   # no category: no row
+    asked = Counter()
+    for r in out:
+        q, a = (m["content"] for m in json.loads(r["conversations"]))
+        asked[q] += 1
+        assert a == f"It belongs to the {facts[r['image_bytes'][0]]['category']} category."
+    assert set(asked) == {"<image>\nWhich category does this emoji belong to?", "<image>\nWhat emoji category is this in?"}

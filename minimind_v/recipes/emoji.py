@@ -76,6 +76,7 @@ class EmojiRecipe:
     caption_verify: int = 1        # extra "Is this the X emoji?" rows per captioned picture in that stage
     verify_same_kind: float = 0.8  # share of their "no" questions naming an emoji of the same kind
     caption_concepts: int = 0      # extra "Is this a flag?" rows per picture whose kind answers it (concept_rows)
+    caption_category: int = 0      # extra "Which category does this emoji belong to?" rows per picture (category_rows)
     sft_epochs: float = 7.0        # vlm-sft passes over the training conversations
     batch_size: int = 16           # rows per optimizer step
     max_length: int = 512          # longest row is ~200 tokens: nothing is cut
@@ -292,6 +293,29 @@ def concept_rows(rows: list[dict], facts: list[dict], per_picture: int = 1, seed
     return out
 
 
+_CATEGORY_QUESTIONS = ("Which category does this emoji belong to?", "What emoji category is this in?")
+
+
+def category_rows(rows: list[dict], facts: list[dict], per_picture: int = 1, seed: int = 0) -> list[dict]:
+    """A category question for every picture whose category is known, in the training file's two wordings
+    and its answer form ("It belongs to the Animals & Nature category.").
+
+    Why: in a caption the category comes after the name, so the text already gives it away and the
+    picture need not; the file asks the question itself about 1,148 pictures. Here the category must
+    come from the picture alone, for every picture."""
+    rng = random.Random(seed + 2)
+    out = []
+    for r, f in zip(rows, facts):
+        if "category" not in f:
+            continue
+        for _ in range(per_picture):
+            conv = [{"role": "user", "content": "<image>\n" + rng.choice(_CATEGORY_QUESTIONS)},
+                    {"role": "assistant", "content": f"It belongs to the {f['category']} category."}]
+            out.append({"conversations": json.dumps(conv, ensure_ascii=False), "image_bytes": r["image_bytes"],
+                        "image_names": r["image_names"]})
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------------------------------
@@ -403,15 +427,17 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
     caps, cap_counts = mine_captions(rows, facts)
     if r.caption_verify > 0:
         caps = caps + verification_rows(rows, facts, r.caption_verify, r.verify_same_kind, seed)  # the loop shuffles
-    n_verify = len(caps) - cap_counts["captioned"]
+    extra = {"yes/no name": len(caps) - cap_counts["captioned"]}
     if r.caption_concepts > 0:
-        caps = caps + concept_rows(rows, facts, r.caption_concepts, seed)
+        extra["yes/no concept"] = len(more := concept_rows(rows, facts, r.caption_concepts, seed))
+        caps = caps + more
+    if r.caption_category > 0:
+        extra["category"] = len(more := category_rows(rows, facts, r.caption_category, seed))
+        caps = caps + more
     cap_file = _write_rows(caps, out / "data" / "captions.parquet")
     say(f"2/5 captions mined for {cap_counts['captioned']} of {cap_counts['pictures']} pictures "
         f"({cap_counts['with_category']} with a category, {cap_counts['with_kind']} with a kind)"
-        + (f", plus {n_verify} yes/no name questions" if r.caption_verify else "")
-        + (f", plus {len(caps) - cap_counts['captioned'] - n_verify} yes/no concept questions"
-           if r.caption_concepts else ""))
+        + "".join(f", plus {n} {what} questions" for what, n in extra.items() if n))
 
     vision, warm = {}, None
     if r.encoder_from is not None:         # the warm-up is seeded: an earlier run's encoder is the same one
