@@ -205,6 +205,13 @@ def concept_labels(rows: list[dict], facts: list[dict]) -> dict[str, list]:
     return {c: [answer.get((f.get("kind"), c)) for f in facts] for c in concepts}
 
 
+def qa_row(picture: dict, question: str, answer: str) -> dict:
+    """A one-turn training row about `picture` (a training row: its image bytes and name are kept)."""
+    conv = [{"role": "user", "content": "<image>\n" + question}, {"role": "assistant", "content": answer}]
+    return {"conversations": json.dumps(conv, ensure_ascii=False), "image_bytes": picture["image_bytes"],
+            "image_names": picture["image_names"]}
+
+
 def mine_captions(rows: list[dict], facts: list[dict] | None = None) -> tuple[list[dict], dict]:
     """Caption rows for every training picture whose subject is known (`facts`: `picture_facts(rows)`,
     computed here when not given). Returns (rows, counts)."""
@@ -216,9 +223,7 @@ def mine_captions(rows: list[dict], facts: list[dict] | None = None) -> tuple[li
         counts["captioned"] += 1
         counts["with_category"] += "category" in full
         counts["with_kind"] += "kind" in full
-        conv = [{"role": "user", "content": "<image>\n" + CAPTION_PROMPT}, {"role": "assistant", "content": text}]
-        out.append({"conversations": json.dumps(conv, ensure_ascii=False), "image_bytes": r["image_bytes"],
-                    "image_names": r["image_names"]})
+        out.append(qa_row(r, CAPTION_PROMPT, text))
     return out, counts
 
 
@@ -255,9 +260,7 @@ def verification_rows(rows: list[dict], facts: list[dict], per_picture: int = 1,
             q = rng.choice(_VERIFY_QUESTIONS).format(asked)
             a = (f"Yes, this is the {asked}." if asked == f["subject"]
                  else f"No, this is the {f['subject']}, not the {asked}.")
-            conv = [{"role": "user", "content": "<image>\n" + q}, {"role": "assistant", "content": a}]
-            out.append({"conversations": json.dumps(conv, ensure_ascii=False), "image_bytes": r["image_bytes"],
-                        "image_names": r["image_names"]})
+            out.append(qa_row(r, q, a))
     return out
 
 
@@ -285,16 +288,13 @@ def concept_rows(rows: list[dict], facts: list[dict], per_picture: int = 1, seed
                 by_answer[answers[i]].append(concept)
         for _ in range(per_picture):
             pick = "yes" if rng.random() < 0.5 else "no"
-            pool = by_answer[pick] or by_answer["no" if pick == "yes" else "yes"]
-            if not pool:
+            if not by_answer[pick]:
+                pick = "no" if pick == "yes" else "yes"
+            if not by_answer[pick]:
                 break
-            concept = rng.choice(pool)
-            answer = "Yes" if concept in by_answer["yes"] else "No"
+            concept = rng.choice(by_answer[pick])
             q = rng.choice(_CONCEPT_QUESTIONS).format(concept)
-            conv = [{"role": "user", "content": "<image>\n" + q},
-                    {"role": "assistant", "content": f"{answer}, this is the {f['subject']}."}]
-            out.append({"conversations": json.dumps(conv, ensure_ascii=False), "image_bytes": r["image_bytes"],
-                        "image_names": r["image_names"]})
+            out.append(qa_row(r, q, f"{pick.capitalize()}, this is the {f['subject']}."))
     return out
 
 
@@ -314,10 +314,7 @@ def category_rows(rows: list[dict], facts: list[dict], per_picture: int = 1, see
         if "category" not in f:
             continue
         for _ in range(per_picture):
-            conv = [{"role": "user", "content": "<image>\n" + rng.choice(_CATEGORY_QUESTIONS)},
-                    {"role": "assistant", "content": f"It belongs to the {f['category']} category."}]
-            out.append({"conversations": json.dumps(conv, ensure_ascii=False), "image_bytes": r["image_bytes"],
-                        "image_names": r["image_names"]})
+            out.append(qa_row(r, rng.choice(_CATEGORY_QUESTIONS), f"It belongs to the {f['category']} category."))
     return out
 
 
@@ -430,19 +427,18 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
 
     facts = picture_facts(rows)
     caps, cap_counts = mine_captions(rows, facts)
+    extra = {}                             # more caption-stage rows, appended (the loop shuffles)
     if r.caption_verify > 0:
-        caps = caps + verification_rows(rows, facts, r.caption_verify, r.verify_same_kind, seed)  # the loop shuffles
-    extra = {"yes/no name": len(caps) - cap_counts["captioned"]}
+        extra["yes/no name"] = verification_rows(rows, facts, r.caption_verify, r.verify_same_kind, seed)
     if r.caption_concepts > 0:
-        extra["yes/no concept"] = len(more := concept_rows(rows, facts, r.caption_concepts, seed))
-        caps = caps + more
+        extra["yes/no concept"] = concept_rows(rows, facts, r.caption_concepts, seed)
     if r.caption_category > 0:
-        extra["category"] = len(more := category_rows(rows, facts, r.caption_category, seed))
-        caps = caps + more
+        extra["category"] = category_rows(rows, facts, r.caption_category, seed)
+    caps = caps + [row for more in extra.values() for row in more]
     cap_file = _write_rows(caps, out / "data" / "captions.parquet")
     say(f"2/5 captions mined for {cap_counts['captioned']} of {cap_counts['pictures']} pictures "
         f"({cap_counts['with_category']} with a category, {cap_counts['with_kind']} with a kind)"
-        + "".join(f", plus {n} {what} questions" for what, n in extra.items() if n))
+        + "".join(f", plus {len(more)} {what} questions" for what, more in extra.items()))
 
     vision, warm = {}, None
     if r.encoder_from is not None:         # the warm-up is seeded: an earlier run's encoder is the same one
