@@ -275,7 +275,8 @@ def test_concept_rows_ask_what_the_kind_answers():
     about half are "yes" where the kind has concepts both ways."""
     rows = [
         _row("google/1f42d.png", ("What kind of thing is this?", "It is a mammal: the mouse face."),
-             ("Is this an animal?", "Yes, this is the mouse face."), ("Is this a vehicle?", "No, this is the mouse face.")),
+             ("Is this an animal?", "Yes, this is the mouse face."),
+             ("Is this a vehicle?", "No, this is the mouse face.")),
         _row("twitter/1f42e.png", ("What type of emoji is this?", "It is a mammal: the cow face.")),
         _row("google/1f697.png", ("What kind of thing is this?", "It is a ground transport item: the automobile."),
              ("Does this image show an animal?", "No, this is the automobile.")),
@@ -318,4 +319,5 @@ def test_category_rows_ask_in_the_data_wording():
         q, a = (m["content"] for m in json.loads(r["conversations"]))
         asked[q] += 1
         assert a == f"It belongs to the {facts[r['image_bytes'][0]]['category']} category."
-    assert set(asked) == {"<image>\nWhich category does this emoji belong to?", "<image>\nWhat emoji category is this in?"}
+    assert set(asked) == {"<image>\nWhich category does this emoji belong to?",
+                          "<image>\nWhat emoji category is this in?"}

@@ -36,8 +36,9 @@ warm-up raised category accuracy clearly (without it the encoder learns only thr
 weak signal for a small encoder); a frozen encoder after it is as good as one trained on and cheaper (its
 features come from the encoder cache); rows are packed (short rows of different lengths: packing with
 attention per row on the CPU wastes no work on padding); the concept and category questions in step 3
-took yes/no to 85.4-86.4% over three seeds (was 74.8-83.5%) and kept category at 69-72%, where the yes/no name questions (`caption_verify`,
-the earlier default) helped yes/no on some seeds only and never taught the model to tell emoji apart.
+took yes/no to 85.4-86.4% over three seeds (was 74.8-83.5%) and kept category at 69-72%, where the yes/no
+name questions (`caption_verify`, the earlier default) helped yes/no on some seeds only and never taught
+the model to tell emoji apart.
 """
 from __future__ import annotations
 
