@@ -321,3 +321,11 @@ def test_category_rows_ask_in_the_data_wording():
         assert a == f"It belongs to the {facts[r['image_bytes'][0]]['category']} category."
     assert set(asked) == {"<image>\nWhich category does this emoji belong to?",
                           "<image>\nWhat emoji category is this in?"}
+
+
+def test_repeated_set_options_all_apply():
+    from minimind_v.recipes.emoji import parse_args
+    _, r = parse_args(["--data", "d", "--set", "train_style=google", "--set", "encoder_restyle=0.5", "hidden=64"])
+    assert (r.train_style, r.encoder_restyle, r.hidden) == ("google", 0.5, 64)
+    with pytest.raises(SystemExit, match="unknown recipe field 'hiden'"):
+        parse_args(["--data", "d", "--set", "hiden=64"])
