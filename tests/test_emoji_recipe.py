@@ -18,8 +18,8 @@ import pytest
 
 from conftest import ROOT, need_shared
 from minimind_v.recipes.emoji import (_read_rows, _write_rows, by_style, caption, category_rows, concept_labels,
-                                      concept_rows, emoji_key, family_key, mine_captions, picture_facts, row_facts,
-                                      stratified, style_of, verification_rows)
+                                      concept_rows, emoji_key, family_key, mine_captions, other_style_rows,
+                                      picture_facts, row_facts, stratified, style_of, verification_rows)
 from minimind_v.train.metrics import read_metrics
 
 
@@ -329,3 +329,36 @@ def test_repeated_set_options_all_apply():
     assert (r.train_style, r.encoder_restyle, r.hidden) == ("google", 0.5, 64)
     with pytest.raises(SystemExit, match="unknown recipe field 'hiden'"):
         parse_args(["--data", "d", "--set", "hiden=64"])
+
+
+def test_other_style_rows_ask_about_the_unseen_style(tmp_path):
+    """The larger cross-style test: every emoji family of the other style once, its category and kind."""
+    rows = [_row("google/1f9ab.png", ("What type of emoji is this?", "It is a mammal: the beaver emoji."),
+                 ("Which category does this emoji belong to?", "It belongs to the Animals & Nature category.")),
+            _row("twitter/1f9ab.png", ("What is this?", "This is the beaver emoji.")),
+            _row("twitter/1f44b-1f3fd.png", ("What emoji category is this in?", "It belongs to the People & Body category.")),
+            _row("twitter/1f44b-1f3fb.png", ("What emoji category is this in?", "It belongs to the People & Body category.")),
+            _row("twitter/1f600.png", ("What is this?", "x"))]
+    _write_rows(rows, tmp_path / "emoji_train.parquet")
+    got = other_style_rows(tmp_path, "google")
+    # the Twitter beaver gets its facts from the Google row; one waving hand of two tones; no facts, no row
+    assert [(r["image_names"], r["task"], r["answer"]) for r in got] == [
+        ("twitter/1f9ab.png", "category", "Animals & Nature"), ("twitter/1f9ab.png", "kind", "mammal"),
+        ("twitter/1f44b-1f3fd.png", "category", "People & Body")]
+    questions = [json.loads(r["conversations"])[0]["content"] for r in got]
+    assert questions == ["<image>\nWhat emoji category is this in?", "<image>\nWhat kind of thing is this?",
+                         "<image>\nWhich category does this emoji belong to?"]      # the data's wordings, in turn
+    assert [r["image_names"] for r in other_style_rows(tmp_path, "twitter")] == ["google/1f9ab.png"] * 2
+
+
+def test_one_style_run_scores_the_other_style(tmp_path):
+    """--set train_style=...: summary.json has the other style's training-file questions, scored."""
+    data = need_shared("data")
+    from minimind_v.recipes.emoji import main
+    main(["--data", str(data), "--out", str(tmp_path / "run"), "--quick", "--threads", "1",
+          "--set", "train_style=twitter"])
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    other = s["other_style_train"]
+    assert s["recipe"]["train_style"] == "twitter" and other["n"] == 60
+    assert set(other["per_type"]) == set(other["majority_per_type"]) == {"category", "kind"}
+    assert all(0 <= v <= 1 for v in other["per_type"].values())
