@@ -356,10 +356,11 @@ def style_of(image_name: str) -> str:
     return image_name.split("/", 1)[0] if "/" in image_name else "?"
 
 
-def _read_rows(path: Path, limit: int | None = None, style: str | None = None) -> list[dict]:
+def _read_rows(path: Path, limit: int | None = None, style: str | None = None,
+               columns=("conversations", "image_bytes", "image_names")) -> list[dict]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
-    t = pq.read_table(path, columns=["conversations", "image_bytes", "image_names"])
+    t = pq.read_table(path, columns=list(columns))
     if style is not None:                  # filtered and cut in Arrow: only the rows used become Python
         t = t.filter(pc.starts_with(t["image_names"], style + "/"))
         if t.num_rows == 0:
