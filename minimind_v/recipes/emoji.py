@@ -28,7 +28,10 @@ Steps (CPU, nothing downloaded; the data is DATA_DIR/emoji_{train,val}.parquet, 
      task, and again with the questions asked in wordings never trained on (`held_out_wording`);
      summary.json, predictions.jsonl, loss.png, examples. Every number is also given per art style
      of the validation pictures (`by_style`); `train_style` trains on one style only, so the other
-     style's pictures show what the model makes of drawings it never saw (the cross-style split).
+     style's pictures show what the model makes of drawings it never saw (the cross-style split), and
+     such a run also answers the category and kind of every other-style picture of the training file
+     (`other_style_rows`, ~1,700 questions each: emoji_val has too few to see a change of a few points).
+     `emoji_probe.py` asks where what the model knows sits: in the frozen encoder or in the LLM.
 
 Why these settings (docs/emoji.md has the measurements): a 64 px emoji cut into 8 px patches gives 64
 patches, merged 4 by 4 into 16 visual tokens, which keeps a row short (16 + ~115 text tokens); the
