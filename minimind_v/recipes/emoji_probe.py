@@ -66,7 +66,8 @@ def _caption_gain(vlm, image, names: list[str]) -> list[float]:
         for pic in (image, blank):
             with torch.no_grad():
                 logits = vlm.model(ids, pixel_values=vlm.pixels([pic])).logits[0, len(prompt) - 1:-1]
-            logp.append(logits.float().log_softmax(-1).gather(1, torch.tensor(answer)[:, None]).sum().item())
+            target = torch.tensor(answer, device=logits.device)[:, None]
+            logp.append(logits.float().log_softmax(-1).gather(1, target).sum().item())
         gains.append(logp[0] - logp[1])
     return gains
 
