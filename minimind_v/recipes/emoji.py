@@ -329,6 +329,16 @@ def category_rows(rows: list[dict], facts: list[dict], per_picture: int = 1, see
 _KIND_QUESTIONS = ("What type of emoji is this?", "What kind of thing is this?")   # the training file's two
 
 
+def other_style_pictures(rows: list[dict], train_style: str) -> list[int]:
+    """Indices of the pictures not in `train_style`, one per emoji family (the first of its skin tones)."""
+    families, out = set(), []
+    for i, r in enumerate(rows):
+        if style_of(r["image_names"]) != train_style and family_key(r["image_names"]) not in families:
+            families.add(family_key(r["image_names"]))
+            out.append(i)
+    return out
+
+
 def other_style_rows(data_dir: str | Path, train_style: str, limit: int | None = None) -> list[dict]:
     """Eval rows on every picture of the training file NOT in `train_style`: its category and its kind,
     asked in the training file's wordings (alternating), the answers mined as for the captions; one
@@ -338,11 +348,9 @@ def other_style_rows(data_dir: str | Path, train_style: str, limit: int | None =
     2.6-3.0 points, more than any change measured; the other style's ~2,450 training pictures (the same
     emoji, another artist, none of them seen when training on one style) measure it to about a point."""
     rows = _read_rows(Path(data_dir) / TRAIN_FILE)
-    out, families = [], set()
-    for i, (r, f) in enumerate(zip(rows, picture_facts(rows))):
-        if style_of(r["image_names"]) == train_style or family_key(r["image_names"]) in families:
-            continue
-        families.add(family_key(r["image_names"]))
+    facts, out = picture_facts(rows), []
+    for i in other_style_pictures(rows, train_style):
+        r, f = rows[i], facts[i]
         for task, answer, questions in (("category", f.get("category"), _CATEGORY_QUESTIONS),
                                         ("kind", f.get("kind"), _KIND_QUESTIONS)):
             if answer is None:

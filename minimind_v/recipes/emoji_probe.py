@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from ..image import open_image
 from ..model.vision import blank_image
-from .emoji import TRAIN_FILE, VAL_FILE, _read_rows, emoji_key, family_key, picture_facts, style_of
+from .emoji import TRAIN_FILE, VAL_FILE, _read_rows, emoji_key, other_style_pictures, picture_facts, style_of
 
 _NAME_QUESTION = re.compile(r"^(?:Is this|Does this image show) the (.+)\?$")
 
@@ -124,11 +124,7 @@ def style_probe(encoder, data_dir: str | Path, train_style: str, steps: int = 30
     facts = picture_facts(rows)
     feats = encoder_features(encoder, rows)
     seen = [i for i, r in enumerate(rows) if style_of(r["image_names"]) == train_style]
-    families, unseen = set(), []
-    for i, r in enumerate(rows):
-        if style_of(r["image_names"]) != train_style and family_key(r["image_names"]) not in families:
-            families.add(family_key(r["image_names"]))
-            unseen.append(i)
+    unseen = other_style_pictures(rows, train_style)
     mu, sd = feats[seen].mean(0), feats[seen].std(0) + 1e-6
     out = {"train_style": train_style}
     for task in ("category", "kind"):
