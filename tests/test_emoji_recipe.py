@@ -377,6 +377,12 @@ def test_one_style_run_scores_the_other_style(tmp_path, capsys):
     assert st["identity_top10"] > 0.04
 
 
+def test_probe_needs_a_run_folder(tmp_path):
+    from minimind_v.recipes.emoji_probe import main as probe
+    with pytest.raises(SystemExit, match="summary.json not found"):
+        probe([str(tmp_path), "--data", str(tmp_path)])
+
+
 def test_auc_orders_pairs():
     from minimind_v.recipes.emoji_probe import auc
     assert auc([3, 4], [1, 2]) == 1.0 and auc([1], [2]) == 0.0 and auc([1, 2], [1, 2]) == 0.5

@@ -160,9 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m minimind_v.recipes.emoji_probe", description=__doc__.split("\n")[0])
     ap.add_argument("run", help="a finished emoji run folder (OUT of recipes/emoji.sh)")
     ap.add_argument("--data", default="../shared/data", help="folder holding the emoji parquet files")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: a tiny model)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
+    for need in (Path(a.run) / "summary.json", Path(a.run) / "model", Path(a.data) / TRAIN_FILE,
+                 Path(a.data) / VAL_FILE):
+        if not need.exists():
+            raise SystemExit(f"error: {need} not found (want a finished emoji run folder and --data DATA_DIR "
+                             "holding the emoji parquet files)")
     summary = json.loads((Path(a.run) / "summary.json").read_text())
     style = summary.get("recipe", {}).get("train_style")
     result = {"run": str(a.run), **name_check(a.run, a.data, style, seed=summary.get("seed", 0))}
