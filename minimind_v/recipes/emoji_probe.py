@@ -72,11 +72,10 @@ def _caption_gain(vlm, image, names: list[str]) -> list[float]:
     return gains
 
 
-def name_check(run: str | Path, data_dir: str | Path, train_style: str | None = None, train_pictures: int = 150,
+def name_check(vlm, data_dir: str | Path, train_style: str | None = None, train_pictures: int = 150,
                seed: int = 0) -> dict:
-    """The name_yesno ROC AUCs of the module docstring; `train_style`: the run saw that style's pictures only."""
-    from ..pipeline import VLM
-    vlm = VLM.load(Path(run) / "model")
+    """The name_yesno ROC AUCs of the module docstring for `vlm` (a pipeline.VLM, the run's OUT/model);
+    `train_style`: the run saw that style's pictures only."""
     vlm.model.eval()
     rows = _read_rows(Path(data_dir) / TRAIN_FILE, style=train_style)
     facts = picture_facts(rows)
@@ -168,12 +167,13 @@ def main(argv: list[str] | None = None) -> int:
         if not need.exists():
             raise SystemExit(f"error: {need} not found (want a finished emoji run folder and --data DATA_DIR "
                              "holding the emoji parquet files)")
+    from ..pipeline import VLM
     summary = json.loads((Path(a.run) / "summary.json").read_text())
     style = summary.get("recipe", {}).get("train_style")
-    result = {"run": str(a.run), **name_check(a.run, a.data, style, seed=summary.get("seed", 0))}
+    vlm = VLM.load(Path(a.run) / "model")
+    result = {"run": str(a.run), **name_check(vlm, a.data, style, seed=summary.get("seed", 0))}
     if style:
-        from ..pipeline import VLM
-        result["style_probe"] = style_probe(VLM.load(Path(a.run) / "model").model.vision_encoder, a.data, style)
+        result["style_probe"] = style_probe(vlm.model.vision_encoder, a.data, style)
     print(json.dumps(result))
     return 0
 
