@@ -41,7 +41,7 @@ import torch  # noqa: E402
 
 
 from minimind_v.config import preset  # noqa: E402
-from minimind_v.data.chat import render  # noqa: E402
+from minimind_v.data.chatml import render  # noqa: E402
 from minimind_v.model import generate as gen  # noqa: E402
 from minimind_v.model.vision import image_to_patches  # noqa: E402
 from minimind_v.model.vlm import MiniMindVLM  # noqa: E402

@@ -74,7 +74,7 @@ def _cmd_tokenizer_train(a) -> int:
 
 def _add_data(p):
     from .datatools.check import add_check_command
-    from .datatools.commands import add_data_commands
+    from .datatools.data_command import add_data_commands
     dsub = p.add_subparsers(dest="data_cmd", required=True)
     s = dsub.add_parser("synth", help="write the synthetic shapes data set as parquet",
                         description="Coloured shapes with captions (pretrain.parquet), multi-turn questions "
@@ -172,7 +172,7 @@ def _cmd_demo(a) -> int:
 
 
 def _add_convert(c) -> None:
-    """`convert` (formats/commands.py, imported only when it runs)."""
+    """`convert` (formats/convert_export.py, imported only when it runs)."""
     from .config import DTYPES, PRESETS
     c.description = ("Convert weights between the original MiniMind-V layouts and minimind-v model folders. SRC: an "
                      "original checkpoint (.pth/.bin/.safetensors), a Hugging Face MiniMind-V folder, or a "
@@ -201,7 +201,7 @@ def _add_convert(c) -> None:
 
 
 def _add_export(e) -> None:
-    """`export` (formats/commands.py, imported only when it runs)."""
+    """`export` (formats/convert_export.py, imported only when it runs)."""
     from .config import DTYPES
     e.description = ("--to hf writes a folder that AutoProcessor and AutoModelForImageTextToText (or "
                      "AutoModelForCausalLM) load with trust_remote_code=True, and pipeline('image-text-to-text') "
@@ -217,7 +217,7 @@ def _add_export(e) -> None:
 
 def _cmd_convert(a) -> int:
     from .config import torch_dtype
-    from .formats.commands import convert
+    from .formats.convert_export import convert
     convert(a.src, a.dst, a.to, preset_name=a.preset, config=a.config, tokenizer=a.tokenizer,
             vision_encoder=a.vision_encoder, bundle_encoder=a.bundle_encoder, dtype=torch_dtype(a.dtype), seed=a.seed)
     return 0
@@ -225,13 +225,13 @@ def _cmd_convert(a) -> int:
 
 def _cmd_export(a) -> int:
     from .config import torch_dtype
-    from .formats.commands import export
+    from .formats.convert_export import export
     export(a.model, a.out, a.to, torch_dtype(a.dtype))
     return 0
 
 
 def _add_serve(p) -> None:
-    from .serve.commands import add_serve_arguments
+    from .serve.serve_command import add_serve_arguments
     add_serve_arguments(p)
 
 

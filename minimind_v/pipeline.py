@@ -22,7 +22,7 @@ from typing import Iterator
 import torch
 from PIL import Image
 
-from .data.chat import IMAGE_MARKER, count_markers, render
+from .data.chatml import IMAGE_MARKER, count_markers, render
 from .formats.load import load_model
 from .model.generate import SamplingParams, generate, generate_stream
 from .image import to_rgb

@@ -3,7 +3,7 @@
 A tokenizer folder is the Hugging Face layout (`tokenizer.json` + `tokenizer_config.json` with a
 ChatML chat template), so the original MiniMind tokenizer folder and ours load the same way, and
 `transformers.AutoTokenizer` can read ours. At run time we use the fast `tokenizers` library directly:
-offsets from it give exact label masks (see data/chat.py).
+offsets from it give exact label masks (see data/chatml.py).
 """
 from __future__ import annotations
 

@@ -66,7 +66,7 @@ def tiny_model(tiny_tokenizer):
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
-    from minimind_v.model.folder import save_model
+    from minimind_v.formats.folder import save_model
     out = tmp_path_factory.mktemp("model")
     save_model(make_tiny_model(tiny_tokenizer), out, tiny_tokenizer)
     return out

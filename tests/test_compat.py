@@ -17,14 +17,10 @@ from safetensors.torch import load_file
 
 from minimind_v import cli
 from minimind_v.config import SIGLIP2_B16, ModelConfig, VisionConfig, preset
-from minimind_v.convert import convert, parameter_counts, to_reference
-from minimind_v.hf.fields import original_config
-from minimind_v.model.folder import (
-    CheckpointMismatch,
-    load_model,
-    save_model,
-    strict_load,
-)
+from minimind_v.formats.convert_export import convert, parameter_counts, to_reference
+from minimind_v.formats.fields import original_config
+from minimind_v.formats.folder import CheckpointMismatch, save_model, strict_load
+from minimind_v.formats.load import load_model
 from minimind_v.model.vision import image_to_patches
 from minimind_v.model.vlm import MiniMindVLM
 
@@ -243,7 +239,7 @@ def test_siglip2_b16_parameter_counts():
 def test_original_tokenizer_renders_the_fixture_examples():
     from transformers import AutoTokenizer
 
-    from minimind_v.data.chat import parse_conversations, render
+    from minimind_v.data.chatml import parse_conversations, render
     from minimind_v.data.collate import Collator
     from minimind_v.data.parquet import Sample
     from minimind_v.tokenizer import Tokenizer

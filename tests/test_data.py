@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from minimind_v.config import preset
-from minimind_v.data.chat import BadRow, parse_conversations, render, render_text
+from minimind_v.data.chatml import BadRow, parse_conversations, render, render_text
 from minimind_v.data.collate import Collator
 from minimind_v.data.parquet import Sample, Skipped, VLMDataset
 from minimind_v.eval.score import is_correct

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from minimind_v.datatools import commands
-from minimind_v.data.chat import parse_conversations
+from minimind_v.datatools import data_command
+from minimind_v.data.chatml import parse_conversations
 from minimind_v.datatools.convert import (CAPTION_PROMPTS, convert_captions, convert_hf, convert_llava,
                                      output_schema, val_count)
 from minimind_v.data.parquet import ParquetRows, row_images
@@ -378,7 +378,7 @@ def test_stats_without_tokenizer(tmp_path):
 def test_cli_convert_preview_stats(llava, tmp_path, capsys):
     js, img = llava
     out = tmp_path / "cli" / "data.parquet"
-    rc = commands.main(["convert", "llava", str(js), "--images", str(img), "--out", str(out), "--no-progress", "--dedupe",
+    rc = data_command.main(["convert", "llava", str(js), "--images", str(img), "--out", str(out), "--no-progress", "--dedupe",
                         "--report", str(tmp_path / "report.json")])
     assert rc == 0
     printed = capsys.readouterr().out
@@ -386,16 +386,16 @@ def test_cli_convert_preview_stats(llava, tmp_path, capsys):
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["rows_written"] == 5 and report["bad_counts"]["missing_image"] == 1 and report["duplicates"] == 1
 
-    assert commands.main(["preview", str(out), "--out", str(tmp_path / "g.png"), "--n", "4", "--thumb", "32"]) == 0
+    assert data_command.main(["preview", str(out), "--out", str(tmp_path / "g.png"), "--n", "4", "--thumb", "32"]) == 0
     assert Image.open(tmp_path / "g.png").size == grid_layout(4, thumb=32).size
     capsys.readouterr()
-    assert commands.main(["stats", str(out), "--json", str(tmp_path / "s.json")]) == 0
+    assert data_command.main(["stats", str(out), "--json", str(tmp_path / "s.json")]) == 0
     assert "multi-image" in capsys.readouterr().out
     assert json.loads((tmp_path / "s.json").read_text())["counts"] == {"text_only": 1, "one_image": 3,
                                                                        "multi_image": 1}
     # errors: a missing input is exit code 2 with a message, not a traceback
-    assert commands.main(["convert", "captions", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    assert data_command.main(["convert", "captions", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     assert "not found" in capsys.readouterr().err
     with pytest.raises(SystemExit) as e:
-        commands.main(["convert", "hf", "--help"])
+        data_command.main(["convert", "hf", "--help"])
     assert e.value.code == 0 and "--question-column" in capsys.readouterr().out

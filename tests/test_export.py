@@ -18,8 +18,9 @@ from PIL import Image
 
 from minimind_v import cli
 from minimind_v.config import ModelConfig, VisionConfig
-from minimind_v.convert import convert, export
-from minimind_v.model.folder import load_model, save_model
+from minimind_v.formats.convert_export import convert, export
+from minimind_v.formats.load import load_model
+from minimind_v.formats.folder import save_model
 from minimind_v.model.generate import SamplingParams, generate
 from minimind_v.model.vision import image_to_patches
 from minimind_v.model.vlm import MiniMindVLM
@@ -117,7 +118,7 @@ def test_transformers_generation_equals_our_chat(exported, tok):
 
     messages = [{"role": "user", "content": "<image>\nWhat colour is the circle?"}]
     ids = vlm.prompt_ids(messages, 1)
-    from minimind_v.data.chat import render_text
+    from minimind_v.data.chatml import render_text
     text, _ = render_text(messages, vlm.model.cfg.image_token_len, add_generation_prompt=True)
     hf_ids = hf_tok(text, return_tensors="pt").input_ids
     assert hf_ids[0].tolist() == ids                         # the exported tokenizer tokenises the same

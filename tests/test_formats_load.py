@@ -8,7 +8,7 @@ import torch
 from conftest import REF, needs_ref
 from safetensors.torch import load_file
 
-from minimind_v.formats.commands import convert, export
+from minimind_v.formats.convert_export import convert, export
 from minimind_v.formats.load import load_model
 
 quiet = dict(log=lambda m: None)

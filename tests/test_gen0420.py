@@ -16,8 +16,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from minimind_v import cli
-from minimind_v.convert import convert
-from minimind_v.model.folder import load_model
+from minimind_v.formats.convert_export import convert
+from minimind_v.formats.load import load_model
 from minimind_v.model.naflex import patches_to_picture, split_naflex
 from minimind_v.model.vision import image_to_patches
 from minimind_v.model.vlm import MiniMindVLM
@@ -221,7 +221,7 @@ def test_0420_data_rows_give_upstream_tokens_labels_and_pixels():
     import hashlib
 
     from minimind_v.config import ModelConfig
-    from minimind_v.data.chat import parse_conversations, render
+    from minimind_v.data.chatml import parse_conversations, render
     from minimind_v.data.parquet import Sample, Skipped, VLMDataset
     from minimind_v.formats.generations import config_for
     from minimind_v.tokenizer import Tokenizer
@@ -395,7 +395,7 @@ def test_0420_preset_builds_upstreams_names_and_shapes():
     """The preset at the tiny sizes has exactly the keys and shapes of upstream's trainer file; full size, the
     projector is LayerNorm(768) + 2 x Linear(768, 768) = 1,182,720 parameters, and the encoder is SigLIP v1."""
     from minimind_v.config import preset
-    from minimind_v.convert import parameter_counts
+    from minimind_v.formats.convert_export import parameter_counts
     d = json.loads((R / "tiny_0420_config.json").read_text())
     small = preset("minimind-3v-0420", **{k: d[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
                                                               "num_key_value_heads", "vocab_size")},

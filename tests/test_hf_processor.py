@@ -14,9 +14,9 @@ import torch
 from test_export import picture, tiny_model, until_eos
 
 from minimind_v import cli
-from minimind_v.convert import export
-from minimind_v.data.chat import render
-from minimind_v.model.folder import save_model
+from minimind_v.formats.convert_export import export
+from minimind_v.data.chatml import render
+from minimind_v.formats.folder import save_model
 from minimind_v.model.generate import generate
 from minimind_v.pipeline import VLM
 

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from minimind_v import cli
-from minimind_v.model.folder import load_model
+from minimind_v.formats.load import load_model
 from minimind_v.model.vision import image_to_patches
 from minimind_v.train import checkpoint as ckpt
 from minimind_v.train.lora import load_adapter
@@ -136,7 +136,7 @@ def test_adapter_through_peft_on_the_exported_base(lora_run, tiny_model_dir, tmp
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText
 
-    from minimind_v.convert import export
+    from minimind_v.formats.convert_export import export
     _, adapter = lora_run
     export(tiny_model_dir, tmp_path / "hf", to="hf", log=lambda m: None)
     hf = AutoModelForImageTextToText.from_pretrained(str(tmp_path / "hf"), trust_remote_code=True).eval()

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from minimind_v.config import VisionConfig, preset
-from minimind_v.model.folder import CheckpointMismatch, load_model, save_model, strict_load
+from minimind_v.formats.folder import CheckpointMismatch, save_model, strict_load
+from minimind_v.formats.load import load_model
 from minimind_v.model.vlm import MiniMindVLM
 
 from conftest import make_tiny_model

@@ -46,7 +46,7 @@ def test_vlm_stages_lower_the_loss_and_chain(tmp_path, tiny_tokenizer, synth_dat
     assert r1[-1]["loss"] < r1[0]["loss"] * 0.85
     s2, r2 = _run(tmp_path, "vlm-sft", [synth_data["sft"]], init_from=s1["model"], max_steps=15)
     assert r2[-1]["loss"] < r2[0]["loss"]
-    from minimind_v.model.folder import load_model
+    from minimind_v.formats.load import load_model
     m = load_model(s2["model"])
     assert m.cfg.vision.image_size == 32
 

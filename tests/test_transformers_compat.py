@@ -15,7 +15,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from minimind_v.config import VisionConfig, preset
-from minimind_v.model.folder import load_model, save_model
+from minimind_v.formats.load import load_model
+from minimind_v.formats.folder import save_model
 from minimind_v.model.transformers_compat import NEST, EncoderWeightsMismatch, is_nested
 from minimind_v.model.vision import VisionEncoder
 from minimind_v.model.vlm import MiniMindVLM

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from ..model.vision import (DEFAULT_MAX_PIXELS, TRAIN_MAX_ASPECT, TRAIN_MIN_SIDE, ImageError, image_to_patches,
                             open_image)
 from .augment import augment_image
-from .chat import BadRow, check_order, count_markers, parse_conversations, render
+from .chatml import BadRow, check_order, count_markers, parse_conversations, render
 from .placeholder import is_placeholder
 
 
@@ -184,7 +184,7 @@ class VLMDataset(Dataset):
         self.tok, self.cfg, self.max_length = tokenizer, cfg, max_length
         self.think_block, self.max_pixels = think_block, max_pixels
         self.image_keys = image_keys        # hash each picture's bytes (only the encoder cache needs it)
-        self.control_tokens_in_text = control_tokens_in_text     # data/chat.py encode_segments
+        self.control_tokens_in_text = control_tokens_in_text     # data/chatml.py encode_segments
         self.augment = augment              # strength of data/augment.py's random zoom / shift / light (0: off)
 
     def __len__(self):

@@ -1,7 +1,7 @@
 """JSONL readers for the LLM stages.
 
 llm-pretrain: `{"text": ...}` per line -> `<|im_start|>text<|im_end|>`, every token labelled.
-llm-sft: `{"conversations": [...]}` per line -> the chat rendering of data/chat.py (labels on replies).
+llm-sft: `{"conversations": [...]}` per line -> the chat rendering of data/chatml.py (labels on replies).
 Line offsets are indexed once, so rows are read on demand (a worker never loads the whole file).
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from .chat import BadRow, check_order, count_markers, parse_conversations, render
+from .chatml import BadRow, check_order, count_markers, parse_conversations, render
 from .parquet import Sample, Skipped
 
 
@@ -73,7 +73,7 @@ class TextDataset(Dataset):
                  control_tokens_in_text: bool = False):
         self.rows = JsonlRows(files)
         self.tok, self.max_length, self.image_token_len = tokenizer, max_length, image_token_len
-        self.control_tokens_in_text = control_tokens_in_text     # data/chat.py encode_segments
+        self.control_tokens_in_text = control_tokens_in_text     # data/chatml.py encode_segments
 
     def __len__(self):
         return len(self.rows)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from ..data.chat import IMAGE_MARKER, BadRow, parse_conversations
+from ..data.chatml import IMAGE_MARKER, BadRow, parse_conversations
 from ..data.parquet import ParquetRows, row_images
 from ..image import ImageError, open_image
 

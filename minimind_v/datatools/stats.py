@@ -1,7 +1,7 @@
 """What is in a parquet data set, before training on it: how many rows are text-only, one-image or
 multi-image; how big the pictures are; how long the rows are in tokens.
 
-Token lengths are measured the way the trainer renders a row (data/chat.py `render_text`): the ChatML
+Token lengths are measured the way the trainer renders a row (data/chatml.py `render_text`): the ChatML
 text with every `<image>` replaced by `image_token_len` placeholder tokens (64 by default: 256 SigLIP2
 patches merged by 4), tokenised with the given tokenizer. So "rows over max_length" is exactly the
 number of rows the trainer would have to cut. Image sizes come from the file headers only (no pixel
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..data.chat import BadRow, count_markers, parse_conversations, render_text
+from ..data.chatml import BadRow, count_markers, parse_conversations, render_text
 from ..data.parquet import ParquetRows, row_images
 
 # (upper bound of the longer side, label); None = no bound

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Iterator
 
-from ..data.chat import parse_conversations
+from ..data.chatml import parse_conversations
 
 
 def iter_texts(files) -> Iterator[str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-from ..data.chat import BadRow, count_markers, parse_conversations
+from ..data.chatml import BadRow, count_markers, parse_conversations
 from ..data.parquet import ParquetRows, row_images
 from ..image import ImageError, open_image
 from ..model.vision import blank_image

@@ -1,7 +1,7 @@
 """One loader for every supported checkpoint: look at what PATH is, then hand it to its format.
 
     a folder whose config.json is ours               -> folder.load_folder
-    a folder whose config.json is Hugging Face's     -> hf.load_hf_model (exported here, or the original's)
+    a folder whose config.json is Hugging Face's     -> hf_folder.load_hf_model (exported here, or the original's)
     a file (.pth / .pt / .bin / .safetensors)        -> reference.load_checkpoint (the original's layout; it
                                                         needs a preset or config, see that module)
 
@@ -16,7 +16,7 @@ import torch
 
 from ..model.vlm import MiniMindVLM
 from .folder import load_folder, read_config
-from .hf import is_hf_config, load_hf_model
+from .hf_folder import is_hf_config, load_hf_model
 from .reference import CHECKPOINT_SUFFIXES, load_checkpoint
 
 
@@ -34,7 +34,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", dtype: torc
                                 vision=vision, log=log)
         return model.to(device=device, dtype=dtype).eval()
     if (path / "adapter_config.json").exists():      # a LoRA adapter folder: its base + the adapter, merged
-        from .lora import attach_adapter, base_of
+        from .adapter import attach_adapter, base_of
         base = load_model(base_of(path), vision=vision)
         return attach_adapter(base, path).to(device=device, dtype=dtype).eval()
     if preset_name or config or vision_encoder:

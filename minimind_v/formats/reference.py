@@ -12,7 +12,7 @@ file, with the right shape, or loading stops and names the keys (`CheckpointMism
 allowed to be absent: the tied lm_head, and, for an LLM-only checkpoint (no `vision_proj.*`), the projector,
 which is then freshly initialised, and said so.
 
-This module reads and writes files only; turning them into model folders is `commands.py` (`convert`).
+This module reads and writes files only; turning them into model folders is `convert_export.py` (`convert`).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ from .fields import original_config
 from .folder import CheckpointMismatch, strict_load
 from .generations import (PRESET_OF, check_matches, config_for, detect, encoder_folder_kind, generation_of, label,
                           processor_settings)
-from .hf import read_weights_file
+from .hf_folder import read_weights_file
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")   # DDP / torch.compile wrappers around a whole state dict

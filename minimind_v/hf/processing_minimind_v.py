@@ -10,7 +10,7 @@ usual five lines of a transformers vision-language model:
     out = model.generate(**inputs, max_new_tokens=64)
 
 Why it is built so:
-- The chat template renders ChatML exactly as `minimind_v.data.chat.render_text` does (the text the
+- The chat template renders ChatML exactly as `minimind_v.data.chatml.render_text` does (the text the
   model was trained on), and writes `<image>` where a message holds a picture, then a newline: a
   user turn [picture, question] becomes "<image>\\nquestion", the prompt `minimind-v chat` builds.
 - `__call__` then turns every `<image>` into `image_seq_length` x `<|image_pad|>` (64 in the recipe) and

@@ -11,7 +11,7 @@ version number, and keep one name form per file:
                                                              5.x flat); read in either (`load_pretrained`)
     our model folder / training checkpoint                   written flat (`vision_encoder.encoder.embeddings...`,
                                                              the wrapper's state-dict hooks); read in either
-    exported HF folder                                       nested, `vision_encoder.vision_model.*` (hf/export)
+    exported HF folder                                       nested, `vision_encoder.vision_model.*` (formats/hf_folder.py)
 
 Code that needs the encoder's dtype or device asks its parameters, not an attribute path.
 """

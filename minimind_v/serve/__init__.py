@@ -6,7 +6,7 @@
     protocol.py   request validation (every field, every type) and the response / chunk objects
     engine.py     continuous batching: one decode thread steps every active request together
     app.py        `create_app(vlm, ...)`: routes, auth, streaming, disconnects
-    commands.py   the `minimind-v serve` command
+    serve_command.py  the `minimind-v serve` command
     static/       the chat page (plain HTML + JS + CSS, no build step, no CDN)
 
 `minimind-v serve --model DIR` is the entry point; `create_app` is the Python one.

@@ -21,7 +21,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from ..data.chat import IMAGE_MARKER
+from ..data.chatml import IMAGE_MARKER
 from .errors import bad_request
 
 ROLE_ALIASES = {"developer": "system"}

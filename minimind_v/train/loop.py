@@ -39,7 +39,8 @@ from ..config import ModelConfig, preset, torch_device, torch_dtype
 from ..data.collate import Collator
 from ..data.parquet import VLMDataset
 from ..data.text import TextDataset
-from ..model.folder import load_model, save_model
+from ..formats.load import load_model
+from ..formats.folder import save_model
 from ..model.vlm import MiniMindVLM
 from ..tokenizer import Tokenizer
 from . import checkpoint as ckpt

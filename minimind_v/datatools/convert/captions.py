@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-from ...data.chat import BadRow
+from ...data.chatml import BadRow
 from .common import CAPTION_PROMPTS, ConvertOptions, ConvertResult, Record, caption_prompt, run_conversion
 
 

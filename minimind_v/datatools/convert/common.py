@@ -44,7 +44,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ...image import ImageError, image_header, open_image
-from ...data.chat import IMAGE_MARKER, BadRow, check_order, count_markers, parse_conversations
+from ...data.chatml import IMAGE_MARKER, BadRow, check_order, count_markers, parse_conversations
 
 CAPTION_PROMPTS = (
     "Describe this image.",

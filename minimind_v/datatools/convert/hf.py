@@ -14,7 +14,7 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ...data.chat import BadRow
+from ...data.chatml import BadRow
 from .common import (CAPTION_PROMPTS, ConvertOptions, ConvertResult, Record, caption_prompt, llava_messages,
                      run_conversion)
 

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-from ...data.chat import BadRow
+from ...data.chatml import BadRow
 from .common import ConvertOptions, ConvertResult, Record, llava_messages, run_conversion
 
 

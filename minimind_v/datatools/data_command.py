@@ -4,7 +4,7 @@ picture grid, and print data set statistics.
 `add_data_commands(sub)` registers `convert` (modes `llava`, `captions`, `hf`), `preview` and `stats` on
 the subparsers object of the `data` group; each parser sets `func`, a handler that takes the parsed
 arguments and returns an exit code. The main CLI calls it; `main(argv)` builds a parser with only
-these commands, so that `python -m minimind_v.datatools.commands stats FILE` works on its own.
+these commands, so that `python -m minimind_v.datatools.data_command stats FILE` works on its own.
 
 Exit codes: 0 done; 1 nothing was written (every row rejected); 2 bad arguments or unreadable input.
 """

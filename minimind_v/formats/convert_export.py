@@ -20,7 +20,7 @@ loading it says so until `vlm-pretrain` has written a trained one. The frozen Si
 an original checkpoint: `--vision-encoder DIR` points at a local SigLIP2 folder (or copies it into the
 output with `--bundle-encoder`); without it the folder is text-only and says so.
 
-The formats themselves live beside this module (folder.py, hf.py, reference.py); this one only strings them
+The formats themselves live beside this module (folder.py, hf_folder.py, reference.py); this one only strings them
 together, so `convert --to hf` and `export --to hf` run the same `export()`.
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ from ..model.vlm import MiniMindVLM
 from ..tokenizer import Tokenizer
 from .folder import FRESH_MARKER, CheckpointMismatch, load_folder, projector_is_fresh, save_model, strict_load
 from .generations import detect, label
-from .hf import export_hf, is_hf_folder, read_hf_folder
+from .hf_folder import export_hf, is_hf_folder, read_hf_folder
 from .load import load_model
 from .reference import (CHECKPOINT_SUFFIXES, encoder_vision, load_encoder_tensors, read_state_dict, readable,
                         resolve_config, sibling_encoder, write_reference)
