@@ -91,10 +91,13 @@ def _draw_loss(ax, name: str, points, colour) -> None:
 
 
 def _style(ax, xlabel: str) -> None:
-    """Log loss axis labelled in plain numbers (2, 3, 4 rather than 2x10^0), light grid, no box."""
+    """Log loss axis labelled in plain numbers (2, 3, 4 rather than 2x10^0), as many as fit without
+    overlapping (log_ticks.py), light grid, no box."""
     from matplotlib.ticker import FuncFormatter, LogLocator
+
+    from .log_ticks import ReadableLogLocator
     ax.set_yscale("log")
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0)))
+    ax.yaxis.set_major_locator(ReadableLogLocator())
     ax.yaxis.set_minor_locator(LogLocator(base=10, subs=tuple(range(1, 10))))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
