@@ -197,6 +197,9 @@ def _add_convert(c) -> None:
                    help="copy the encoder folder into DST/vision_encoder instead of pointing at it")
     c.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="weights of --to reference / hf outputs")
     c.add_argument("--seed", type=int, default=0, help="seed of a freshly initialised projector (LLM-only input)")
+    c.add_argument("--overwrite", action="store_true",
+                   help="replace an existing DST (written beside it first, swapped in when whole); an input is "
+                        "never overwritten")
     c.set_defaults(func=_cmd_convert)
 
 
@@ -212,6 +215,9 @@ def _add_export(e) -> None:
                    help="hf: a transformers folder (remote code); reference: the original's .pth + config")
     e.add_argument("out", help="output folder (hf) or .pth file (reference)")
     e.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="dtype of the written weights")
+    e.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output (written beside it first, swapped in when whole); the model "
+                        "folder itself is never overwritten")
     e.set_defaults(func=_cmd_export)
 
 
@@ -219,14 +225,15 @@ def _cmd_convert(a) -> int:
     from .config import torch_dtype
     from .formats.convert_export import convert
     convert(a.src, a.dst, a.to, preset_name=a.preset, config=a.config, tokenizer=a.tokenizer,
-            vision_encoder=a.vision_encoder, bundle_encoder=a.bundle_encoder, dtype=torch_dtype(a.dtype), seed=a.seed)
+            vision_encoder=a.vision_encoder, bundle_encoder=a.bundle_encoder, dtype=torch_dtype(a.dtype), seed=a.seed,
+            overwrite=a.overwrite)
     return 0
 
 
 def _cmd_export(a) -> int:
     from .config import torch_dtype
     from .formats.convert_export import export
-    export(a.model, a.out, a.to, torch_dtype(a.dtype))
+    export(a.model, a.out, a.to, torch_dtype(a.dtype), overwrite=a.overwrite)
     return 0
 
 

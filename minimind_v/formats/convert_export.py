@@ -25,7 +25,6 @@ together, so `convert --to hf` and `export --to hf` run the same `export()`.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import tempfile
@@ -36,6 +35,7 @@ import torch
 from ..config import ModelConfig
 from ..model.naflex import encoder_classes
 from ..model.vlm import MiniMindVLM
+from ..outputs import check_output, commit, staged_output
 from ..tokenizer import Tokenizer
 from .folder import FRESH_MARKER, CheckpointMismatch, load_folder, projector_is_fresh, save_model, strict_load
 from .generations import detect, label
@@ -77,28 +77,15 @@ def write_folder(model: MiniMindVLM, dst: Path, tokenizer: Tokenizer | None, *, 
     return dst
 
 
-@contextlib.contextmanager
-def staged_folder(dst: Path):
-    """Yield a temporary folder beside `dst`; on success it becomes `dst`, on any error it is removed.
-    An existing non-empty `dst` is refused (nothing of the user's is overwritten or half-replaced)."""
-    dst = Path(dst)
-    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
-        raise ValueError(f"{dst} already exists and is not empty; choose a new output folder")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
-    try:
-        yield stage
-        if dst.exists():
-            dst.rmdir()
-        stage.rename(dst)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+def staged_folder(dst: Path, inputs=(), overwrite: bool = False):
+    """A temporary folder beside `dst` that becomes `dst` on success and is removed on any error
+    (outputs.staged_output: an existing non-empty `dst` needs `overwrite`; an input is never the output)."""
+    return staged_output(dst, inputs, overwrite=overwrite, folder=True)
 
 
 def convert_weights(weights: dict[str, torch.Tensor], cfg: ModelConfig, dst: str | Path, *, source: str,
                     tokenizer: str | Tokenizer | None = None, encoder_dir=None, encoder=None, seed: int = 0,
-                    fresh_projector: bool | None = None, log=print) -> Path:
+                    fresh_projector: bool | None = None, inputs=(), overwrite: bool = False, log=print) -> Path:
     """LLM + projector tensors (original names) + a config -> our folder, strictly; then reload to verify.
 
     Without `vision_proj.*` tensors (an LLM-only checkpoint) the projector is freshly initialised and the
@@ -117,7 +104,7 @@ def convert_weights(weights: dict[str, torch.Tensor], cfg: ModelConfig, dst: str
     tok = Tokenizer.load(tokenizer) if isinstance(tokenizer, (str, Path)) else tokenizer
     if tok is not None:
         _check_tokenizer(tok, cfg)
-    with staged_folder(dst) as stage:       # written and verified beside DST, renamed only when whole
+    with staged_folder(dst, inputs, overwrite) as stage:   # written and verified beside DST, renamed only when whole
         write_folder(model, stage, tok, encoder_dir=encoder_dir, encoder=encoder, fresh_projector=fresh)
         verify = load_folder(stage, vision=cfg.vision.path is not None)
     counts = parameter_counts(model)
@@ -141,7 +128,7 @@ def convert_weights(weights: dict[str, torch.Tensor], cfg: ModelConfig, dst: str
 
 def convert_checkpoint(src: str | Path, dst: str | Path, *, preset_name: str | None = None, config: str | None = None,
                        tokenizer: str | None = None, vision_encoder: str | None = None, bundle_encoder: bool = False,
-                       seed: int = 0, log=print) -> Path:
+                       seed: int = 0, overwrite: bool = False, log=print) -> Path:
     """An original `.pth`/`.safetensors` checkpoint -> our model folder (see the module docstring)."""
     src = Path(src)
     weights = read_state_dict(src, log)
@@ -158,12 +145,12 @@ def convert_checkpoint(src: str | Path, dst: str | Path, *, preset_name: str | N
     else:                                   # text-only: no encoder, the generation's pixel settings kept
         cfg = cfg.replace(vision=dict(cfg.vision.__dict__, path=None, siglip=None))
     return convert_weights(weights, cfg, dst, source=str(src), tokenizer=tokenizer, encoder_dir=vision_encoder,
-                           seed=seed, log=log)
+                           seed=seed, inputs=(src, tokenizer, vision_encoder), overwrite=overwrite, log=log)
 
 
 def convert_hf_folder(src: str | Path, dst: str | Path, *, tokenizer: str | None = None,
                       vision_encoder: str | None = None, bundle_encoder: bool = False, seed: int = 0,
-                      log=print) -> Path:
+                      overwrite: bool = False, log=print) -> Path:
     """A Hugging Face MiniMind-V folder (exported here, or the original's) -> our model folder."""
     src = Path(src)
     hf = readable(read_hf_folder, src)
@@ -187,11 +174,12 @@ def convert_hf_folder(src: str | Path, dst: str | Path, *, tokenizer: str | None
     if tokenizer is None and (src / "tokenizer.json").exists():
         tokenizer = str(src)
     return convert_weights(hf.weights, cfg, dst, source=str(src), tokenizer=tokenizer, encoder_dir=encoder_dir,
-                           encoder=encoder, seed=seed, log=log)
+                           encoder=encoder, seed=seed, inputs=(src, tokenizer, vision_encoder), overwrite=overwrite,
+                           log=log)
 
 
 def reattach_encoder(src: str | Path, dst: str | Path, vision_encoder: str, bundle_encoder: bool = False,
-                     tokenizer: str | None = None, log=print) -> Path:
+                     tokenizer: str | None = None, overwrite: bool = False, log=print) -> Path:
     """One of our folders (e.g. converted without an encoder) -> a copy that uses `vision_encoder`.
     A projector still marked fresh (LLM-only origin) is kept, and so is its mark."""
     src = Path(src)
@@ -201,31 +189,65 @@ def reattach_encoder(src: str | Path, dst: str | Path, vision_encoder: str, bund
     sd = {k: v for k, v in model.state_dict().items() if k != "lm_head.weight" or not cfg.tie_word_embeddings}
     tok = tokenizer or (str(src) if (src / "tokenizer.json").exists() else None)
     return convert_weights(sd, cfg, dst, source=str(src), tokenizer=tok, encoder_dir=vision_encoder,
-                           fresh_projector=fresh, log=log)
+                           fresh_projector=fresh, inputs=(src, tokenizer, vision_encoder), overwrite=overwrite, log=log)
 
 
 # ---------------------------------------------------------------- writing the original layout
 
-def to_reference(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.float32, log=print) -> Path:
+def reference_outputs(dst: str | Path) -> dict[str, tuple[Path, bool]]:
+    """What `--to reference DST.pth` writes: the state dict, `<stem>_config.json`, and (for an encoder
+    trained here) `<stem>_vision_encoder/` -> {name: (path, is_folder)}."""
+    dst = Path(dst)
+    return {"weights": (dst, False), "config": (dst.with_name(dst.stem + "_config.json"), False),
+            "encoder": (dst.with_name(dst.stem + "_vision_encoder"), True)}
+
+
+def model_inputs(src: str | Path) -> list[Path]:
+    """The folders a model folder reads: itself and, for a LoRA adapter, the base (and its bases)."""
+    from .adapter import base_chain
+    return [Path(src), *base_chain(src)]
+
+
+def to_reference(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.float32, log=print,
+                 overwrite: bool = False) -> Path:
     """Our folder (or an exported HF folder) -> the original's `.pth` state dict + `<stem>_config.json`
-    (reference.write_reference); the encoder is loaded only when it was trained here."""
-    src = Path(src)
+    (reference.write_reference); the encoder is loaded only when it was trained here. Every file is
+    written in a stage folder beside DST and moved into place only when all of them are written."""
+    src, dst = Path(src), Path(dst)
+    outs = reference_outputs(dst)
+    inputs = model_inputs(src)
+    for path, folder in outs.values():
+        check_output(path, inputs, overwrite=overwrite, folder=folder)
     model = load_model(src, vision=False)
     if model.cfg.vision.siglip is not None and model.cfg.vision.path is None:
         model = load_model(src, vision=True)
-    return write_reference(model, dst, dtype, log, source=str(src))
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
+    try:
+        write_reference(model, stage / dst.name, dtype, lambda m: log(m.replace(str(stage), str(dst.parent))),
+                        source=str(src))
+        for path, folder in outs.values():          # every file written: now each takes its place
+            if (stage / path.name).exists():
+                commit(stage / path.name, path, folder)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return dst
 
 
-def export(src: str | Path, dst: str | Path, to: str = "hf", dtype: torch.dtype = torch.float32, log=print) -> Path:
-    """`minimind-v export`: our folder -> a transformers folder (`hf`) or the original layout (`reference`)."""
+def export(src: str | Path, dst: str | Path, to: str = "hf", dtype: torch.dtype = torch.float32, log=print,
+           overwrite: bool = False) -> Path:
+    """`minimind-v export`: our folder -> a transformers folder (`hf`) or the original layout (`reference`).
+    An existing output needs `overwrite`; an output on or inside the model folder is refused."""
     if to == "reference":
-        return to_reference(src, dst, dtype, log)
+        return to_reference(src, dst, dtype, log, overwrite=overwrite)
     if to != "hf":
         raise ValueError(f"unknown export format {to!r}: use hf or reference")
     src = Path(src)
+    inputs = model_inputs(src)
+    check_output(dst, inputs, overwrite=overwrite, folder=True)      # refused before loading anything
     model = load_model(src, vision=True)
     tok = Tokenizer.load(src) if (src / "tokenizer.json").exists() else None
-    with staged_folder(Path(dst)) as stage:        # never a half-written folder
+    with staged_folder(Path(dst), inputs, overwrite) as stage:        # never a half-written folder
         export_hf(model, stage, tok, dtype, log=lambda m: log(m.replace(str(stage), str(dst))), source=src)
     return Path(dst)
 
@@ -253,13 +275,18 @@ def parameter_counts(model: MiniMindVLM) -> dict[str, int]:
 
 def convert(src: str | Path, dst: str | Path, to: str = "ours", *, preset_name: str | None = None,
             config: str | None = None, tokenizer: str | None = None, vision_encoder: str | None = None,
-            bundle_encoder: bool = False, dtype: torch.dtype = torch.float32, seed: int = 0, log=print) -> Path:
-    """The Python face of `minimind-v convert`: dispatch on what SRC is and what `to` asks for. An OS-level
+            bundle_encoder: bool = False, dtype: torch.dtype = torch.float32, seed: int = 0, log=print,
+            overwrite: bool = False) -> Path:
+    """The Python face of `minimind-v convert`: dispatch on what SRC is and what `to` asks for. DST is checked
+    first (outputs.py): an existing one needs `overwrite`, one on or inside an input is refused. An OS-level
     failure on the way (an encoder folder whose weights transformers cannot open, a full disk) comes out as
     one ValueError naming it; a missing file stays FileNotFoundError."""
     try:
+        if to == "ours":
+            check_output(dst, (src, config, tokenizer, vision_encoder), overwrite=overwrite, folder=True)
         return _convert(Path(src), dst, to, preset_name=preset_name, config=config, tokenizer=tokenizer,
-                        vision_encoder=vision_encoder, bundle_encoder=bundle_encoder, dtype=dtype, seed=seed, log=log)
+                        vision_encoder=vision_encoder, bundle_encoder=bundle_encoder, dtype=dtype, seed=seed, log=log,
+                        overwrite=overwrite)
     except FileNotFoundError:
         raise
     except OSError as e:
@@ -267,11 +294,11 @@ def convert(src: str | Path, dst: str | Path, to: str = "ours", *, preset_name: 
 
 
 def _convert(src: Path, dst, to, *, preset_name, config, tokenizer, vision_encoder, bundle_encoder, dtype, seed,
-             log) -> Path:
+             log, overwrite) -> Path:
     if to in ("reference", "hf"):
         if not src.is_dir():
             raise ValueError(f"--to {to} reads a model folder; {src} is not one (convert it to ours first)")
-        return export(src, dst, to, dtype, log)
+        return export(src, dst, to, dtype, log, overwrite=overwrite)
     if to != "ours":
         raise ValueError(f"unknown target {to!r}: use ours, reference or hf")
     if bundle_encoder and not vision_encoder:
@@ -280,15 +307,16 @@ def _convert(src: Path, dst, to, *, preset_name, config, tokenizer, vision_encod
         if src.suffix not in CHECKPOINT_SUFFIXES:
             raise ValueError(f"{src}: expected an original checkpoint ({', '.join(CHECKPOINT_SUFFIXES)})")
         return convert_checkpoint(src, dst, preset_name=preset_name, config=config, tokenizer=tokenizer,
-                                  vision_encoder=vision_encoder, bundle_encoder=bundle_encoder, seed=seed, log=log)
+                                  vision_encoder=vision_encoder, bundle_encoder=bundle_encoder, seed=seed,
+                                  overwrite=overwrite, log=log)
     if not (src / "config.json").exists():
         raise FileNotFoundError(f"{src} is neither a checkpoint file nor a model folder (no config.json)")
     if preset_name or config:
         raise ValueError(f"{src} is a folder with its own config.json; --preset/--config apply to bare checkpoints")
     if is_hf_folder(src):
         return convert_hf_folder(src, dst, tokenizer=tokenizer, vision_encoder=vision_encoder,
-                                 bundle_encoder=bundle_encoder, seed=seed, log=log)
+                                 bundle_encoder=bundle_encoder, seed=seed, overwrite=overwrite, log=log)
     if not vision_encoder:
         raise ValueError(f"{src} is already a minimind-v folder: use --vision-encoder DIR to attach an encoder, "
                          f"or --to reference / --to hf to change its layout")
-    return reattach_encoder(src, dst, vision_encoder, bundle_encoder, tokenizer, log)
+    return reattach_encoder(src, dst, vision_encoder, bundle_encoder, tokenizer, overwrite=overwrite, log=log)

@@ -45,7 +45,8 @@ def absent_ok(model: MiniMindVLM) -> set[str]:
 
 
 def strict_load(model: MiniMindVLM, sd: dict, allow_missing: set[str] | None = None, source: str = "checkpoint"):
-    """Load `sd` into `model`, refusing missing, unexpected or mis-shaped keys (named in the error)."""
+    """Load `sd` into `model`, refusing missing, unexpected or mis-shaped keys (named in the error) and
+    tensors that hold NaN or infinite values."""
     own = model.state_dict()
     sd = flat_encoder_names(sd)          # a file written under transformers 4 before the names were fixed
     allow = absent_ok(model) | (allow_missing or set())
@@ -65,6 +66,10 @@ def strict_load(model: MiniMindVLM, sd: dict, allow_missing: set[str] | None = N
                 shown = ", ".join(items[:12]) + (f" ... (+{len(items) - 12} more)" if len(items) > 12 else "")
                 lines.append(f"  {title} ({len(items)}): {shown}")
         raise CheckpointMismatch("\n".join(lines))
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:         # a diverged run's weights: every later forward would be NaN, so refuse them here
+        raise CheckpointMismatch(f"{source}: {len(bad)} tensor(s) hold NaN or infinite values ({', '.join(bad[:6])})"
+                                 f"; these weights are unusable (a diverged run?)")
     with torch.no_grad():
         for k, v in sd.items():
             own[k].copy_(v.to(own[k].dtype))

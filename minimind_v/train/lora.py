@@ -117,15 +117,22 @@ def load_adapter(folder: str | Path, merge: bool = True, vision: bool = True):
     return attach_adapter(load_model(base_of(folder), vision=vision), folder, merge=merge)
 
 
-def merge(adapter: str | Path, out: str | Path, dtype: torch.dtype = torch.float32, log=print) -> Path:
-    """`minimind-v merge`: adapter folder -> a plain model folder with the LoRA products folded in."""
+def merge(adapter: str | Path, out: str | Path, dtype: torch.dtype = torch.float32, log=print,
+          overwrite: bool = False) -> Path:
+    """`minimind-v merge`: adapter folder -> a plain model folder with the LoRA products folded in. OUT may
+    not be the adapter or its base (or lie inside / hold them); an existing OUT needs `overwrite`, and is
+    replaced only once the merged folder is whole (outputs.py)."""
     from ..formats.folder import save_model
+    from ..outputs import check_output, staged_output
     from ..tokenizer import Tokenizer
+    base = base_of(adapter)
+    check_output(out, (adapter, base), overwrite=overwrite, folder=True)      # before loading anything
     model = load_adapter(adapter, merge=True)
     tok = Tokenizer.load(adapter) if (Path(adapter) / "tokenizer.json").exists() else None
-    out = save_model(model.to(dtype), out, tok)
-    log(f"merged {adapter} into {base_of(adapter)}: model folder {out}")
-    return out
+    with staged_output(out, (adapter, base), overwrite=overwrite, folder=True) as stage:
+        save_model(model.to(dtype), stage, tok)
+    log(f"merged {adapter} into {base}: model folder {out}")
+    return Path(out)
 
 
 # ---------------------------------------------------------------- command line
@@ -137,10 +144,12 @@ def add_merge_arguments(m) -> None:
     m.add_argument("adapter", help="adapter folder (RUN/model of a `train --lora-rank` run)")
     m.add_argument("out", help="output model folder")
     m.add_argument("--dtype", default="fp32", choices=list(DTYPES))
+    m.add_argument("--overwrite", action="store_true",
+                   help="replace an existing OUT (written beside it first, swapped in when whole)")
     m.set_defaults(func=_cmd_merge)
 
 
 def _cmd_merge(a) -> int:
     from ..config import torch_dtype
-    merge(a.adapter, a.out, torch_dtype(a.dtype))
+    merge(a.adapter, a.out, torch_dtype(a.dtype), overwrite=a.overwrite)
     return 0
