@@ -1,0 +1,97 @@
+"""The documentation speaks of the project, not of how its work was organised, and the README stays a guide.
+
+Every line of README.md, docs/ and the package (code, docstrings, the chat page) is read and checked
+against the patterns below: references to a tracker ("issue #15", "#16", "the issue's targets"), labels of
+working periods or numbered runs ("session 4", "the fifth round", "run 10b", "work period"), and words
+about who or what wrote the code. Earlier measurements belong in docs/LOG.md under their date, which
+needs none of these. The patterns are narrow on purpose where a word has an ordinary meaning: "filed
+under" (an emoji question), "an interactive session" (chat), an ONNX Runtime session, "User-Agent" and
+Python's `round()` pass.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README_MAX_LINES = 250
+TEXT_SUFFIXES = {".py", ".md", ".html", ".js", ".css", ".txt", ".json", ".jinja", ".toml", ".cfg"}
+
+FORBIDDEN = {
+    "an issue or the issue tracker": r"\bissues?\b",
+    "a tracker number (#12)": r"(?<![\w&/'\"])#\d+\b",
+    "a working session": r"\bsessions?[- ]?\d+\b|\b(this|that|another|previous|earlier|later|next|both|other|"
+                         r"whole|same) sessions?('s)?\b|\bsessions' ",
+    "a numbered round of work": r"\b(first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|\d+(st|nd|rd|th))"
+                                r"[- ]rounds?\b|\bround \d+\b",
+    "a run label (run 10b, runs 8-11)": r"\bruns? \d+[a-z]?\b(?!\s*(steps?|epochs?|times|x\b|threads?|processes|"
+                                       r"seeds?|%|s\b|seconds|minutes))",
+    "a work period": r"\bwork(ing)?[- ]periods?\b|\bperiod \d+\b",
+    "something filed": r"\bfiled (by|in|as|against|on)\b",
+    "who wrote it": r"\b(claude|anthropic|chatgpt|copilot|codex|integrator|ai (agent|assistant)|coding agent|"
+                    r"language model wrote|written by an? (ai|llm|model|agent|assistant|helper))\b",
+}
+
+
+def files() -> list[Path]:
+    out = [ROOT / "README.md"]
+    out += sorted(p for p in (ROOT / "docs").rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
+    out += sorted(p for p in (ROOT / "minimind_v").rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
+    return out
+
+
+def findings(lines, patterns=FORBIDDEN):
+    """(line number, what, the line) for every line that matches a pattern, case-insensitive."""
+    compiled = {what: re.compile(p, re.IGNORECASE) for what, p in patterns.items()}
+    return [(n, what, line.strip()) for n, line in enumerate(lines, 1)
+            for what, rx in compiled.items() if rx.search(line)]
+
+
+@pytest.mark.parametrize("text, hit", [
+    ("Measured in session 4 of the work.", "a working session"),
+    ("in this session's fresh venv", "a working session"),
+    ("the issue's targets", "an issue or the issue tracker"),
+    ("README rewritten (#16, item 5)", "a tracker number (#12)"),
+    ("Seventh round (2026-12-03): how left/right fails", "a numbered round of work"),
+    ("Result (run 10b, before the table)", "a run label (run 10b, runs 8-11)"),
+    ("What made the difference (runs 8-11 below)", "a run label (run 10b, runs 8-11)"),
+    ("in the second work period", "a work period"),
+    ("This was filed by a session.", "something filed"),
+    ("The code was written by an AI assistant.", "who wrote it"),
+])
+def test_patterns_catch_what_they_are_for(text, hit):
+    assert hit in {what for _, what, _ in findings([text])}
+
+
+@pytest.mark.parametrize("text", [
+    "This emoji is filed under which category?",
+    "one question (--prompt) or an interactive session, streaming the reply",
+    "self.decoder = session(s['files']['decoder'])  # an ONNX Runtime session",
+    'headers={"User-Agent": "minimind-v-serve"}',
+    "steps = max(1, round(epochs * per_epoch))",
+    "color: #4670b4;",
+    "The demo runs 2 threads when two cores are idle; runs 3 times.",
+    "six runs (seeds 0-2 x one and two threads)",
+])
+def test_patterns_let_ordinary_words_pass(text):
+    assert findings([text]) == []
+
+
+def test_no_line_names_an_issue_or_a_work_period():
+    bad = []
+    for path in files():
+        for n, what, line in findings(path.read_text(encoding="utf-8", errors="replace").splitlines()):
+            bad.append(f"{path.relative_to(ROOT)}:{n}: {what}: {line[:120]}")
+    assert not bad, "\n".join(bad)
+
+
+def test_readme_is_a_short_guide():
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines (at most {README_MAX_LINES})"
+    text = "\n".join(lines)
+    for command in ("./run demo", "./run test"):
+        assert command in text
+    hashes = re.findall(r"\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*[0-9])[0-9a-f]{7,40}\b", text)
+    assert not hashes, f"commit hashes in the README ({hashes}): provenance belongs in docs/"
