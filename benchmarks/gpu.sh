@@ -22,9 +22,8 @@ OUT=${OUT:-benchmarks/results/gpu-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 LOG="$OUT/log.txt"
 
-# The reference MiniMind tokenizer lives in ../shared, which does not travel to a lent machine: copy it
-# into the repo (e.g. `cp -r ../shared/fixtures/reference/tokenizer .bench-tokenizer`, carried) and
-# pass TOKENIZER=.bench-tokenizer; without it the scripts train a small stand-in tokenizer.
+# The scripts tokenise with the reference MiniMind tokenizer in tests/fixtures/reference/tokenizer (it travels
+# with the repository); TOKENIZER=DIR picks another one.
 TOK=()
 [ -n "${TOKENIZER:-}" ] && TOK=(--tokenizer "$TOKENIZER")
 

@@ -10,7 +10,7 @@ What it builds: the preset's model (768 x 8 dense, or the 4-expert MoE) with a r
 SigLIP2 B/16 shape (12 x 768, 256 patches), trainable as the stage says (VLM-pretrain: projector + LLM
 layer 0; VLM-SFT: projector + whole LLM). Data: a generated parquet file in the published format with
 realistic lengths (pretrain: one image + a 20-60 token caption; SFT: 40% of rows with an image, 1-2
-turns, replies of 50-300 tokens), tokenised with the reference MiniMind tokenizer when ../shared has it.
+turns, replies of 50-300 tokens), tokenised with the reference MiniMind tokenizer (tests/fixtures/reference/tokenizer).
 Every mode trains on exactly the same rows, step by step.
 
 Modes (one JSON line each):
@@ -83,15 +83,15 @@ from minimind_v.train.stages import get_stage, set_trainable  # noqa: E402
 
 MODES = ("original", "longest", "pack", "pack+mask", "pack+cache", "pack+compile")
 DEFAULT_MODES = ("original", "longest", "pack", "pack+cache")
-REF_TOKENIZER = ROOT.parent / "shared" / "fixtures" / "reference" / "tokenizer"
+REF_TOKENIZER = ROOT / "tests" / "fixtures" / "reference" / "tokenizer"
 
 
 # ----------------------------------------------------------------------------------------------------
 # data
 # ----------------------------------------------------------------------------------------------------
 def load_tokenizer(path: str | None) -> Tokenizer:
-    """The given folder, else the reference MiniMind tokenizer from ../shared, else a small one trained
-    here on the built-in synthetic corpus (lengths are then counted in that tokenizer's tokens)."""
+    """The given folder, else the reference MiniMind tokenizer from tests/fixtures, else (a copy of the script
+    without the repository) a small one trained on the built-in synthetic corpus (lengths then count its tokens)."""
     if path:
         return Tokenizer.load(path)
     if (REF_TOKENIZER / "tokenizer.json").exists():
@@ -535,7 +535,7 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per mode first")
     p.add_argument("--data", help="parquet file in the published format to take rows from (else generated)")
     p.add_argument("--max-length", type=int, help="tokens per row (default: the stage's, 768 / 360)")
-    p.add_argument("--tokenizer", help="tokenizer folder (default: the reference one in ../shared if present)")
+    p.add_argument("--tokenizer", help="tokenizer folder (default: the reference one in tests/fixtures)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
                    help="auto: fp32 on CPU, bf16 autocast on GPU")

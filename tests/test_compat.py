@@ -2,8 +2,8 @@
 have its parameter names / shapes / counts, its tokenizer and chat format give its token ids and labels,
 and our folders go back to its `.pth` layout.
 
-Tests marked `needs_ref` read ../shared/fixtures/reference (produced by the original code, random weights;
-see its README) and skip when it is absent, as in a user's clone; the others build tiny models here.
+Many tests read tests/fixtures/reference (produced by the original code, random weights; see its README);
+the others build tiny models here.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REF, TINY_SIGLIP, needs_ref
+from conftest import REF, TINY_SIGLIP
 from safetensors.torch import load_file
 
 from minimind_v import cli
@@ -61,7 +61,6 @@ def tiny_cfg(encoder: str | None = "trained", vocab: int = 320, moe: bool = Fals
 
 # ---------------------------------------------------------------- exact logits of the original checkpoints
 
-@needs_ref
 @pytest.mark.parametrize("kind,src", [("dense", "tiny_dense.safetensors"), ("dense", "tiny_dense.pth"),
                                       ("moe", "tiny_moe.safetensors")])
 def test_reference_checkpoints_reproduce_fixture_logits(kind, src, tmp_path):
@@ -81,7 +80,6 @@ def test_reference_checkpoints_reproduce_fixture_logits(kind, src, tmp_path):
         torch.testing.assert_close(text.hidden_states, fx["dense.text_expected_hidden_states"], atol=1e-5, rtol=0)
 
 
-@needs_ref
 def test_fp16_checkpoint_converts_to_fp32(tmp_path):
     sd = torch.load(str(REF / "tiny_dense.pth"), weights_only=True)
     torch.save({k: v.half() for k, v in sd.items()}, str(tmp_path / "half.pth"))
@@ -97,7 +95,6 @@ def test_fp16_checkpoint_converts_to_fp32(tmp_path):
         assert torch.equal(model(ids).logits, rounded(ids).logits)
 
 
-@needs_ref
 def test_resume_checkpoint_and_wrapper_prefix(tmp_path):
     """An original `*_resume.pth` ({'model', 'optimizer', ...}) saved from a DDP-wrapped model."""
     sd = torch.load(str(REF / "tiny_dense.pth"), weights_only=True)
@@ -130,7 +127,6 @@ def _mutations():
             (untie, r"lm_head\.weight differs from model\.embed_tokens\.weight")]
 
 
-@needs_ref
 @pytest.mark.parametrize("mutate,message", _mutations(), ids=["missing", "unexpected", "shape", "untied"])
 def test_strict_conversion_names_the_keys(mutate, message, tmp_path):
     sd = torch.load(str(REF / "tiny_dense.pth"), weights_only=True)
@@ -141,7 +137,6 @@ def test_strict_conversion_names_the_keys(mutate, message, tmp_path):
     assert not (tmp_path / "m" / "model.safetensors").exists()         # nothing half-written
 
 
-@needs_ref
 def test_wrong_config_is_refused_on_the_command_line(tmp_path, capsys):
     """MoE weights with the dense config: the CLI exits 2 and names what does not fit."""
     code = cli.main(["convert", str(REF / "tiny_moe.safetensors"), str(tmp_path / "m"),
@@ -157,7 +152,6 @@ def test_wrong_config_is_refused_on_the_command_line(tmp_path, capsys):
 
 # ---------------------------------------------------------------- LLM-only checkpoints (llm_768.pth)
 
-@needs_ref
 def test_llm_only_checkpoint_gets_a_fresh_projector(tmp_path, caplog):
     sd = torch.load(str(REF / "tiny_dense.pth"), weights_only=True)
     torch.save({k: v for k, v in sd.items() if not k.startswith("vision_proj.")}, str(tmp_path / "llm_64.pth"))
@@ -203,7 +197,6 @@ def test_llm_only_checkpoint_then_vlm_pretrain(tmp_path, capsys, caplog):
 
 # ---------------------------------------------------------------- full-size names, shapes, counts
 
-@needs_ref
 @pytest.mark.parametrize("name,kind", [("minimind-3v", "dense"), ("minimind-3v-moe", "moe")])
 def test_presets_match_the_full_size_manifest(name, kind):
     man = json.loads((REF / "full_size_manifest.json").read_text())[kind]
@@ -222,7 +215,6 @@ def test_presets_match_the_full_size_manifest(name, kind):
     assert {k: ours[k] for k in man["config"]} == man["config"]
 
 
-@needs_ref
 def test_siglip2_b16_parameter_counts():
     from transformers import Siglip2VisionConfig, Siglip2VisionModel
     man = json.loads((REF / "full_size_manifest.json").read_text())["vision_encoder"]
@@ -235,7 +227,6 @@ def test_siglip2_b16_parameter_counts():
 
 # ---------------------------------------------------------------- tokenizer and chat format
 
-@needs_ref
 def test_original_tokenizer_renders_the_fixture_examples():
     from transformers import AutoTokenizer
 
@@ -273,7 +264,6 @@ def test_original_tokenizer_renders_the_fixture_examples():
 
 # ---------------------------------------------------------------- back to the original layout
 
-@needs_ref
 def test_reference_layout_round_trip_is_exact(tmp_path):
     """original .pth -> our folder -> original .pth: the same keys and bit-identical tensors."""
     convert(REF / "tiny_dense.pth", tmp_path / "m", config=str(REF / "tiny_dense_config.json"), **quiet)
@@ -340,7 +330,6 @@ def test_vision_encoder_pointer_bundle_and_mismatch(tmp_path):
                            a(ids, pixel_values=pix).logits)
 
 
-@needs_ref
 def test_original_hf_folder_converts_and_loads(tmp_path):
     """The original project's converted HF folder: its config.json + pytorch_model.bin."""
     src = tmp_path / "MiniMind-V-hf"

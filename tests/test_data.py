@@ -16,7 +16,7 @@ from minimind_v.data.parquet import Sample, Skipped, VLMDataset
 from minimind_v.eval.score import is_correct
 from minimind_v.tokenizer import Tokenizer
 
-from conftest import need_shared
+from conftest import REF
 
 
 def test_tokenizer_round_trip_and_special_ids(tiny_tokenizer):
@@ -51,7 +51,7 @@ def test_labels_cover_exactly_the_assistant_replies(tiny_tokenizer):
 
 
 def test_reference_chat_examples_match_exactly():
-    ref = need_shared("fixtures/reference")
+    ref = REF
     tok = Tokenizer.load(ref / "tokenizer")
     examples = json.loads((ref / "chat_examples.json").read_text())["examples"]
     for ex in examples:

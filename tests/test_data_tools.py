@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import REF
 from PIL import Image
 
 from minimind_v.datatools import data_command
@@ -21,7 +22,7 @@ from minimind_v.data.parquet import ParquetRows, row_images
 from minimind_v.datatools.preview import HEADER, TEXT_ONLY_BG, grid_layout, preview
 from minimind_v.datatools.stats import stats
 
-TOKENIZER = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "reference" / "tokenizer"
+TOKENIZER = REF / "tokenizer"
 QUIET = dict(progress=False, quiet=True)
 
 
@@ -339,8 +340,6 @@ def test_preview_grid(tmp_path):
 
 
 def test_stats_counts_and_tokens(tmp_path):
-    if not (TOKENIZER / "tokenizer.json").exists():
-        pytest.skip(f"reference tokenizer not found at {TOKENIZER}")
     from minimind_v.tokenizer import Tokenizer
     src = stats_file(tmp_path)
     tok = Tokenizer.load(TOKENIZER)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import REF, TINY_SIGLIP, needs_ref
+from conftest import REF, TINY_SIGLIP
 from PIL import Image
 
 from minimind_v import cli
@@ -253,7 +253,6 @@ def test_bf16_export_is_smaller_and_close(exported, tmp_path):
         assert (la - lb).abs().max() <= 0.03 * la.abs().max()       # bf16 keeps ~3 significant digits
 
 
-@needs_ref
 def test_reference_checkpoint_through_transformers(tmp_path):
     """Original weights -> ours -> transformers: the fixture's text logits, within 1e-4."""
     from safetensors.torch import load_file

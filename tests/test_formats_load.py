@@ -5,7 +5,7 @@ exported from that must all load through `load_model` to the same logits; folder
 for folders, and an unknown file kind is named."""
 import pytest
 import torch
-from conftest import REF, needs_ref
+from conftest import REF
 from safetensors.torch import load_file
 
 from minimind_v.formats.convert_export import convert, export
@@ -23,7 +23,6 @@ def logits(model, fx):
         return model(fx["input_ids"], vision_features=fx["vision_features"].float(), logits_to_keep=16).logits
 
 
-@needs_ref
 def test_file_folder_and_hf_folder_load_alike(tmp_path):
     cfg = str(REF / "tiny_dense_config.json")
     fx = fixture()
@@ -36,7 +35,6 @@ def test_file_folder_and_hf_folder_load_alike(tmp_path):
         torch.testing.assert_close(logits(model, fx), logits(direct, fx), atol=1e-6, rtol=0)
 
 
-@needs_ref
 def test_folder_refuses_checkpoint_options_and_odd_files(tmp_path):
     convert(REF / "tiny_dense.pth", tmp_path / "ours", config=str(REF / "tiny_dense_config.json"), **quiet)
     with pytest.raises(ValueError, match="bare checkpoint files"):

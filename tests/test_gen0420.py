@@ -1,7 +1,7 @@
 """The original MiniMind-V's current ("0420") release and the March 2026 one's NaFlex pixels.
 
 Everything compared here was made by upstream's own code (random weights; see the fixture README in
-../shared/fixtures/reference_0420): logits, encoder features, projector outputs and pixels must equal
+tests/fixtures/reference_0420): logits, encoder features, projector outputs and pixels must equal
 them to 1e-4, through every form upstream writes (trainer .pth, resume file, its Hugging Face folder).
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import shared_dir
+from conftest import REF_0420
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -22,10 +22,7 @@ from minimind_v.model.naflex import patches_to_picture, split_naflex
 from minimind_v.model.vision import image_to_patches
 from minimind_v.model.vlm import MiniMindVLM
 
-R = shared_dir() / "fixtures" / "reference_0420"
-needs_0420 = pytest.mark.skipif(not R.exists(), reason=f"{R} is absent (a user's clone): the fixtures ship with "
-                                                       f"the shared workspace and run in CI")
-pytestmark = needs_0420
+R = REF_0420
 quiet = dict(log=lambda m: None)
 PICS = ("img256", "img320x200")
 

@@ -3,7 +3,7 @@
 The 0420 release stores every row with a picture: a text-only row carries an 8 x 8 black PNG and no
 `<image>` marker. Upstream's own code encodes it and then finds no `<|image_pad|>` position to put the
 features in, so the picture has no effect on tokens, labels or loss (checked against
-`fixtures/reference_0420/data_0420_expected.json`). We match that by dropping such pictures before the
+`tests/fixtures/reference_0420/data_0420_expected.json`). We match that by dropping such pictures before the
 encoder, which saves the encoder pass too. Only a picture that is plainly a placeholder is dropped: at
 most 32 px a side and entirely black. A real picture on a row without a marker is still the
 `marker_mismatch` it always was (counted and skipped), never silently thrown away.
