@@ -211,10 +211,15 @@ def _add_export(e) -> None:
                      "uses: tokenizer, image processor, chat template, model card; --to reference writes the "
                      "original's .pth layout.")
     e.add_argument("--model", required=True, help="model folder to export")
-    e.add_argument("--to", required=True, choices=["hf", "reference"],
-                   help="hf: a transformers folder (remote code); reference: the original's .pth + config")
-    e.add_argument("out", help="output folder (hf) or .pth file (reference)")
-    e.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="dtype of the written weights")
+    e.add_argument("--to", required=True, choices=["hf", "reference", "onnx", "web"],
+                   help="hf: a transformers folder (remote code); reference: the original's .pth + config; onnx: "
+                        "vision + decoder graphs for onnxruntime (no torch needed); web: a static folder whose page "
+                        "runs the model in the browser (docs/onnx.md)")
+    e.add_argument("out", help="output folder (hf, onnx, web) or .pth file (reference)")
+    e.add_argument("--dtype", default="fp32", choices=list(DTYPES),
+                   help="dtype of the written weights (onnx / web: fp32 or fp16)")
+    e.add_argument("--quantize", choices=["int8"],
+                   help="onnx / web: int8 weights (onnxruntime dynamic quantization)")
     e.add_argument("--overwrite", action="store_true",
                    help="replace an existing output (written beside it first, swapped in when whole); the model "
                         "folder itself is never overwritten")
@@ -233,7 +238,7 @@ def _cmd_convert(a) -> int:
 def _cmd_export(a) -> int:
     from .config import torch_dtype
     from .formats.convert_export import export
-    export(a.model, a.out, a.to, torch_dtype(a.dtype), overwrite=a.overwrite)
+    export(a.model, a.out, a.to, torch_dtype(a.dtype), overwrite=a.overwrite, quantize=a.quantize)
     return 0
 
 

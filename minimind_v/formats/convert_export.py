@@ -3,6 +3,7 @@
     minimind-v convert SRC DST [--preset P | --config FILE] [--tokenizer DIR] [--vision-encoder DIR [--bundle-encoder]]
     minimind-v convert FOLDER OUT.pth --to reference         our folder -> the original's .pth layout
     minimind-v export --model FOLDER --to hf OUT             a folder plain `transformers` loads
+    minimind-v export --model FOLDER --to onnx|web OUT       ONNX graphs / a browser folder (minimind_v.portable)
 
 SRC may be
   * an original checkpoint file (`llm_768.pth`, `pretrain_vlm_768.pth`, `sft_vlm_768.pth`, `*_moe_*`): a
@@ -235,9 +236,18 @@ def to_reference(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.fl
 
 
 def export(src: str | Path, dst: str | Path, to: str = "hf", dtype: torch.dtype = torch.float32, log=print,
-           overwrite: bool = False) -> Path:
-    """`minimind-v export`: our folder -> a transformers folder (`hf`) or the original layout (`reference`).
+           overwrite: bool = False, quantize: str | None = None) -> Path:
+    """`minimind-v export`: our folder -> a transformers folder (`hf`), the original layout (`reference`), ONNX
+    graphs (`onnx`) or a folder that runs in a web browser (`web`; both in minimind_v.portable).
     An existing output needs `overwrite`; an output on or inside the model folder is refused."""
+    if to in ("onnx", "web"):
+        from ..portable.onnx_export import export_onnx
+        from ..portable.web import export_web
+        check_output(dst, model_inputs(Path(src)), overwrite=overwrite, folder=True)
+        name = {torch.float32: "fp32", torch.float16: "fp16"}.get(dtype, str(dtype).replace("torch.", ""))
+        return (export_onnx if to == "onnx" else export_web)(src, dst, dtype=name, quantize=quantize, log=log)
+    if quantize:
+        raise ValueError(f"--quantize applies to --to onnx / web, not --to {to}")
     if to == "reference":
         return to_reference(src, dst, dtype, log, overwrite=overwrite)
     if to != "hf":

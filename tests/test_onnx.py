@@ -1,0 +1,259 @@
+"""ONNX export and the torch-free runtime: the same logits (1e-4, fp32) and the same greedy tokens as PyTorch.
+
+Models: the demo's shape (random weights), the upstream tiny fixtures (dense and MoE with a random 768-wide
+SigLIP2 so that their March projector has an encoder; 0420 with its SigLIP p32; the March NaFlex model of
+reference_0420), on square and non-square pictures and text-only prompts, batched with left padding. The
+decode loop is checked step by step: the runtime's logits at every generated token against one PyTorch
+forward over the whole sequence (no cache). Also: the runtime where `import torch` raises, fp16 and int8,
+the folder's version check, and the CLI.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from conftest import REF
+from PIL import Image
+
+pytest.importorskip("onnxruntime", reason="the ONNX tests need onnxruntime (pip install 'minimind-v[onnx]')")
+
+from minimind_v import cli  # noqa: E402
+from minimind_v.config import preset  # noqa: E402
+from minimind_v.formats.convert_export import convert  # noqa: E402
+from minimind_v.formats.folder import save_model  # noqa: E402
+from minimind_v.formats.load import load_model  # noqa: E402
+from minimind_v.hf.pixels import packed_pixels  # noqa: E402
+from minimind_v.model.vlm import MiniMindVLM  # noqa: E402
+from minimind_v.portable.onnx_export import export_onnx  # noqa: E402
+from minimind_v.portable.runtime import OnnxVLM, RuntimeSetupError  # noqa: E402
+from minimind_v.recipes.demo import DemoRecipe  # noqa: E402
+from minimind_v.tokenizer import Tokenizer  # noqa: E402
+
+R0420 = REF.parent / "reference_0420"
+needs_fixtures = pytest.mark.skipif(not (REF.exists() and R0420.exists()), reason=f"{REF} is absent")
+quiet = dict(log=lambda m: None)
+N_NEW = 12
+
+
+def pictures():
+    """A square and two non-square pictures (coloured blocks, so encoders see structure)."""
+    out = []
+    for w, h in ((64, 64), (96, 40), (30, 120)):
+        img = Image.new("RGB", (w, h), (230, 40, 40))
+        img.paste((40, 90, 230), (w // 4, h // 5, w // 2, h // 2))
+        img.paste((250, 250, 60), (w // 2, h // 2, w - 2, h - 3))
+        out.append(img)
+    return out
+
+
+def demo_folder(path, tok_dir):
+    tok = Tokenizer.load(tok_dir)
+    torch.manual_seed(0)
+    cfg = preset("tiny", **DemoRecipe().model_overrides(), vocab_size=tok.vocab_size, image_token_id=tok.image_id)
+    model = MiniMindVLM(cfg).eval()
+    model.reset_parameters(std=0.3)                 # varied greedy tokens, not one repeated id
+    save_model(model, path, tok)
+    return path
+
+
+def wide_siglip2(path):
+    """A random SigLIP2 as wide as the fixtures' projector expects (768), one thin layer."""
+    from transformers import Siglip2VisionConfig, Siglip2VisionModel
+    torch.manual_seed(1)
+    Siglip2VisionModel(Siglip2VisionConfig(hidden_size=768, intermediate_size=64, num_hidden_layers=1,
+                                           num_attention_heads=2, patch_size=16, num_patches=256,
+                                           vision_use_head=False)).save_pretrained(str(path))
+    return path
+
+
+def march_folder(tmp_path):
+    """Upstream's March 2026 tiny model: 0420's LLM + the e51dcf0 projector + the p16 NaFlex encoder."""
+    from safetensors.torch import load_file
+    sd = torch.load(str(R0420 / "tiny_0420.pth"), weights_only=True)
+    sd = {k: v for k, v in sd.items() if not k.startswith("vision_proj.")}
+    sd.update(load_file(str(R0420 / "tiny_e51dcf0_vision_proj.safetensors")))
+    torch.save(sd, str(tmp_path / "e51.pth"))
+    shutil.copy(R0420 / "tiny_0420_config.json", tmp_path / "e51_config.json")
+    convert(tmp_path / "e51.pth", tmp_path / "march", vision_encoder=str(R0420 / "tiny_siglip2_p16"),
+            tokenizer=str(REF / "tokenizer"), **quiet)
+    return tmp_path / "march"
+
+
+def build(kind, tmp_path):
+    if kind == "demo":
+        return demo_folder(tmp_path / "demo", REF / "tokenizer")
+    if kind in ("dense", "moe"):
+        convert(REF / f"tiny_{kind}.safetensors", tmp_path / kind, config=str(REF / f"tiny_{kind}_config.json"),
+                vision_encoder=str(wide_siglip2(tmp_path / "enc")), tokenizer=str(REF / "tokenizer"), **quiet)
+        return tmp_path / kind
+    if kind == "0420":
+        convert(R0420 / "tiny_0420.pth", tmp_path / "g0420", vision_encoder=str(R0420 / "tiny_siglip_p32"),
+                tokenizer=str(REF / "tokenizer"), **quiet)
+        return tmp_path / "g0420"
+    return march_folder(tmp_path)
+
+
+def check_parity(model, rt, prompts, pix=None, atol=1e-4, varied=False):
+    """Prefill logits, then greedy decoding: the runtime's per-step logits against a no-cache PyTorch forward
+    over each finished sequence, and the tokens against model/generate.py's."""
+    from minimind_v.model.generate import SamplingParams, generate
+    eos = rt.tok.eos_id
+    visual_pt = visual_rt = None
+    if pix is not None:
+        with torch.no_grad():
+            visual_pt = model.encode_images(pix)
+        visual_rt = rt.encode_packed(pix.numpy())
+        np.testing.assert_allclose(visual_rt, visual_pt.numpy(), atol=atol, rtol=0)
+    want = generate(model, prompts, SamplingParams(max_new_tokens=N_NEW, stop_ids=(eos,)), pix)
+    steps = []
+    rt_forward = rt.forward
+
+    def spy(*a):
+        logits, past = rt_forward(*a)
+        steps.append(logits[:, -1].copy())
+        return logits, past
+    rt.forward = spy
+    got = rt.generate(prompts, rt.params(max_new_tokens=N_NEW), visual_rt)
+    del rt.forward
+    assert got == want
+    if varied:
+        assert any(len(set(g)) > 1 for g in got)         # a real sequence, not one repeated id
+    # every row's logits at every step it took, against the full forward without a cache
+    k = 0
+    for i, p in enumerate(prompts):
+        seq = p + got[i]
+        n_img = p.count(model.cfg.image_token_id) // model.cfg.image_token_len
+        vis = None
+        if n_img:
+            vis = visual_pt[k:k + n_img]
+            k += n_img
+        with torch.no_grad():
+            full = model(torch.tensor([seq]), visual_tokens=vis).logits[0]
+        for s in range(len(got[i]) + (1 if len(got[i]) < N_NEW else 0)):
+            if s >= len(steps):
+                break
+            np.testing.assert_allclose(steps[s][i], full[len(p) - 1 + s].numpy(), atol=atol, rtol=0,
+                                       err_msg=f"row {i} step {s}")
+
+
+@pytest.mark.parametrize("kind", ["demo", pytest.param("dense", marks=needs_fixtures),
+                                  pytest.param("moe", marks=needs_fixtures), pytest.param("0420", marks=needs_fixtures),
+                                  pytest.param("march", marks=needs_fixtures)])
+def test_onnx_matches_pytorch(kind, tmp_path):
+    src = build(kind, tmp_path)
+    model = load_model(src)
+    export_onnx(src, tmp_path / "onnx", **quiet)
+    rt = OnnxVLM.load(tmp_path / "onnx", threads=1)
+    assert (rt.vision is not None) and rt.settings["pixels"]["resize"] == model.cfg.vision.resize
+    if kind == "march":
+        assert model.cfg.vision.resize == "naflex"
+    pics = pictures()
+    q = [{"role": "user", "content": "<image>\nWhat is in the picture?"}]
+    for img in pics:                                   # square and non-square, one at a time
+        pix = torch.from_numpy(packed_pixels(img, model.cfg.vision))[None]
+        with torch.no_grad():                          # the runtime's own pixels (hf/pixels.encoder_inputs)
+            np.testing.assert_allclose(rt.visual_tokens([img]), model.encode_images(pix).numpy(), atol=1e-4, rtol=0)
+        check_parity(model, rt, [rt.prompt_ids(q, 1)], pix, varied=kind == "demo")
+    # a batch: two pictures of different shapes, one prompt each, left-padded against a text-only one
+    pix = torch.stack([torch.from_numpy(packed_pixels(im, model.cfg.vision)) for im in pics[1:]])
+    prompts = [rt.prompt_ids([{"role": "user", "content": "<image>\nDescribe it in detail please."}], 1),
+               rt.prompt_ids([{"role": "user", "content": "<image>\nColour?"}], 1)]
+    check_parity(model, rt, prompts, pix)
+    text = [rt.prompt_ids([{"role": "user", "content": "Tell me a story about a red circle."}], 0),
+            rt.prompt_ids([{"role": "user", "content": "Hi"}], 0)]
+    check_parity(model, rt, text)
+
+
+def test_fp16_int8_and_version_check(tmp_path):
+    src = demo_folder(tmp_path / "demo", REF / "tokenizer")
+    model = load_model(src)
+    fp32 = export_onnx(src, tmp_path / "fp32", **quiet)
+    int8 = export_onnx(src, tmp_path / "int8", quantize="int8", **quiet)
+    fp16 = export_onnx(src, tmp_path / "fp16", dtype="fp16", **quiet)
+    size = {p.name: sum(f.stat().st_size for f in p.glob("*.onnx")) for p in (fp32, int8, fp16)}
+    assert size["int8"] < 0.5 * size["fp32"] and size["fp16"] < 0.6 * size["fp32"]
+    ids = OnnxVLM.load(fp32).prompt_ids([{"role": "user", "content": "Tell me about shapes."}], 0)
+    with torch.no_grad():
+        want = model(torch.tensor([ids])).logits[0, -1].numpy()
+    for folder, tol in ((int8, 0.5), (fp16, 0.05)):
+        rt = OnnxVLM.load(folder, threads=1)
+        logits, _ = rt.forward(np.array([ids]), np.zeros((1, model.cfg.image_token_len, model.cfg.hidden_size),
+                                                           rt.float), np.ones((1, len(ids))),
+                               np.arange(len(ids))[None], rt.empty_cache(1))
+        got = logits[0, -1].astype(np.float32)
+        assert np.abs(got - want).max() < tol * np.abs(want).max(), folder.name
+        assert np.corrcoef(got, want)[0, 1] > 0.99, folder.name
+    # a folder from another version of the export: one clear line
+    s = json.loads((fp32 / "minimind_v_onnx.json").read_text())
+    s["version"] = 99
+    (fp32 / "minimind_v_onnx.json").write_text(json.dumps(s))
+    with pytest.raises(RuntimeSetupError, match="another version of the ONNX export"):
+        OnnxVLM.load(fp32)
+    with pytest.raises(RuntimeSetupError, match="not an ONNX export"):
+        OnnxVLM.load(src)
+
+
+TORCH_BLOCKER = """
+import importlib.abc, sys
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+        return None
+sys.meta_path.insert(0, NoTorch())
+"""
+
+
+def test_runtime_runs_where_torch_cannot_be_imported(tmp_path):
+    src = demo_folder(tmp_path / "demo", REF / "tokenizer")
+    export_onnx(src, tmp_path / "onnx", **quiet)
+    vlm_pix = torch.from_numpy(packed_pixels(pictures()[0], load_model(src).cfg.vision))
+    np.save(tmp_path / "pix.npy", vlm_pix.numpy()[None])
+    pictures()[0].save(tmp_path / "pic.png")
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(TORCH_BLOCKER)
+    code = textwrap.dedent(f"""
+        import sys, numpy as np
+        try:
+            import torch
+            print("torch imported"); sys.exit(1)
+        except ImportError:
+            pass
+        from minimind_v.portable.runtime import OnnxVLM
+        rt = OnnxVLM.load({str(tmp_path / 'onnx')!r}, threads=1)
+        vis = rt.encode_packed(np.load({str(tmp_path / 'pix.npy')!r}))
+        ids = rt.prompt_ids([{{"role": "user", "content": "<image>\\nWhat?"}}], 1)
+        out = rt.generate([ids], rt.params(max_new_tokens=6), vis)
+        print("tokens", out[0])
+        from PIL import Image
+        print("answer", repr(rt.answer("What?", images=[Image.open({str(tmp_path / 'pic.png')!r})],
+                                       temperature=0, max_new_tokens=6)))
+        print("torch loaded:", any(m == "torch" or m.startswith("torch.") for m in sys.modules))
+    """)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"), OMP_NUM_THREADS="1")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "torch loaded: False" in res.stdout
+    model = load_model(src)
+    rt = OnnxVLM.load(tmp_path / "onnx", threads=1)
+    from minimind_v.model.generate import SamplingParams, generate
+    ids = rt.prompt_ids([{"role": "user", "content": "<image>\nWhat?"}], 1)
+    want = generate(model, [ids], SamplingParams(max_new_tokens=6, stop_ids=(rt.tok.eos_id,)), vlm_pix[None])
+    assert f"tokens {want[0]}" in res.stdout
+    assert f"answer {rt.tok.decode(want[0])!r}" in res.stdout
+
+
+def test_export_cli_and_errors(tmp_path, capsys):
+    src = demo_folder(tmp_path / "demo", REF / "tokenizer")
+    assert cli.main(["export", "--model", str(src), "--to", "onnx", str(tmp_path / "o")]) == 0
+    assert (tmp_path / "o" / "decoder.onnx").exists() and (tmp_path / "o" / "vision.onnx").exists()
+    assert cli.main(["export", "--model", str(src), "--to", "onnx", "--dtype", "bf16", str(tmp_path / "b")]) == 2
+    assert "fp32 or fp16" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
