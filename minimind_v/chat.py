@@ -23,9 +23,22 @@ def _open(path: str) -> Image.Image:
     return open_image_file(path)          # ImageError (a ValueError) names the file and the problem
 
 
+def read_line(stdin) -> str:
+    """One typed line. Bytes that are not UTF-8 come through as lone surrogates (never an exception from
+    the terminal's decoder), so the caller can say so and ask again."""
+    buf = getattr(stdin, "buffer", None)
+    if buf is not None:
+        return buf.readline().decode("utf-8", errors="surrogateescape")
+    return stdin.readline()
+
+
 def run_chat(a, stdin=None, stdout=None) -> int:
     from .pipeline import VLM
+    from .tokenizer import unicode_problem
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
+    if a.prompt is not None and unicode_problem(a.prompt):
+        raise ValueError(f"--prompt is not valid text ({unicode_problem(a.prompt)}); was it typed in another "
+                         f"encoding than UTF-8?")
     images = [_open(p) for p in (a.image or [])]      # a bad picture is named before the model loads
     vlm = VLM.load(a.model, device=a.device)
     if a.prompt is not None:
@@ -42,11 +55,14 @@ def run_chat(a, stdin=None, stdout=None) -> int:
     while True:
         stdout.write("you> ")
         stdout.flush()
-        line = stdin.readline()
+        line = read_line(stdin)
         if not line:
             break
         line = line.strip()
         if not line:
+            continue
+        if unicode_problem(line):
+            stdout.write("(that line is not valid UTF-8 text; type it again)\n")
             continue
         if line in ("/quit", "/exit"):
             break

@@ -59,16 +59,33 @@ def _add_tokenizer(p):
                                     "as a Hugging Face tokenizer folder.")
     t.add_argument("--data", nargs="+", required=True,
                    help=".txt (a line each), .jsonl ({'text'} or {'conversations'}) or .parquet files")
-    t.add_argument("--vocab-size", type=int, default=6400)
+    t.add_argument("--vocab-size", type=int, default=6400, help="269-1,000,000 (default 6400)")
     t.add_argument("--out", required=True)
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out folder (written beside it first, swapped in when whole)")
     t.set_defaults(func=_cmd_tokenizer_train)
 
 
 def _cmd_tokenizer_train(a) -> int:
-    from .datatools.texts import iter_texts
-    from .tokenizer import train_tokenizer
-    tok = train_tokenizer(iter_texts(a.data), a.vocab_size, a.out)
-    print(f"tokenizer with {tok.vocab_size} tokens written to {a.out}")
+    from .datatools.texts import TextStats, iter_texts
+    from .outputs import check_output, staged_output
+    from .tokenizer import check_vocab_size, train_tokenizer
+    check_vocab_size(a.vocab_size)
+    check_output(a.out, a.data, overwrite=a.overwrite, folder=True)
+    stats = TextStats()
+    with staged_output(a.out, a.data, overwrite=a.overwrite, folder=True) as stage:
+        tok = train_tokenizer(iter_texts(a.data, stats), a.vocab_size, stage)
+        if stats["chars"] == 0:
+            raise ValueError(f"no text found in {', '.join(a.data)}" + (" (skipped: " + ", ".join(
+                f"{k}={v}" for k, v in sorted(stats.skipped().items())) + ")" if stats.skipped() else ""))
+    if stats.skipped():
+        print("skipped (not trained on): " + ", ".join(f"{k}={v}" for k, v in sorted(stats.skipped().items())),
+              file=sys.stderr)
+    if tok.vocab_size < a.vocab_size:
+        print(f"warning: the text holds only enough merges for {tok.vocab_size} tokens, not {a.vocab_size}",
+              file=sys.stderr)
+    print(f"tokenizer with {tok.vocab_size} tokens written to {a.out} ({stats['texts']:,} texts, "
+          f"{stats['chars']:,} characters)")
     return 0
 
 
@@ -114,11 +131,17 @@ def _add_eval(p):
 
 def _cmd_eval(a) -> int:
     from .eval.evaluate import evaluate, format_table, load_eval_rows, majority_baseline
+    from .outputs import check_output, staged_output
     from .pipeline import VLM
+    if a.out:             # a results file may be replaced (a rerun), never an input
+        check_output(a.out, [a.model, *a.data], overwrite=True)
     vlm = VLM.load(a.model, device=a.device)
     rows = load_eval_rows(a.data, a.limit)
     res = evaluate(vlm, rows, blind=a.blind, batch_size=a.batch_size, max_new_tokens=a.max_new_tokens)
-    maj = majority_baseline(rows)
+    if res["n"] == 0:
+        raise ValueError(f"no row of {', '.join(a.data)} could be scored: " + ", ".join(
+            f"{k}={v}" for k, v in sorted(res.get("skipped", {}).items())))
+    maj = majority_baseline(res["predictions"])          # over exactly the rows scored
     print(format_table(res, majority=maj))
     print(f"n = {res['n']}" + ("  (blind: every image replaced by a blank one)" if a.blind else ""))
     if res.get("skipped"):
@@ -128,7 +151,8 @@ def _cmd_eval(a) -> int:
         out = {"overall": res["overall"], "per_type": res["per_type"], "n": res["n"], "blind": a.blind,
                "skipped": res.get("skipped", {}),
                "majority_baseline": maj, "predictions": res["predictions"]}
-        Path(a.out).write_text(json.dumps(out, indent=2))
+        with staged_output(a.out, [a.model, *a.data], overwrite=True) as stage:
+            stage.write_text(json.dumps(out, indent=2))
     return 0
 
 

@@ -22,6 +22,29 @@ CHAT_TEMPLATE = (
     "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
 
 
+def unicode_problem(text: str) -> str | None:
+    """None for text that is valid Unicode, else what is wrong. A Python str can hold lone surrogates
+    (JSON's "\\ud800", bytes decoded with surrogateescape) that no UTF-8 encoder and no tokenizer accept."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"a lone surrogate U+{ord(text[e.start]):04X} at character {e.start}"
+    return None
+
+
+class InvalidText(ValueError):
+    """Text that is not valid Unicode (or not text at all) given to the tokenizer."""
+
+
+def _encode(tok: _HFTokenizer, text):
+    try:
+        return tok.encode(text, add_special_tokens=False)
+    except TypeError:       # the Rust side takes only valid str: say which text and why, in one line
+        if not isinstance(text, str):
+            raise InvalidText(f"expected text, got a {type(text).__name__}") from None
+        raise InvalidText(f"the text is not valid Unicode: {unicode_problem(text)}") from None
+
+
 class Tokenizer:
     """Thin wrapper over `tokenizers.Tokenizer` with the ids the model needs."""
 
@@ -57,10 +80,10 @@ class Tokenizer:
         return self.tok.get_vocab_size()
 
     def encode(self, text: str) -> list[int]:
-        return self.tok.encode(text, add_special_tokens=False).ids
+        return _encode(self.tok, text).ids
 
     def encode_with_offsets(self, text: str):
-        e = self.tok.encode(text, add_special_tokens=False)
+        e = _encode(self.tok, text)
         return e.ids, e.offsets
 
     @property
@@ -112,7 +135,7 @@ class Tokenizer:
             t = _HFTokenizer.from_str(self.tok.to_str())
             t.encode_special_tokens = True
             self._as_text = t
-        e = self._as_text.encode(text, add_special_tokens=False)
+        e = _encode(self._as_text, text)
         return e.ids, e.offsets
 
     def decode(self, ids, skip_special: bool = True) -> str:
@@ -144,10 +167,21 @@ def write_tokenizer_config(folder: Path) -> None:
     (folder / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
 
 
+MIN_VOCAB = len(SPECIAL_TOKENS) + 256      # the special tokens + one token per byte: a vocabulary can't be smaller
+MAX_VOCAB = 1_000_000                       # far beyond any recipe (6,400); an embedding table of sane size
+
+
+def check_vocab_size(vocab_size: int) -> None:
+    if not MIN_VOCAB <= vocab_size <= MAX_VOCAB:
+        raise ValueError(f"--vocab-size {vocab_size}: must be {MIN_VOCAB}-{MAX_VOCAB:,} ({len(SPECIAL_TOKENS)} "
+                         f"special tokens + 256 byte tokens is the smallest byte-level BPE)")
+
+
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 6400, out: str | Path | None = None,
                     show_progress: bool = True) -> Tokenizer:
     """Train a byte-level BPE with the special tokens first (ids 0..12) and save it to `out`."""
     from tokenizers import decoders, models, pre_tokenizers, trainers
+    check_vocab_size(vocab_size)
     tok = _HFTokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()

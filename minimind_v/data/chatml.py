@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from ..tokenizer import unicode_problem
+
 IMAGE_MARKER = "<image>"
 IMAGE_PAD = "<|image_pad|>"
 ROLES = ("system", "user", "assistant")
@@ -64,6 +66,10 @@ def parse_conversations(raw) -> list[dict]:
         if not isinstance(m.get("content"), str):
             raise BadRow("content_not_string",
                          f"message {i} has content of type {type(m.get('content')).__name__}, not a string")
+        for what, text in (("role", role), ("content", m["content"])):
+            bad = unicode_problem(text)
+            if bad:
+                raise BadRow("invalid_unicode", f"message {i} has a {what} that is not valid Unicode ({bad})")
         role = {"human": "user", "gpt": "assistant"}.get(role, role)
         if role not in ROLES:
             raise BadRow("wrong_roles", f"unknown role {role[:40]!r}")

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from ..tokenizer import unicode_problem
 from .chatml import BadRow, check_order, count_markers, parse_conversations, render
 from .parquet import Sample, Skipped
 
@@ -58,6 +59,9 @@ def validate_text_row(row: dict) -> list[dict] | None:
     if "text" in row:
         if not isinstance(row["text"], str) or not row["text"].strip():
             raise BadRow("empty_text", "empty text")
+        bad = unicode_problem(row["text"])
+        if bad:
+            raise BadRow("invalid_unicode", f"text that is not valid Unicode ({bad})")
         return None
     msgs = parse_conversations(row.get("conversations"))
     check_order(msgs)

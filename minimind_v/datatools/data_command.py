@@ -42,8 +42,14 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dedupe", action="store_true",
                    help="drop rows whose image is identical (same pixels) to an earlier row's; without it "
                         "such rows are kept and only counted")
+    g.add_argument("--allow-outside", action="store_true",
+                   help="also read pictures whose path leads outside the image folder (absolute paths, ../); "
+                        "without it such rows are rejected as outside_folder, without opening anything")
     g.add_argument("--report", default=None, metavar="FILE.json",
                    help="also write the conversion report (counts, every rejected row) as JSON")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace existing output files (each written beside it first, then renamed); an input "
+                        "is never overwritten")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -61,7 +67,9 @@ def add_convert_parser(sub) -> None:
                                      "row with images but no marker gets \"<image>\\n\" before its first human turn. "
                                      "JSON Lines (.jsonl) with one sample per line also works.")
     q.add_argument("json", help="the LLaVA JSON (or .jsonl) file")
-    q.add_argument("--images", required=True, metavar="DIR", help="folder the 'image' paths are relative to")
+    q.add_argument("--images", required=True, metavar="DIR",
+                   help="folder the 'image' paths are relative to; a path leading outside it (absolute, ../) is a "
+                        "bad row unless --allow-outside")
     q.add_argument("--keep-column", action="append", default=[], metavar="KEY",
                    help="copy this field of each sample into an extra string column (repeatable), e.g. id")
     add_output_options(q)
@@ -112,8 +120,10 @@ def add_data_commands(sub) -> None:
     p.add_argument("--n", type=int, default=16, help="how many rows to show (default: 16)")
     p.add_argument("--random", action="store_true", help="random rows instead of the first ones")
     p.add_argument("--seed", type=int, default=0, help="seed for --random (default: 0)")
-    p.add_argument("--thumb", type=int, default=224, help="picture size in pixels per cell (default: 224)")
+    p.add_argument("--thumb", type=int, default=224,
+                   help="picture size in pixels per cell, 16-1024 (default: 224)")
     p.add_argument("--cols", type=int, default=None, help="grid columns (default: about sqrt(N))")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing GRID.png (never an input)")
     p.set_defaults(func=run_preview)
 
     p = sub.add_parser("stats", help="row, image and token-length statistics of parquet files",
@@ -128,6 +138,7 @@ def add_data_commands(sub) -> None:
                    help="tokens per image in a row's length (default: 64)")
     p.add_argument("--png", default=None, metavar="FILE.png", help="also draw a histogram of token lengths")
     p.add_argument("--json", default=None, metavar="FILE.json", help="also write the statistics as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --png / --json file (never an input)")
     p.set_defaults(func=run_stats)
 
 
@@ -140,7 +151,8 @@ def run_convert(args) -> int:
     from .convert import convert_captions, convert_hf, convert_llava
     opts = dict(max_side=args.max_side, image_format=args.image_format, quality=args.quality,
                 shard_rows=args.shard_rows, val_fraction=args.val_fraction, seed=args.seed,
-                dedupe=args.dedupe, progress=not args.no_progress, report_json=args.report)
+                dedupe=args.dedupe, progress=not args.no_progress, report_json=args.report,
+                overwrite=args.overwrite, allow_outside=args.allow_outside)
     try:
         if args.mode == "llava":
             res = convert_llava(args.json, args.images, args.out, keep_columns=args.keep_column, **opts)
@@ -165,7 +177,7 @@ def run_preview(args) -> int:
     files = args.file[0] if len(args.file) == 1 else args.file
     try:
         w, h = preview(files, args.out, n=args.n, random=args.random, seed=args.seed, thumb=args.thumb,
-                       cols=args.cols)
+                       cols=args.cols, overwrite=args.overwrite)
     except (FileNotFoundError, ValueError) as e:
         return fail(str(e))
     print(f"wrote {args.out} ({w}x{h})")
@@ -178,14 +190,19 @@ def run_stats(args) -> int:
     from .stats import stats
     if args.max_length is not None and args.tokenizer is None:
         return fail("--max-length needs --tokenizer")
+    from ..outputs import check_output, staged_output
     try:
+        inputs = [*args.files, args.tokenizer]
+        for out in (args.png, args.json):
+            if out is not None:
+                check_output(out, inputs, overwrite=args.overwrite)
         s = stats(args.files, tokenizer=args.tokenizer, max_length=args.max_length, png=args.png,
-                  image_token_len=args.image_token_len)
+                  image_token_len=args.image_token_len, overwrite=args.overwrite)
+        if args.json:
+            with staged_output(args.json, inputs, overwrite=args.overwrite) as stage:
+                stage.write_text(json.dumps(s, indent=2), encoding="utf-8")
     except (FileNotFoundError, ValueError) as e:
         return fail(str(e))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(s, fh, indent=2)
     return 0
 
 

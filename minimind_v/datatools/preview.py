@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ..data.chatml import IMAGE_MARKER, BadRow, parse_conversations
 from ..data.parquet import ParquetRows, row_images
 from ..image import ImageError, open_image
+from ..outputs import check_output, staged_output
 
 FONT_SIZE = 13
 PAD = 8                     # pixels around the picture and the text block
@@ -30,6 +31,9 @@ PICTURE_BG = (236, 236, 236)
 TEXT_ONLY_BG = (170, 170, 170)
 BAD_IMAGE_BG = (230, 150, 150)
 Q_COLOUR, A_COLOUR, INFO_COLOUR = (20, 40, 140), (10, 90, 30), (90, 90, 90)
+THUMB_RANGE = (16, 1024)    # pixels per cell side: a readable minimum, a sheet a viewer still opens
+MAX_ROWS = 1024             # rows on one sheet
+MAX_SHEET_PIXELS = 64_000_000   # the whole sheet, checked before it is allocated (3 bytes a pixel: 192 MB)
 
 
 def load_font(size: int = FONT_SIZE):
@@ -171,10 +175,28 @@ def pick_rows(total: int, n: int, random: bool, seed: int) -> list[int]:
     return list(range(n))
 
 
+def check_sheet(n: int, thumb: int, cols: int | None) -> None:
+    """Every number of the sheet bounded before anything is read or allocated (one line naming the bound)."""
+    if not THUMB_RANGE[0] <= thumb <= THUMB_RANGE[1]:
+        raise ValueError(f"--thumb {thumb}: must be {THUMB_RANGE[0]}-{THUMB_RANGE[1]} pixels")
+    if not 1 <= n <= MAX_ROWS:
+        raise ValueError(f"--n {n}: must be 1-{MAX_ROWS} rows")
+    if cols is not None and not 1 <= cols <= MAX_ROWS:
+        raise ValueError(f"--cols {cols}: must be 1-{MAX_ROWS}")
+    w, h = grid_layout(n, thumb, cols).size
+    if w * h > MAX_SHEET_PIXELS:
+        raise ValueError(f"the sheet would be {w}x{h} pixels (over {MAX_SHEET_PIXELS:,}); use a smaller --thumb "
+                         f"or --n")
+
+
 def preview(file, out_png, n: int = 16, random: bool = False, seed: int = 0, thumb: int = 224,
-            cols: int | None = None) -> tuple[int, int]:
+            cols: int | None = None, overwrite: bool = False) -> tuple[int, int]:
     """Draw a grid of the first (or `random`, by `seed`) `n` rows of `file` (a path or a list of
-    paths) into `out_png`; returns the picture's (width, height)."""
+    paths) into `out_png`; returns the picture's (width, height). The sizes are bounded and the output
+    checked (never an input; an existing one needs `overwrite`) before any row is read."""
+    check_sheet(n, thumb, cols)
+    inputs = [file] if isinstance(file, (str, Path)) else list(file)
+    check_output(out_png, inputs, overwrite=overwrite)
     rows = ParquetRows(file, ["conversations", "image_bytes", "image_names"])
     if len(rows) == 0:
         raise ValueError(f"{file} has no rows to preview")
@@ -192,6 +214,6 @@ def preview(file, out_png, n: int = 16, random: bool = False, seed: int = 0, thu
         x = (k % layout.cols) * layout.cell_w
         y = HEADER + (k // layout.cols) * layout.cell_h
         draw_cell(sheet, draw, rows[index], index, x, y, layout, thumb, font)
-    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out_png, format="PNG")
+    with staged_output(out_png, inputs, overwrite=overwrite) as stage:
+        sheet.save(stage, format="PNG")
     return sheet.size

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from ..data.chatml import BadRow, count_markers, parse_conversations, render_text
 from ..data.parquet import ParquetRows, row_images
+from ..outputs import check_output, staged_output
 
 # (upper bound of the longer side, label); None = no bound
 SIZE_BUCKETS = ((64, "<=64"), (128, "65-128"), (256, "129-256"), (512, "257-512"), (1024, "513-1024"),
@@ -63,9 +64,17 @@ def load_tokenizer(tokenizer):
 
 
 def stats(files, tokenizer=None, max_length: int | None = None, png=None, image_token_len: int = 64,
-          progress: bool = False, quiet: bool = False) -> dict:
-    """Scan `files` (a parquet path or a list); `tokenizer` is a Tokenizer or a tokenizer folder."""
+          progress: bool = False, quiet: bool = False, overwrite: bool = False) -> dict:
+    """Scan `files` (a parquet path or a list); `tokenizer` is a Tokenizer or a tokenizer folder. `png`
+    is checked before the scan (never an input; an existing one needs `overwrite`)."""
     files = [str(f) for f in ([files] if isinstance(files, (str, Path)) else files)]
+    if not 1 <= image_token_len <= 65536:
+        raise ValueError(f"--image-token-len {image_token_len}: must be 1-65536")
+    if max_length is not None and not 1 <= max_length <= 10_000_000:
+        raise ValueError(f"--max-length {max_length}: must be 1-10,000,000")
+    inputs = [*files, tokenizer if isinstance(tokenizer, (str, Path)) else None]
+    if png is not None:
+        check_output(png, inputs, overwrite=overwrite)
     tok = load_tokenizer(tokenizer)
     rows = ParquetRows(files, ["conversations", "image_bytes"])
     kinds, buckets, problems = Counter(), Counter(), Counter()
@@ -116,7 +125,8 @@ def stats(files, tokenizer=None, max_length: int | None = None, png=None, image_
                             else None),
     }
     if png is not None and lengths:
-        draw_histogram(lengths, png, max_length)
+        with staged_output(png, inputs, overwrite=overwrite) as stage:
+            draw_histogram(lengths, stage, max_length)
         result["png"] = str(png)
     if not quiet:
         print(format_stats(result))

@@ -13,6 +13,7 @@ from ..data.chatml import BadRow, count_markers, parse_conversations
 from ..data.parquet import ParquetRows, row_images
 from ..image import ImageError, open_image
 from ..model.vision import blank_image
+from ..tokenizer import unicode_problem
 from .score import is_correct, normalize
 
 
@@ -28,13 +29,38 @@ def row_type(row: dict) -> str:
     return str(row.get("type") or row.get("task") or "all")
 
 
+def usable_answer(value) -> str:
+    """The row's reference answer as text, or BadRow: null or empty (`no_answer`), not text (`answer_not_text`:
+    a list, an object, a float; an integer is taken as its digits) or not valid Unicode (`invalid_unicode`).
+    Such a row cannot be scored right or wrong, so it is skipped and counted, never scored as wrong."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if value is None:
+        raise BadRow("no_answer", "the answer is null")
+    if not isinstance(value, str):
+        raise BadRow("answer_not_text", f"the answer is a {type(value).__name__}, not text")
+    bad = unicode_problem(value)
+    if bad:
+        raise BadRow("invalid_unicode", f"the answer is not valid Unicode ({bad})")
+    if not normalize(value):
+        raise BadRow("no_answer", "the answer is empty (nothing but spaces or punctuation)")
+    return value
+
+
 def majority_baseline(rows: list[dict]) -> dict:
-    """Accuracy of always answering each type's most frequent (normalised) answer."""
+    """Accuracy of always answering each type's most frequent (normalised) answer, over the rows that have
+    a usable answer (pass `evaluate(...)["predictions"]` for exactly the rows it scored)."""
     by = defaultdict(Counter)
+    n = 0
     for r in rows:
-        by[row_type(r)][normalize(r["answer"])] += 1
+        try:
+            answer = usable_answer(r.get("answer"))
+        except BadRow:
+            continue
+        by[row_type(r)][normalize(answer)] += 1
+        n += 1
     per = {t: c.most_common(1)[0][1] / sum(c.values()) for t, c in by.items()}
-    overall = sum(c.most_common(1)[0][1] for c in by.values()) / max(1, len(rows))
+    overall = sum(c.most_common(1)[0][1] for c in by.values()) / max(1, n)
     return {"overall": overall, "per_type": per}
 
 
@@ -44,26 +70,32 @@ def evaluate(vlm, rows: list[dict], blind: bool = False, batch_size: int = 32, m
 
     The other answers of the same type compete (rule 5 of score.py): "person" is not credited to a
     reply that says "a person in a role or job" when that is another answer of the task."""
+    skipped = Counter()
+    usable = []
+    for i, r in enumerate(rows):            # a row with no usable answer is skipped and counted, not scored
+        try:
+            usable.append((i, dict(r, answer=usable_answer(r.get("answer")))))
+        except BadRow as e:
+            skipped[e.kind] += 1
     others = defaultdict(set)
-    for r in rows:
+    for _, r in usable:
         others[row_type(r)].add(r["answer"])
     preds = []
-    it = range(0, len(rows), batch_size)
+    it = range(0, len(usable), batch_size)
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=len(rows), desc="eval (blind)" if blind else "eval", unit="row", leave=False)
+        bar = tqdm(total=len(usable), desc="eval (blind)" if blind else "eval", unit="row", leave=False)
     vcfg = vlm.model.cfg.vision
-    skipped = Counter()
     for start in it:
         chunk, convs, imgs = [], [], []
-        for k, r in enumerate(rows[start:start + batch_size]):
+        for i, r in usable[start:start + batch_size]:
             try:                       # one bad row (a picture that does not decode...) is skipped and counted
                 conv, pics = _prompt_of(r)
             except (BadRow, ImageError) as e:
                 skipped[e.kind] += 1
                 continue
-            chunk.append((start + k, r))
+            chunk.append((i, r))
             convs.append(conv)
             imgs.append([blank_image(vcfg) for _ in pics] if blind else pics)
         replies = vlm.answer_batch(convs, imgs, max_new_tokens=max_new_tokens) if chunk else []

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Iterator
 
 from ...data.chatml import BadRow
-from .common import CAPTION_PROMPTS, ConvertOptions, ConvertResult, Record, caption_prompt, run_conversion
+from .common import (CAPTION_PROMPTS, ConvertOptions, ConvertResult, Record, caption_prompt, image_path,
+                     run_conversion)
 
 
 FILE_KEYS = ("file", "image", "file_name", "filename", "path")
@@ -71,7 +72,8 @@ def csv_caption_entries(path: Path, images_dir: Path) -> list[tuple]:
     return entries
 
 
-def caption_records(entries: list[tuple], images_dir: Path, seed: int, prompts) -> Iterator[Record]:
+def caption_records(entries: list[tuple], images_dir: Path, seed: int, prompts,
+                    allow_outside: bool = False) -> Iterator[Record]:
     for row, (where, file, caption, error) in enumerate(entries):
         rec = Record(row, where, error=error)
         if error is None:
@@ -82,7 +84,10 @@ def caption_records(entries: list[tuple], images_dir: Path, seed: int, prompts) 
             else:
                 rec.messages = [{"role": "user", "content": caption_prompt(seed, row, prompts)},
                                 {"role": "assistant", "content": str(caption)}]
-                rec.images, rec.names = [images_dir / file], [file]
+                try:
+                    rec.images, rec.names = [image_path(images_dir, file, allow_outside)], [file]
+                except BadRow as e:
+                    rec.error = e
         yield rec
 
 
@@ -96,9 +101,11 @@ def convert_captions(images_dir, out, captions=None, prompts=CAPTION_PROMPTS, **
     path = Path(captions) if captions is not None else find_captions_file(images_dir)
     if not path.is_file():
         raise FileNotFoundError(f"captions file {path} not found")
+    opts.inputs = (images_dir, path)
     if path.suffix.lower() in (".csv", ".tsv", ".txt"):
         entries = csv_caption_entries(path, images_dir)
     else:
         entries = jsonl_caption_entries(path)
-    return run_conversion(caption_records(entries, images_dir, opts.seed, tuple(prompts)), out, opts,
+    records = caption_records(entries, images_dir, opts.seed, tuple(prompts), opts.allow_outside)
+    return run_conversion(records, out, opts,
                           multi_image=False, total=len(entries), desc="captions")

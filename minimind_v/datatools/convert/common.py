@@ -28,6 +28,7 @@ Nothing is dropped silently: every rejected row is listed with its position and 
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import json
@@ -45,6 +46,7 @@ from tqdm import tqdm
 
 from ...image import ImageError, image_header, open_image
 from ...data.chatml import IMAGE_MARKER, BadRow, check_order, count_markers, parse_conversations
+from ...outputs import check_output, staged_output
 
 CAPTION_PROMPTS = (
     "Describe this image.",
@@ -76,6 +78,9 @@ class ConvertOptions:
     progress: bool = True            # tqdm progress bars
     quiet: bool = False              # do not print the report
     report_json: str | None = None   # also write the report as JSON here
+    overwrite: bool = False          # replace existing output files (outputs.py); an input never
+    allow_outside: bool = False      # read pictures named outside the image folder (absolute, ../)
+    inputs: tuple = ()               # what the converter reads (set by it): no output may land on these
 
     def __post_init__(self):
         if self.image_format not in IMAGE_FORMATS:
@@ -240,6 +245,39 @@ class ShardWriter:
             self.writer = None
 
 
+def check_outputs(out, opts: ConvertOptions) -> list[Path]:
+    """Every file this conversion may write, checked before any row is read (outputs.check_output: an
+    existing one needs --overwrite, none may be or lie inside an input). Returns the shard files that
+    exist now, so a replacing run can remove the ones it did not rewrite (no stale shard stays)."""
+    stem = output_stem(out)
+    names = [stem.name] if opts.val_fraction == 0 else [f"{stem.name}_train", f"{stem.name}_val"]
+    planned, existing = [], []
+    for n in names:
+        planned.append(stem.with_name(n + ".parquet"))
+        if opts.shard_rows is not None:
+            planned.append(stem.with_name(n + "-00000.parquet"))
+            existing += sorted(stem.parent.glob(glob.escape(n) + "-" + "[0-9]" * 5 + ".parquet"))
+    if opts.report_json:
+        planned.append(Path(opts.report_json))
+    for p in dict.fromkeys(planned + existing):
+        check_output(p, opts.inputs, overwrite=opts.overwrite)
+    return existing
+
+
+def image_path(root: Path, name: str, allow_outside: bool = False) -> Path:
+    """`name` (from the data) inside the image folder `root`. A name that leads outside it (absolute, `..`,
+    a link out) is a bad row unless `allow_outside`; decided from the path alone, before anything is
+    opened, so the report never tells whether such a file exists."""
+    p = Path(name)
+    full = p if p.is_absolute() else Path(root) / p
+    if not allow_outside:
+        r, f = Path(root).resolve(), full.resolve()
+        if f != r and r not in f.parents:
+            raise BadRow("outside_folder", f"image path {name!r} leads outside the image folder {root} (not read; "
+                                           f"--allow-outside reads such paths)")
+    return full
+
+
 def output_stem(out) -> Path:
     """`data/mine.parquet` -> `data/mine` (the stem every output file name is built from)."""
     out = Path(out)
@@ -337,6 +375,7 @@ def as_text(v) -> str | None:
 def run_conversion(records: Iterable[Record], out, opts: ConvertOptions, multi_image: bool,
                    total: int | None = None, extra_columns=(), desc: str = "convert") -> ConvertResult:
     stem = output_stem(out)
+    stale = check_outputs(out, opts)
     schema = output_schema(multi_image, extra_columns)
     split = opts.val_fraction > 0
     staging = stem.with_name(f".{stem.name}.staging")
@@ -377,6 +416,10 @@ def run_conversion(records: Iterable[Record], out, opts: ConvertOptions, multi_i
             Path(files[0]).unlink(missing_ok=True)
     else:
         result.files, result.written = {"all": files}, {"all": sink.rows}
+    written = {str(Path(f)) for fs in result.files.values() for f in fs}
+    for old in stale:                   # --overwrite with shards: an old shard the new run did not rewrite
+        if str(old) not in written:
+            old.unlink(missing_ok=True)
     finish(result, opts)
     return result
 
@@ -415,7 +458,8 @@ def finish(result: ConvertResult, opts: ConvertOptions) -> None:
     if not opts.quiet:
         print(result.report())
     if opts.report_json:
-        Path(opts.report_json).write_text(json.dumps(result.as_dict(), indent=2, ensure_ascii=False) + "\n")
+        with staged_output(opts.report_json, opts.inputs, overwrite=opts.overwrite) as stage:
+            stage.write_text(json.dumps(result.as_dict(), indent=2, ensure_ascii=False) + "\n")
 
 
 # ----------------------------------------------------------------------------------------------

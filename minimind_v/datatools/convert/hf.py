@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ...data.chatml import BadRow
-from .common import (CAPTION_PROMPTS, ConvertOptions, ConvertResult, Record, caption_prompt, llava_messages,
-                     run_conversion)
+from .common import (CAPTION_PROMPTS, ConvertOptions, ConvertResult, Record, caption_prompt, image_path,
+                     llava_messages, run_conversion)
 
 
 @dataclass
@@ -70,7 +70,7 @@ def resolve_hf_columns(schema: pa.Schema, image=None, conversations=None, questi
     return cols
 
 
-def hf_images(value, base_dir: Path, row: int) -> tuple[list, list]:
+def hf_images(value, base_dir: Path, row: int, allow_outside: bool = False) -> tuple[list, list]:
     """An image cell (struct {bytes, path}, raw bytes, a path, or a list of those) -> (sources, names)."""
     if value is None:
         return [], []
@@ -88,7 +88,7 @@ def hf_images(value, base_dir: Path, row: int) -> tuple[list, list]:
         if data:
             sources.append(bytes(data))
         elif path:
-            sources.append(Path(path) if Path(path).is_absolute() else base_dir / path)
+            sources.append(image_path(base_dir, path, allow_outside))
         else:
             raise BadRow("missing_image", "image cell has neither bytes nor a path")
         names.append(path or f"row-{row}" + (f"-{k}" if len(items) > 1 else ""))
@@ -113,7 +113,7 @@ def hf_messages(row: dict, cols: HFColumns, seed: int, index: int, prompts) -> o
 
 
 def hf_records(files: list[Path], cols: HFColumns, images_dir: Path | None, seed: int, prompts,
-               batch_rows: int) -> Iterator[Record]:
+               batch_rows: int, allow_outside: bool = False) -> Iterator[Record]:
     index = 0
     for f in files:
         base = images_dir if images_dir is not None else f.parent
@@ -122,7 +122,7 @@ def hf_records(files: list[Path], cols: HFColumns, images_dir: Path | None, seed
                 rec = Record(index, f"{f.name} row {index}")
                 try:
                     if cols.image:
-                        rec.images, rec.names = hf_images(row.get(cols.image), base, index)
+                        rec.images, rec.names = hf_images(row.get(cols.image), base, index, allow_outside)
                     rec.messages = hf_messages(row, cols, seed, index, prompts)
                     rec.extra = {c: row.get(c) for c in cols.keep}
                 except BadRow as e:
@@ -149,5 +149,6 @@ def convert_hf(files, out, image_column=None, conversations_column=None, questio
                                         or pa.types.is_large_list(schema.field(cols.image).type))
     total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     records = hf_records(files, cols, Path(images_dir) if images_dir else None, opts.seed, tuple(prompts),
-                         opts.row_group_rows)
+                         opts.row_group_rows, opts.allow_outside)
+    opts.inputs = (*files, images_dir)
     return run_conversion(records, out, opts, multi, total=total, extra_columns=cols.keep, desc="hf")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ...data.chatml import BadRow
-from .common import ConvertOptions, ConvertResult, Record, llava_messages, run_conversion
+from .common import ConvertOptions, ConvertResult, Record, image_path, llava_messages, run_conversion
 
 
 def load_llava_items(json_path: Path) -> list:
@@ -46,7 +46,7 @@ def image_list(value) -> list[str]:
     raise BadRow("invalid_json", "'image' must be a path or a list of paths")
 
 
-def llava_records(items: list, images_dir: Path, keep_columns=()) -> Iterator[Record]:
+def llava_records(items: list, images_dir: Path, keep_columns=(), allow_outside: bool = False) -> Iterator[Record]:
     for row, (where, item) in enumerate(items):
         rec = Record(row, where)
         if isinstance(item, BadRow):
@@ -57,7 +57,7 @@ def llava_records(items: list, images_dir: Path, keep_columns=()) -> Iterator[Re
             try:
                 paths = image_list(item.get("image", item.get("images")))
                 rec.messages = llava_messages(item.get("conversations"))
-                rec.images = [images_dir / p for p in paths]
+                rec.images = [image_path(images_dir, p, allow_outside) for p in paths]
                 rec.names = paths
                 rec.extra = {c: item.get(c) for c in keep_columns}
             except BadRow as e:
@@ -73,8 +73,9 @@ def convert_llava(json_path, images_dir, out, keep_columns=(), **options) -> Con
         raise FileNotFoundError(f"LLaVA JSON file {json_path} not found")
     if not images_dir.is_dir():
         raise FileNotFoundError(f"image folder {images_dir} not found")
+    opts.inputs = (json_path, images_dir)
     items = load_llava_items(json_path)
     multi = any(isinstance(it, dict) and isinstance(it.get("image", it.get("images")), list)
                 and len(it.get("image", it.get("images"))) > 1 for _, it in items)
-    return run_conversion(llava_records(items, images_dir, keep_columns), out, opts, multi,
+    return run_conversion(llava_records(items, images_dir, keep_columns, opts.allow_outside), out, opts, multi,
                           total=len(items), extra_columns=tuple(keep_columns), desc="llava")
