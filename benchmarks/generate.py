@@ -43,7 +43,7 @@ import torch  # noqa: E402
 from minimind_v.config import preset  # noqa: E402
 from minimind_v.data.chatml import render  # noqa: E402
 from minimind_v.model import generate as gen  # noqa: E402
-from minimind_v.model.vision import image_to_patches  # noqa: E402
+from minimind_v.hf.pixels import pixel_batch  # noqa: E402
 from minimind_v.model.vlm import MiniMindVLM  # noqa: E402
 from train_throughput import (cpu_seconds, emit, load_tokenizer, machine_info, model_vocab, random_image,  # noqa: E402
                               random_text, setup_device, text_pieces)
@@ -97,7 +97,7 @@ def run_once(model, prompts, images, n_tokens, device):
     hook2 = model.vision_encoder.register_forward_hook(stamp)
     sync(device)
     t0 = time.perf_counter()
-    pv = torch.stack([image_to_patches(im, model.cfg.vision) for im in images]).to(device)
+    pv = torch.from_numpy(pixel_batch(images, model.cfg.vision)).to(device)
     stream = gen.generate_stream(model, prompts, params, pixel_values=pv)
     first = next(stream)
     first.tolist()

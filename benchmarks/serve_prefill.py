@@ -29,7 +29,7 @@ from train_throughput import emit, load_tokenizer, machine_info, model_vocab, ra
 
 from minimind_v.config import preset  # noqa: E402
 from minimind_v.model.generate import SamplingParams  # noqa: E402
-from minimind_v.model.vision import image_to_patches  # noqa: E402
+from minimind_v.hf.pixels import packed_pixels  # noqa: E402
 from minimind_v.model.vlm import MiniMindVLM  # noqa: E402
 from minimind_v.serve.engine import Engine, Job  # noqa: E402
 
@@ -58,7 +58,7 @@ def main() -> None:
                  bos_token_id=tok.bos_id, eos_token_id=tok.eos_id)
     served = _Served(MiniMindVLM(cfg).eval(), tok)
     rng = random.Random(0)
-    pictures = [image_to_patches(Image.open(io.BytesIO(random_image(rng, 256))), cfg.vision)[None] for _ in range(2)]
+    pictures = [torch.from_numpy(packed_pixels(Image.open(io.BytesIO(random_image(rng, 256))), cfg.vision))[None] for _ in range(2)]
     info = machine_info(torch.device("cpu"))
     for cache in (64, 0):
         engine = Engine(served, image_cache=cache)

@@ -75,7 +75,8 @@ ROOT = Path(__file__).resolve().parents[1]
 from minimind_v.config import preset, torch_device, torch_dtype  # noqa: E402
 from minimind_v.data.collate import Collator  # noqa: E402
 from minimind_v.data.parquet import VLMDataset  # noqa: E402
-from minimind_v.model.vision import blank_image, image_to_patches  # noqa: E402
+from minimind_v.hf.pixels import packed_pixels  # noqa: E402
+from minimind_v.image import blank_image  # noqa: E402
 from minimind_v.model.vlm import MiniMindVLM  # noqa: E402
 from minimind_v.tokenizer import Tokenizer  # noqa: E402
 from minimind_v.train.flops import flops_breakdown, measure_peak, trainable_fraction  # noqa: E402
@@ -318,7 +319,7 @@ class Bench:
         self.opt_original = torch.optim.AdamW(self.params, lr=1e-6)
         self.max_length = args.max_length or self.stage.max_length
         self.pad_id = tok.pad_id
-        self.dummy = image_to_patches(blank_image(self.cfg.vision), self.cfg.vision)
+        self.dummy = torch.from_numpy(packed_pixels(blank_image(self.cfg.vision.image_size), self.cfg.vision))
         self.autocast = (torch.autocast(device.type, dtype=dtype) if dtype != torch.float32
                          else contextlib.nullcontext())
         self.cache = None

@@ -15,8 +15,8 @@ Run `minimind-v COMMAND --help` for every flag. Multi-GPU: `torchrun --nproc_per
 
 Every command is one row of COMMANDS (name -> adder, help): `build_parser` registers them from it and
 `--help` lists them from it, so a command cannot be registered without appearing there. An adder fills
-the command's parser and sets `func`, the handler; modules are imported only when their command's
-parser is built or run. The `train` flags are generated from TrainConfig's fields (train/flags.py).
+the command's parser and sets `func`, the handler; only the command being run has its parser filled, so
+a command's modules are imported only when it runs (`minimind-v --help` imports no torch). The `train` flags are generated from TrainConfig's fields (train/flags.py).
 """
 from __future__ import annotations
 
@@ -247,6 +247,10 @@ def _add_export(e) -> None:
     e.add_argument("--overwrite", action="store_true",
                    help="replace an existing output (written beside it first, swapped in when whole); the model "
                         "folder itself is never overwritten")
+    e.add_argument("--push-to-hub", metavar="REPO",
+                   help="then upload the output to the Hugging Face model repo REPO (owner/name, created if "
+                        "missing), model card included; the token comes from HF_TOKEN (or `hf auth login`)")
+    e.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo as private")
     e.set_defaults(func=_cmd_export)
 
 
@@ -263,6 +267,9 @@ def _cmd_export(a) -> int:
     from .config import torch_dtype
     from .formats.convert_export import export
     export(a.model, a.out, a.to, torch_dtype(a.dtype), overwrite=a.overwrite, quantize=a.quantize)
+    if a.push_to_hub:
+        from .hub import push_export
+        print(f"uploaded {a.out} to {push_export(a.out, a.push_to_hub, private=a.private)}")
     return 0
 
 
@@ -297,7 +304,10 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser with every command listed. With `argv`, only the command it names gets its full parser
+    (the others stay empty), so `minimind-v --help` and one command's run import only what that command
+    needs; without it every command's parser is filled (tests, docs)."""
     from . import __version__
     usage = __doc__.split("\n\n")[1]
     parser = argparse.ArgumentParser(prog="minimind-v", description=__doc__.split("\n\n")[0],
@@ -305,19 +315,26 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog=usage + "\n\n" + __doc__.split("\n\n")[2])
     parser.add_argument("--version", action="version", version=f"minimind-v {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
+    chosen = None if argv is None else next((a for a in argv if not a.startswith("-")), "")
     for name, cmd in COMMANDS.items():
-        cmd.add(sub.add_parser(name, help=cmd.help))
+        p = sub.add_parser(name, help=cmd.help)
+        if chosen is None or chosen == name:
+            cmd.add(p)
     return parser
 
 
 def main(argv=None) -> int:
-    from .train.loop import NonFiniteLoss
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
+        from .hub import resolve_cli_inputs
+        resolve_cli_inputs(args)                      # Hub ids among the inputs -> local paths (hub.py)
         return args.func(args) or 0
-    except NonFiniteLoss as e:
+    except RuntimeError as e:
+        if getattr(e, "exit_code", None) is None:     # e.g. train's NonFiniteLoss: 3
+            raise
         print(f"error: {e}", file=sys.stderr)
-        return 3
+        return e.exit_code
     except (FileNotFoundError, ValueError, KeyError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
         print(f"error: {e}", file=sys.stderr)        # bad input (ImageError, NoUsableData, ModelTooLarge...)
         return 2

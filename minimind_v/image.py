@@ -7,7 +7,8 @@ rules live in one spot:
   1. the header is read first (no pixel is decoded), and the declared size is checked against our
      own limit (`too_many_pixels`: a 109 KB PNG may declare 30000 x 30000 pixels and decode to GBs);
   2. only then are the pixels decoded, and a truncated or corrupt file becomes `ImageError`;
-  3. any mode (palette, CMYK, 16-bit, alpha) becomes RGB (`to_rgb`; transparency over white).
+  3. any mode (palette, CMYK, 16-bit, alpha) becomes RGB (`to_rgb`, from hf/pixels.py, the one home of
+     picture -> encoder input code; transparency over white).
 
 Why no `Image.MAX_IMAGE_PIXELS = None`: that line would switch off Pillow's decompression-bomb guard
 for every program that imports us. Pillow's guard is left as the host program set it. Our own limit
@@ -23,8 +24,9 @@ import io
 import re
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from .hf.pixels import to_rgb
 
 DEFAULT_MAX_PIXELS = 64_000_000
 # Training refuses pictures that carry no usable content once resized to a square: a side under 8 px
@@ -134,20 +136,6 @@ def image_header(data: bytes) -> Image.Image:
         raise ImageError("bad_image", f"undecodable image: {e}") from None
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB; transparent areas become white."""
-    if img.mode == "RGB":
-        return img
-    if img.mode == "P":
-        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(arr / top * 255.0, 0, 255).astype(np.uint8), "L")
-    if img.mode == "F":
-        img = Image.fromarray(np.clip(np.asarray(img), 0, 255).astype(np.uint8), "L")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return img.convert("RGB")
+def blank_image(side: int) -> Image.Image:
+    """A plain white square picture (the 'blind' baseline feeds this instead of every image)."""
+    return Image.new("RGB", (side, side), (255, 255, 255))

@@ -25,8 +25,7 @@ from PIL import Image
 from .data.chatml import IMAGE_MARKER, count_markers, render
 from .formats.load import load_model
 from .model.generate import SamplingParams, generate, generate_stream
-from .image import to_rgb
-from .model.vision import image_to_patches
+from .hf.pixels import pixel_batch, to_rgb
 from .model.visual_cache import VisualTokenCache
 from .textstream import TextStream
 from .tokenizer import Tokenizer
@@ -65,7 +64,7 @@ class VLM:
     def pixels(self, images: list[Image.Image] | None):
         if not images:
             return None
-        return torch.stack([image_to_patches(im, self.model.cfg.vision) for im in images]).to(self.device)
+        return torch.from_numpy(pixel_batch(images, self.model.cfg.vision)).to(self.device)
 
     def visual_tokens(self, images: list[Image.Image] | None) -> torch.Tensor | None:
         """(n_images, image_token_len, hidden) for the pictures, encoding only those not seen lately."""

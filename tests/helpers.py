@@ -45,3 +45,11 @@ class LiveServer:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(15)
+
+
+def pixel_tensor(img, vcfg):
+    """One picture -> the package's pixel tensor (P[+1], 3pp), as training rows and chat make it."""
+    import torch
+
+    from minimind_v.hf.pixels import packed_pixels
+    return torch.from_numpy(packed_pixels(img, vcfg))

@@ -144,7 +144,7 @@ def test_bomb_is_refused_before_decoding(monkeypatch):
 
 
 def test_unusual_modes_convert_to_the_right_colours():
-    from minimind_v.model.vision import open_image
+    from minimind_v.image import open_image
     imgs = unusual_mode_images()
     px = {name: open_image(data).getpixel((4, 4)) for name, data in imgs.items()}
     assert px["CMYK"] == (0, 255, 255)          # pure cyan
@@ -262,15 +262,15 @@ def _text_run(tmp_path, tok, name, **kw):
 def test_nan_loss_skips_the_update(tmp_path, tiny_tokenizer, monkeypatch):
     from safetensors.torch import load_file
 
-    from minimind_v.train import loop
+    from minimind_v.train.build import build_model, seed_all
     state = _nan_on_calls(monkeypatch)
     state["bad"] = True
     cfg = _text_run(tmp_path, tiny_tokenizer, "a", max_steps=4, max_bad_steps=10)
     s = train(cfg)
     assert s["bad_steps"] == 4 and state["n"] == 4
     # no update ever happened: the saved weights are the initial ones
-    loop._seed_all(cfg.seed)
-    init = loop.build_model(cfg, tiny_tokenizer, lambda m: None).state_dict()
+    seed_all(cfg.seed)
+    init = build_model(cfg, tiny_tokenizer, lambda m: None).state_dict()
     saved = load_file(str(tmp_path / "a" / "model" / "model.safetensors"))
     assert all(torch.equal(saved[k], init[k]) for k in saved)
 

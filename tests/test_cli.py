@@ -8,8 +8,8 @@ import pytest
 
 from minimind_v import cli
 from minimind_v.datatools.texts import iter_texts
-from minimind_v.train.flags import FLAGS, MODEL_SHORTCUTS
-from minimind_v.train.loop import TrainConfig
+from minimind_v.train.config import TrainConfig, changes_on_resume, setting
+from minimind_v.train.flags import MODEL_SHORTCUTS, add_train_arguments, config_from_args
 
 BASE = ["train", "--stage", "vlm-sft", "--data", "a.parquet", "--out", "run"]
 
@@ -54,7 +54,7 @@ def test_every_trainconfig_field_is_a_flag_with_help():
     train = p._subparsers._group_actions[0].choices["train"]
     dests = {a.dest for a in train._actions}
     for f in dataclasses.fields(TrainConfig):
-        assert f.name in FLAGS and FLAGS[f.name].help, f"TrainConfig.{f.name} has no help in train/flags.py"
+        assert f.metadata.get("help"), f"TrainConfig.{f.name} has no help text"
         if f.name == "model_overrides":
             assert "model_override" in dests
         else:
@@ -120,3 +120,54 @@ def test_iter_texts_reads_every_format(tmp_path):
                                                                       {"from": "gpt", "value": "yo"}]}) + "\n")
     assert list(iter_texts([tmp_path / "a.txt", tmp_path / "b.jsonl"])) == ["one line\n", "another\n", "plain",
                                                                              "hi", "yo"]
+
+
+def test_a_new_setting_is_one_edit_flag_help_bounds_and_resume_check():
+    """A field added to TrainConfig (here by a subclass) is a `train` flag with its help, is bounded, and a
+    change of it on resume is reported, with no edit anywhere else."""
+    extended = dataclasses.make_dataclass(
+        "Extended", [("new_knob", int, setting(3, help="a knob added later", group="schedule", resume=True,
+                                                bounds=(0, 9)))], bases=(TrainConfig,))
+    import argparse
+    p = argparse.ArgumentParser()
+    add_train_arguments(p, extended)
+    assert "--new-knob" in p.format_help() and "a knob added later" in p.format_help()
+    a = p.parse_args(["--stage", "vlm-sft", "--data", "a.parquet", "--out", "run", "--new-knob", "5"])
+    cfg = config_from_args(a, extended)
+    assert cfg.new_knob == 5
+    saved = extended(stage="vlm-sft", data=["a.parquet"], out="run").to_json()
+    assert changes_on_resume(saved, cfg) == ["new_knob: 3 -> 5"]
+    with pytest.raises(ValueError, match="--new-knob 12: must be between 0 and 9"):
+        config_from_args(p.parse_args(["--stage", "vlm-sft", "--data", "a", "--out", "r", "--new-knob", "12"]),
+                         extended)
+
+
+def test_resume_check_covers_exactly_the_fields_marked_resume():
+    base = TrainConfig(stage="vlm-sft", data=["a.parquet"], out="run")
+    saved = base.to_json()
+    assert changes_on_resume(saved, dataclasses.replace(base, lr=1e-3)) == ["lr: None -> 0.001"]
+    assert changes_on_resume(saved, dataclasses.replace(base, log_every=3, device="cpu")) == []
+
+
+def test_out_of_bounds_and_non_finite_settings_are_refused_in_one_line():
+    for args, msg in ((["--batch-size", "0"], "--batch-size 0: must be between 1"),
+                      (["--lora-alpha", "nan"], "--lora-alpha nan: must be a finite number"),
+                      (["--lr", "inf"], "--lr inf: must be a finite number"),
+                      (["--lora-dropout", "1.5"], "--lora-dropout 1.5: must be between")):
+        with pytest.raises(ValueError, match=msg):
+            config(*args)
+    with pytest.raises(ValueError, match="--epochs 0"):
+        TrainConfig(stage="vlm-sft", data=["a"], out="r", epochs=0).check()
+
+
+def test_help_imports_no_torch():
+    """`minimind-v --help` and `train --help` import no torch: only the command being run has its parser
+    filled, and its code is imported when it runs."""
+    import subprocess
+    import sys
+    code = ("import sys\nfrom minimind_v import cli\n"
+            "for argv in (['--help'], ['train', '--help'], ['--version']):\n"
+            "    try:\n        cli.main(argv)\n    except SystemExit:\n        pass\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr

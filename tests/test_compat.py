@@ -21,7 +21,7 @@ from minimind_v.formats.convert_export import convert, parameter_counts, to_refe
 from minimind_v.formats.fields import original_config
 from minimind_v.formats.folder import CheckpointMismatch, save_model, strict_load
 from minimind_v.formats.load import load_model
-from minimind_v.model.vision import image_to_patches
+from helpers import pixel_tensor
 from minimind_v.model.vlm import MiniMindVLM
 
 quiet = dict(log=lambda m: None)
@@ -296,7 +296,7 @@ def test_ours_to_reference_and_back(encoder, tmp_path):
     a, b = load_model(tmp_path / "ours"), load_model(tmp_path / "again")
     ids = torch.tensor([[1, 30, 31] + [12] * 64 + [32, 2, 1, 33]])
     from PIL import Image
-    pix = image_to_patches(Image.new("RGB", (64, 64), (200, 30, 30)), a.cfg.vision)[None]
+    pix = pixel_tensor(Image.new("RGB", (64, 64), (200, 30, 30)), a.cfg.vision)[None]
     with torch.no_grad():
         assert torch.equal(a(ids, pixel_values=pix).logits, b(ids, pixel_values=pix).logits)
 

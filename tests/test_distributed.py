@@ -168,16 +168,17 @@ def test_world_size_change_continues_at_the_right_row(runs):
 
 
 def test_epoch_runs_still_end_at_the_end_of_the_data_after_a_world_change():
-    from minimind_v.train.loop import TrainConfig, _resumed_total
+    from minimind_v.train.config import TrainConfig
+    from minimind_v.train.resume import resumed_total
     msgs = []
     # saved by 2 processes (global batch 8) after 5 steps of epoch 0; resumed by 1 process (global batch 4)
     state = {"global_batch": 8, "world": 2}
     one = StepSampler(100, 4, 1, world=1, rank=0)
     cfg = TrainConfig(stage="vlm-sft", data=[], out="x", epochs=2, batch_size=4)
-    total = _resumed_total(cfg, state, one, step=5, epoch=0, consumed=40, total=2 * 25, log=msgs.append)
+    total = resumed_total(cfg, state, one, step=5, epoch=0, consumed=40, total=2 * 25, log=msgs.append)
     assert total == 5 + (100 - 40) // 4 + 25          # the rest of epoch 0, then all of epoch 1
     assert "world size 2 -> 1, global batch 8 -> 4 rows: continuing at row 40" in msgs[0]
     cfg.max_steps = 30
-    assert _resumed_total(cfg, state, one, 5, 0, 40, 30, msgs.append) == 30
+    assert resumed_total(cfg, state, one, 5, 0, 40, 30, msgs.append) == 30
     same = {"global_batch": 4, "world": 1}
-    assert _resumed_total(cfg, same, one, 5, 0, 40, 30, msgs.append) == 30 and len(msgs) == 2
+    assert resumed_total(cfg, same, one, 5, 0, 40, 30, msgs.append) == 30 and len(msgs) == 2

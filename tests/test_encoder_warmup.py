@@ -6,6 +6,7 @@ import torch
 
 from minimind_v.config import tiny_siglip
 from minimind_v.datatools import synth
+from minimind_v.hf.pixels import pixel_batch
 from minimind_v.model.vision import VisionEncoder
 from minimind_v.recipes.encoder_warmup import warm_up_encoder, warm_up_encoder_tasks
 
@@ -83,7 +84,7 @@ def test_task_warm_up_learns_several_labels_with_gaps():
     test_pics, test_names = synth.lone_objects(60, seed=9, image_size=48)
 
     def evaluate(encoder, heads, classes):
-        x = torch.stack([encoder.preprocess(p) for p in test_pics])
+        x = torch.from_numpy(pixel_batch(test_pics, encoder.vcfg))
         pred = heads["colour"](encoder(x).mean(1)).argmax(-1).tolist()
         return {"colour": sum(classes["colour"][p] == n.split()[0] for p, n in zip(pred, test_names)) / 60}
 

@@ -22,7 +22,7 @@ from minimind_v.formats.convert_export import convert, export
 from minimind_v.formats.load import load_model
 from minimind_v.formats.folder import save_model
 from minimind_v.model.generate import SamplingParams, generate
-from minimind_v.model.vision import image_to_patches
+from helpers import pixel_tensor
 from minimind_v.model.vlm import MiniMindVLM
 from minimind_v.pipeline import VLM
 
@@ -114,7 +114,7 @@ def test_transformers_generation_equals_our_chat(exported, tok):
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()   # re-tied on load
     image = picture(1, size=(80, 50), mode="RGBA")          # non-square, with alpha: both resize and composite
     pix = proc(images=[image], return_tensors="pt")["pixel_values"]
-    assert torch.equal(pix[0], image_to_patches(image, vlm.model.cfg.vision))
+    assert torch.equal(pix[0], pixel_tensor(image, vlm.model.cfg.vision))
 
     messages = [{"role": "user", "content": "<image>\nWhat colour is the circle?"}]
     ids = vlm.prompt_ids(messages, 1)
@@ -180,7 +180,7 @@ def test_import_back_gives_identical_logits(exported, tmp_path):
     assert (back / "vision_encoder" / "config.json").exists()      # the encoder became its own folder
     a, b, c = load_model(ours), load_model(back), load_model(hf_dir)   # c: the exported folder used directly
     ids = torch.tensor([[1, 30, 31] + [12] * 64 + [32, 2, 1, 33]])
-    pix = image_to_patches(picture(5), a.cfg.vision)[None]
+    pix = pixel_tensor(picture(5), a.cfg.vision)[None]
     with torch.no_grad():
         ref = a(ids, pixel_values=pix).logits
         assert torch.equal(b(ids, pixel_values=pix).logits, ref)
@@ -228,7 +228,7 @@ def test_visual_place_embedding_exports_and_comes_back(tok, tmp_path):
     export(tmp_path / "ours", tmp_path / "hf", to="hf", log=lambda m: None)
     hf = AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf"), trust_remote_code=True).eval()
     ids = torch.tensor([[1, 30, 31] + [12] * 64 + [32, 2]])
-    pix = image_to_patches(picture(7), model.cfg.vision)[None]
+    pix = pixel_tensor(picture(7), model.cfg.vision)[None]
     with torch.no_grad():
         ref = model(ids, pixel_values=pix).logits
         without = model(ids, pixel_values=pix, visual_tokens=model.vision_proj.mlp(

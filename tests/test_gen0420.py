@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 from minimind_v import cli
 from minimind_v.formats.convert_export import convert
 from minimind_v.formats.load import load_model
-from minimind_v.model.naflex import patches_to_picture, split_naflex
-from minimind_v.model.vision import image_to_patches
+from minimind_v.model.siglip import patches_to_picture, split_naflex
+from helpers import pixel_tensor
 from minimind_v.model.vlm import MiniMindVLM
 
 R = REF_0420
@@ -38,7 +38,7 @@ def picture(name: str) -> Image.Image:
 def check_model(model, f, atol=1e-4):
     """Pixels, encoder features, projector output, logits and argmax for both pictures, and text-only."""
     for name in PICS:
-        pix = image_to_patches(picture(name), model.cfg.vision)[None]
+        pix = pixel_tensor(picture(name), model.cfg.vision)[None]
         want_pix = f["pixel_lut"][f[f"{name}.pixel_values_u8"].long()]
         assert torch.equal(patches_to_picture(pix, 32), want_pix), name
         with torch.no_grad():
@@ -71,7 +71,7 @@ def test_0420_checkpoint_and_hf_folder_reproduce_upstream(src, tmp_path):
     f = fx()
     check_model(model, f)
     from minimind_v.model.generate import SamplingParams, generate     # greedy, with the KV cache
-    pix = image_to_patches(picture("img320x200"), model.cfg.vision)[None]
+    pix = pixel_tensor(picture("img320x200"), model.cfg.vision)[None]
     ids = generate(model, [f["input_ids"][0].tolist()], SamplingParams(max_new_tokens=8), pixel_values=pix)
     assert ids == f["img320x200.greedy_ids"].tolist()
     assert generate(model, [f["text.input_ids"][0].tolist()], SamplingParams(max_new_tokens=8)) == \
@@ -110,7 +110,7 @@ def test_naflex_pixels_and_march_model_match_upstream(tmp_path):
     model = naflex_model(tmp_path)
     assert model.cfg.vision.resize == "naflex" and model.cfg.merge == 4 and not model.cfg.projector_norm
     for name in ("img320x200", "img1000x200"):
-        packed = image_to_patches(picture(name), model.cfg.vision)[None]
+        packed = pixel_tensor(picture(name), model.cfg.vision)[None]
         patches, mask, shapes = split_naflex(packed)
         m = nf[f"{name}.pixel_attention_mask"].bool()[..., None]
         want = torch.where(m, nf["pixel_lut"][nf[f"{name}.pixel_values_u8"].long()], 0.)
@@ -125,13 +125,13 @@ def test_naflex_pixels_and_march_model_match_upstream(tmp_path):
         torch.testing.assert_close(out.hidden_states, nf[f"{name}.hidden_states"], atol=1e-4, rtol=0)
         assert torch.equal(out.logits.argmax(-1), nf[f"{name}.logits_argmax"]), name
     with torch.no_grad():
-        out = model(nf["input_ids"], pixel_values=image_to_patches(picture("img320x200"), model.cfg.vision)[None])
+        out = model(nf["input_ids"], pixel_values=pixel_tensor(picture("img320x200"), model.cfg.vision)[None])
     torch.testing.assert_close(out.logits[:, -16:], nf["img320x200.logits_last16"], atol=1e-4, rtol=0)
 
 
 def test_naflex_sizes_for_other_aspect_ratios():
     """The issue's own examples: 320x240 -> 14 x 18 (252 real); 1000x200 -> 7 x 35; a square -> 16 x 16."""
-    from minimind_v.model.naflex import naflex_size
+    from minimind_v.hf.pixels import naflex_size
     assert naflex_size(240, 320, 16, 256) == (224, 288)
     assert naflex_size(200, 1000, 16, 256) == (112, 560)
     assert naflex_size(512, 512, 16, 256) == (256, 256)
@@ -295,7 +295,7 @@ def test_round_trip_upstream_to_ours_to_reference_is_exact(generation, tmp_path)
     convert(out, tmp_path / "again", vision_encoder=str(encoder), **quiet)
     a, b = load_model(tmp_path / "m"), load_model(tmp_path / "again")
     assert a.cfg == b.cfg
-    pix = image_to_patches(picture("img320x200"), a.cfg.vision)[None]
+    pix = pixel_tensor(picture("img320x200"), a.cfg.vision)[None]
     ids = load_file(str(R / ("fixture_0420.safetensors" if generation == "0420" else "naflex_e51dcf0.safetensors")))
     with torch.no_grad():
         assert torch.equal(a(ids["input_ids"], pixel_values=pix).logits, b(ids["input_ids"], pixel_values=pix).logits)

@@ -8,6 +8,7 @@ that greedy replies vary with the input).
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -181,3 +182,23 @@ def test_bf16_folder_loads_as_bf16_and_answers(folders, tmp_path):
     assert model.dtype == torch.bfloat16 and len(tokens) > 0
     card = (tmp_path / "bf16" / "README.md").read_text()
     assert "AutoModelForImageTextToText" in card and "image-text-to-text" in card
+
+
+def test_exported_pixel_code_is_the_package_file_and_gives_the_same_pixels(folders):
+    """The exported folder carries minimind_v/hf/pixels.py byte for byte, and its image processor returns
+    exactly the pixels chat feeds the model (square and aspect-kept pictures, RGBA and grey)."""
+    import numpy as np
+    from PIL import Image
+
+    import minimind_v.hf.pixels as pixels
+    from minimind_v.hf.image_processing_minimind_v import MiniMindVImageProcessor
+    ours_dir, hf = folders
+    assert (hf / "pixels.py").read_bytes() == Path(pixels.__file__).read_bytes()
+    vlm = VLM.load(ours_dir)
+    proc = MiniMindVImageProcessor.from_pretrained(str(hf))
+    rng = np.random.default_rng(0)
+    pics = [Image.fromarray(rng.integers(0, 256, (40, 70, 3), np.uint8)),
+            Image.fromarray(rng.integers(0, 256, (33, 33, 4), np.uint8), "RGBA"),
+            Image.fromarray(rng.integers(0, 256, (50, 20), np.uint8), "L")]
+    got = proc(images=pics, return_tensors="pt")["pixel_values"]
+    assert torch.equal(got, vlm.pixels(pics))

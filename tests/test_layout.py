@@ -227,3 +227,24 @@ def test_no_sys_path_edits():
             if lines:
                 found[str(p.relative_to(ROOT))] = lines
     assert not found, f"sys.path edited (install the package instead): {found}"
+
+
+PICTURE_FUNCTIONS = {"to_rgb", "naflex_size", "patchify", "normalise", "normalised", "packed_pixels",
+                     "encoder_inputs", "image_to_patches"}
+
+
+def test_picture_code_has_one_home():
+    """Turning a picture into encoder input is written once, in minimind_v/hf/pixels.py (the exported folder
+    ships that same file; tests/test_hf_processor.py compares them)."""
+    home = PACKAGE / "hf" / "pixels.py"
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path == home:
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        defs = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)} & PICTURE_FUNCTIONS
+        if defs:
+            found[str(path.relative_to(ROOT))] = sorted(defs)
+    assert not found, f"picture code outside hf/pixels.py: {found}"
+    pixels_imports = {n.module or "" for n in ast.walk(ast.parse(home.read_text())) if isinstance(n, ast.ImportFrom)}
+    assert pixels_imports <= {"__future__", "PIL"}, f"hf/pixels.py must stay numpy + PIL only: {pixels_imports}"

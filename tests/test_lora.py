@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from minimind_v import cli
 from minimind_v.formats.load import load_model
-from minimind_v.model.vision import image_to_patches
+from helpers import pixel_tensor
 from minimind_v.train import checkpoint as ckpt
 from minimind_v.train.lora import load_adapter
 from minimind_v.train.loop import TrainConfig, train
@@ -88,7 +88,7 @@ def test_frozen_projector_and_attention_targets(tmp_path, synth_data, tiny_model
 def inputs(model):
     from test_export import picture
     ids = torch.tensor([[1, 30, 31] + [model.cfg.image_token_id] * model.cfg.image_token_len + [32, 2, 1, 33]])
-    return ids, image_to_patches(picture(3, size=(40, 40)), model.cfg.vision)[None]
+    return ids, pixel_tensor(picture(3, size=(40, 40)), model.cfg.vision)[None]
 
 
 def test_merge_equals_adapter_model_and_loads_everywhere(lora_run, tmp_path, capsys):

@@ -139,20 +139,20 @@ def test_patches_match_siglip2_image_processor():
     import numpy as np
     from PIL import Image
     from transformers import Siglip2ImageProcessor
-    from minimind_v.model.vision import image_to_patches
+    from helpers import pixel_tensor
     rng = np.random.default_rng(0)
     img = Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8))
     vcfg = VisionConfig(image_size=32, patch_size=8, hidden_size=64)
     proc = Siglip2ImageProcessor(patch_size=8, max_num_patches=16)
     ref = proc(images=[img], return_tensors="pt")
     assert ref["spatial_shapes"].tolist() == [[4, 4]]
-    ours = image_to_patches(img, vcfg)
+    ours = pixel_tensor(img, vcfg)
     torch.testing.assert_close(ours, ref["pixel_values"][0, :16].float(), atol=2e-2, rtol=0)
 
 
 def test_image_modes_convert_to_rgb():
     from PIL import Image
-    from minimind_v.model.vision import to_rgb
+    from minimind_v.image import to_rgb
     rgba = Image.new("RGBA", (4, 4), (255, 0, 0, 0))          # fully transparent -> white
     assert to_rgb(rgba).getpixel((0, 0)) == (255, 255, 255)
     assert to_rgb(Image.new("CMYK", (4, 4), (0, 255, 255, 0))).getpixel((0, 0)) == (255, 0, 0)

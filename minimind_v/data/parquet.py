@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
 
-from ..model.vision import (DEFAULT_MAX_PIXELS, TRAIN_MAX_ASPECT, TRAIN_MIN_SIDE, ImageError, image_to_patches,
-                            open_image)
+from ..hf.pixels import pixel_batch
+from ..image import DEFAULT_MAX_PIXELS, TRAIN_MAX_ASPECT, TRAIN_MIN_SIDE, ImageError, open_image
 from .augment import augment_image
 from .chatml import BadRow, check_order, count_markers, parse_conversations, render
 from .placeholder import is_placeholder
@@ -206,6 +206,6 @@ class VLMDataset(Dataset):
                                       control_tokens_in_text=self.control_tokens_in_text)
         if self.augment:
             pics = [augment_image(p, self.augment) for p in pics]
-        pv = torch.stack([image_to_patches(p, self.cfg.vision) for p in pics]) if pics else None
+        pv = torch.from_numpy(pixel_batch(pics, self.cfg.vision)) if pics else None
         keys = [image_key(b) for b in images[:len(pics)]] if self.image_keys else []
         return Sample(torch.tensor(r.ids), torch.tensor(r.labels), pv, i, image_keys=keys)

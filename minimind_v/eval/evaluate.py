@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from ..data.chatml import BadRow, count_markers, parse_conversations
 from ..data.parquet import ParquetRows, row_images
 from ..image import ImageError, open_image
-from ..model.vision import blank_image
+from ..image import blank_image
 from ..tokenizer import unicode_problem
 from .score import is_correct, normalize
 
@@ -97,7 +97,7 @@ def evaluate(vlm, rows: list[dict], blind: bool = False, batch_size: int = 32, m
                 continue
             chunk.append((i, r))
             convs.append(conv)
-            imgs.append([blank_image(vcfg) for _ in pics] if blind else pics)
+            imgs.append([blank_image(vcfg.image_size) for _ in pics] if blind else pics)
         replies = vlm.answer_batch(convs, imgs, max_new_tokens=max_new_tokens) if chunk else []
         for (i, r), reply in zip(chunk, replies):
             preds.append({"row": i, "type": row_type(r), "answer": r["answer"], "reply": reply,

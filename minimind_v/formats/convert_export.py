@@ -27,6 +27,7 @@ together, so `convert --to hf` and `export --to hf` run the same `export()`.
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -34,7 +35,7 @@ from pathlib import Path
 import torch
 
 from ..config import ModelConfig
-from ..model.naflex import encoder_classes
+from ..model.siglip import encoder_classes
 from ..model.vlm import MiniMindVLM
 from ..outputs import check_output, commit, staged_output
 from ..tokenizer import Tokenizer
@@ -294,13 +295,27 @@ def convert(src: str | Path, dst: str | Path, to: str = "ours", *, preset_name: 
     try:
         if to == "ours":
             check_output(dst, (src, config, tokenizer, vision_encoder), overwrite=overwrite, folder=True)
+        sibling = Path(src).with_name(Path(src).stem + "_config.json")
+        if config is not None or (Path(src).is_file() and sibling.is_file()):
+            check_config_file(config if config is not None else sibling)
         return _convert(Path(src), dst, to, preset_name=preset_name, config=config, tokenizer=tokenizer,
                         vision_encoder=vision_encoder, bundle_encoder=bundle_encoder, dtype=dtype, seed=seed, log=log,
                         overwrite=overwrite)
     except FileNotFoundError:
         raise
-    except OSError as e:
-        raise ValueError(f"convert {src} -> {dst} failed: {type(e).__name__}: {e}") from None
+    except (OSError, pickle.UnpicklingError) as e:    # e.g. an encoder folder whose weights are a refused pickle
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        raise ValueError(f"convert {src} -> {dst} failed: {type(e).__name__}: {first}") from None
+
+
+def check_config_file(config: str | Path) -> None:
+    """--config must be a JSON object (its fields are type-checked when the config is built)."""
+    try:
+        d = json.loads(Path(config).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"--config {config} is not valid JSON: {e}") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"--config {config} must hold a JSON object of config fields, not a {type(d).__name__}")
 
 
 def _convert(src: Path, dst, to, *, preset_name, config, tokenizer, vision_encoder, bundle_encoder, dtype, seed,

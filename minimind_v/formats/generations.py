@@ -111,7 +111,7 @@ def config_for(d: dict, gen: str | None, source: str) -> ModelConfig:
 
 def encoder_folder_kind(encoder_dir: str | Path) -> str:
     """'siglip2' | 'siglip' for a local encoder folder, from its config.json."""
-    from ..model.naflex import encoder_kind_of
+    from ..model.siglip import encoder_kind_of
     f = Path(encoder_dir) / "config.json"
     if not f.exists():
         raise FileNotFoundError(f"--vision-encoder {encoder_dir} has no config.json (expected a local SigLIP "

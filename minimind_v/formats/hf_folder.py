@@ -35,7 +35,7 @@ from .fields import default_vision, model_config_from_original, original_config,
 from .folder import strict_load
 
 HERE = Path(__file__).resolve().parent.parent / "hf"   # the remote-code files ship from minimind_v/hf
-CODE_FILES = ("configuration_minimind_v.py", "modeling_minimind_v.py", "image_processing_minimind_v.py",
+CODE_FILES = ("configuration_minimind_v.py", "modeling_minimind_v.py", "image_processing_minimind_v.py", "pixels.py",
               "processing_minimind_v.py")
 AUTO_MAP = {"AutoConfig": "configuration_minimind_v.MiniMindVConfig",
             "AutoModelForCausalLM": "modeling_minimind_v.MiniMindVForCausalLM",

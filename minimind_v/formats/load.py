@@ -5,8 +5,11 @@
     a file (.pth / .pt / .bin / .safetensors)        -> reference.load_checkpoint (the original's layout; it
                                                         needs a preset or config, see that module)
 
-The formats know nothing of each other; only this module tells them apart, so adding a format means one
-more branch here and no import between formats.
+Only this module tells the formats apart, so adding a format means one more branch here. The formats share
+a few helpers and nothing else: the strict loader (folder.py), the config field mapping (fields.py), the
+safetensors / .bin reader (hf_folder.read_weights_file) and, for the original's files, what each upstream
+release implies (generations.py: a bare checkpoint's generation is detected once, from its projector keys,
+and that answer picks its config, its encoder class and its pixels).
 """
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from ..config import ModelConfig, preset
-from ..model.naflex import encoder_classes, encoder_patches
+from ..model.siglip import encoder_classes, encoder_patches
 from ..model.vlm import MiniMindVLM
 from .fields import original_config
 from .folder import CheckpointMismatch, strict_load

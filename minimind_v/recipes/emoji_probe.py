@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from ..image import open_image
-from ..model.vision import blank_image
+from ..hf.pixels import pixel_batch
+from ..image import blank_image
 from .emoji import TRAIN_FILE, VAL_FILE, _read_rows, emoji_key, other_style_pictures, picture_facts, style_of
 
 _NAME_QUESTION = re.compile(r"^(?:Is this|Does this image show) the (.+)\?$")
@@ -49,14 +50,14 @@ def encoder_features(encoder, rows: list[dict], batch: int = 256) -> torch.Tenso
     out = []
     with torch.no_grad():
         for i in range(0, len(rows), batch):
-            x = torch.stack([encoder.preprocess(open_image(r["image_bytes"])) for r in rows[i:i + batch]])
+            x = torch.from_numpy(pixel_batch([open_image(r["image_bytes"]) for r in rows[i:i + batch]], encoder.vcfg))
             out.append(encoder(x).mean(1))
     return torch.cat(out)
 
 
 def _caption_gain(vlm, image, names: list[str]) -> list[float]:
     """log p("The image shows the <name>." | picture) - the same with a blank picture, per name."""
-    blank = blank_image(vlm.model.cfg.vision)
+    blank = blank_image(vlm.model.cfg.vision.image_size)
     prompt = vlm.prompt_ids([{"role": "user", "content": "Describe this emoji."}], 1)
     gains = []
     for name in names:

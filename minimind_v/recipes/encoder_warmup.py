@@ -41,7 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..model.vision import VisionEncoder, image_to_patches
+from ..hf.pixels import pixel_batch
+from ..model.vision import VisionEncoder
 
 
 def warm_up_encoder(encoder: VisionEncoder, images: list, cells: list[list[tuple[str, ...]]],
@@ -58,7 +59,7 @@ def warm_up_encoder(encoder: VisionEncoder, images: list, cells: list[list[tuple
     if len(images) != len(cells) or not images:
         raise ValueError("warm_up_encoder needs one label list per picture, and at least one picture")
     t0 = time.time()
-    x_all = torch.stack([image_to_patches(im, encoder.vcfg) for im in images])
+    x_all = torch.from_numpy(pixel_batch(images, encoder.vcfg))
     n_patches, width = x_all.shape[1], encoder.vcfg.hidden_size
     if any(len(c) != n_patches for c in cells):
         raise ValueError(f"warm_up_encoder needs one label list per patch ({n_patches} per picture)")
@@ -118,7 +119,7 @@ def warm_up_encoder_tasks(encoder: VisionEncoder, images: list, tasks: dict[str,
     index = {name: {c: i for i, c in enumerate(cs)} for name, cs in classes.items()}
     y = {name: torch.tensor([index[name][lb] if lb is not None else -100 for lb in labels])
          for name, labels in tasks.items()}
-    fixed = None if augment else torch.stack([image_to_patches(im, encoder.vcfg) for im in images])
+    fixed = None if augment else torch.from_numpy(pixel_batch(images, encoder.vcfg))
     width = encoder.vcfg.hidden_size
     heads = nn.ModuleDict({name: nn.Linear(width, len(c)) for name, c in classes.items()})
     params = list(encoder.parameters()) + list(heads.parameters())
@@ -146,7 +147,7 @@ def warm_up_encoder_tasks(encoder: VisionEncoder, images: list, tasks: dict[str,
             x = fixed[idx]
         else:       # augment draws from Python's global random: seeded per step, so a run repeats exactly
             random.seed(seed * 1_000_003 + step)
-            x = torch.stack([image_to_patches(augment(images[i]), encoder.vcfg) for i in idx])
+            x = torch.from_numpy(pixel_batch([augment(images[i]) for i in idx], encoder.vcfg))
         feats = encoder(x).mean(dim=1)
         it = torch.tensor(idx)
         loss = sum(_masked_ce(heads[name](feats), y[name][it]) for name in tasks)

@@ -43,7 +43,7 @@ def encoder_fingerprint(model, dtype: torch.dtype) -> str:
     meta = {"class": type(enc.encoder).__name__, "config": enc.encoder.config.to_dict(),
             "image_size": v.image_size, "patch_size": v.patch_size, "image_mean": v.image_mean,
             "image_std": v.image_std, "dtype": str(dtype)}
-    if (v.resize, v.resample) != ("square", "bilinear"):     # the original's pixels (model/naflex.py)
+    if (v.resize, v.resample) != ("square", "bilinear"):     # the original's pixels (hf/pixels.py)
         meta.update(resize=v.resize, resample=v.resample)
     h.update(json.dumps(meta, sort_keys=True, default=str).encode())
     for name, t in sorted(enc.state_dict().items()):

@@ -1,13 +1,10 @@
 """The `minimind-v train` flags, generated from TrainConfig's fields.
 
-Why generated: the flags were a hand-written copy of the dataclass, and every field added to TrainConfig
-later (think_block, save_final, plot) stayed out of reach of the command line until someone remembered
-to copy it. Here each field becomes `--kebab-case-name` on its own: the type comes from the annotation
+Why generated: a hand-written copy of the dataclass drifts, and a field missing from it is out of reach
+of the command line. Here each field becomes `--kebab-case-name` on its own: the type comes from the annotation
 (`int | None` -> int, default None; `list[str]` -> one or more values; `bool` -> `--x/--no-x`), the
-default from the field. What cannot be read from the dataclass is in FLAGS, one entry per field: its
-group in `--help`, its help text, and, where it has one, other spellings (`--from`), choices and a
-metavar. A field missing from FLAGS still gets its flag (in the "other" group); tests/test_cli.py
-insists that it also gets a help text.
+default from the field, and the rest (group in `--help`, help text, other spellings such as `--from`,
+choices, metavar) from the field's metadata (train/config.py), so a new field needs no edit here.
 
 One field is not a plain value: `model_overrides` (a dict of ModelConfig fields) is set by the named
 shortcuts `--hidden-size`, `--num-layers`, `--use-moe` and, for any other field, `--model-override
@@ -20,98 +17,26 @@ import dataclasses
 import json
 import types
 import typing
-from typing import NamedTuple
 
-from ..config import PRESETS
-from .loop import TrainConfig
-from .stages import STAGES, TRAINABLE_CHOICES
-
-
-class Flag(NamedTuple):
-    group: str
-    help: str
-    spellings: tuple[str, ...] = ()      # extra option strings, e.g. ("--from",)
-    choices: tuple | None = None
-    metavar: str | None = None
-
-
-GROUPS = {
-    "what": "what to train",
-    "model": "a new model (without --from)",
-    "schedule": "optimisation",
-    "data": "data",
-    "run": "where it runs",
-    "log": "logging and checkpoints",
-    "lora": "LoRA (PEFT): train a low-rank adapter on --from instead of the full weights",
-    "other": "other",
-}
-
-FLAGS: dict[str, Flag] = {
-    "stage": Flag("what", "what the stage trains, its default lr and max length, and its data reader",
-                  choices=tuple(STAGES)),
-    "data": Flag("what", "parquet files (VLM stages, or text) or JSONL files", metavar="FILE"),
-    "out": Flag("what", "run folder: metrics.jsonl, loss.png, checkpoints/, model/"),
-    "init_from": Flag("what", "model folder to start from (the previous stage's OUT/model)",
-                      spellings=("--from",), metavar="DIR"),
-    "preset": Flag("model", "model size when not using --from", choices=tuple(PRESETS)),
-    "tokenizer": Flag("model", "tokenizer folder (needed without --from)", metavar="DIR"),
-    "vision_encoder": Flag("model", "local SigLIP2 folder (e.g. siglip2-base-p16-ve) for a new model", metavar="DIR"),
-    "model_overrides": Flag("model", "set any ModelConfig field of a new model (repeatable); VALUE is JSON or a "
-                                     "string", spellings=("--model-override",), metavar="FIELD=VALUE"),
-    "epochs": Flag("schedule", "passes over the data"),
-    "max_steps": Flag("schedule", "stop after N optimizer steps (overrides --epochs)", metavar="N"),
-    "batch_size": Flag("schedule", "rows per micro-batch per process"),
-    "grad_accum": Flag("schedule", "micro-batches per optimizer step"),
-    "lr": Flag("schedule", "peak learning rate (stage default if unset)"),
-    "min_lr": Flag("schedule", "final learning rate of the cosine decay (default lr/10)"),
-    "warmup_steps": Flag("schedule", "linear warm-up steps"),
-    "weight_decay": Flag("schedule", "AdamW weight decay"),
-    "grad_clip": Flag("schedule", "gradient norm clip"),
-    "trainable": Flag("schedule", "override what the stage trains", choices=tuple(TRAINABLE_CHOICES)),
-    "unfreeze_vision": Flag("schedule", "also train the vision encoder"),
-    "max_length": Flag("data", "tokens per row (stage default if unset)"),
-    "padding": Flag("data", "pad to the batch's longest row, to max length, or pack rows into sequences",
-                    choices=("longest", "max", "pack")),
-    "augment": Flag("data", "random zoom (+-15%%), shift (+-8%%), brightness and contrast (+-10%%) of training "
-                            "pictures, times S (1 = those ranges; 0 = off). Helps when few pictures are seen for "
-                            "many epochs", metavar="S"),
-    "encoder_cache": Flag("data", "cache the frozen encoder's outputs on disk by image hash and reuse them across "
-                                  "epochs and runs (faster when pictures repeat; refused with --unfreeze-vision: a "
-                                  "trained encoder's outputs change)", metavar="DIR"),
-    "think_block": Flag("data", "put an empty <think></think> block before each assistant reply that has none "
-                                "(the original's reasoning-model template)"),
-    "control_tokens_in_text": Flag("data", "trusted data only: strings such as <|im_end|> inside messages stay "
-                                           "control tokens (by default what a message says is encoded as plain "
-                                           "text, so no row can forge a turn)"),
-    "num_workers": Flag("data", "DataLoader worker processes"),
-    "dtype": Flag("run", "auto: bf16 on GPU, fp32 on CPU", choices=("auto", "fp32", "bf16", "fp16")),
-    "device": Flag("run", "auto (CUDA when available, else CPU) or a torch device name such as cuda:1"),
-    "seed": Flag("run", "random seed (initial weights, data order)"),
-    "log_every": Flag("log", "print and record a log line every N optimizer steps", metavar="N"),
-    "save_every": Flag("log", "checkpoint every N optimizer steps (0: only at the end or on a signal)",
-                       metavar="N"),
-    "keep_last": Flag("log", "checkpoints to keep", metavar="N"),
-    "resume": Flag("log", "checkpoint folder, or 'auto' for the newest valid one in --out (else start)",
-                   metavar="DIR|auto"),
-    "logger": Flag("log", "also send the metrics to an experiment tracker", choices=("none", "wandb", "swanlab")),
-    "max_bad_steps": Flag("log", "abort after N non-finite losses in a row", metavar="N"),
-    "trace_rows": Flag("log", "write OUT/rows-rank<R>.jsonl: the data rows each optimizer step trained on"),
-    "progress": Flag("log", "a progress bar"),
-    "save_final": Flag("log", "write OUT/model at the end"),
-    "plot": Flag("log", "draw OUT/loss.png at the end"),
-    "lora_rank": Flag("lora", "LoRA rank (0: full training)", metavar="R"),
-    "lora_alpha": Flag("lora", "LoRA scale numerator (default 2 x rank)"),
-    "lora_dropout": Flag("lora", "dropout on the adapter's input"),
-    "lora_targets": Flag("lora", "LLM linear layers to adapt: all, attn, mlp, or a comma list of q_proj,k_proj,"
-                                 "v_proj,o_proj,gate_proj,up_proj,down_proj"),
-    "lora_projector": Flag("lora", "train the projector fully and save it in the adapter (auto: when the stage "
-                                   "trains it)", choices=("auto", "train", "freeze")),
-}
+from .config import GROUPS, TrainConfig
 
 # model_overrides shortcuts: flag -> (ModelConfig field, argparse type or None for a switch, help)
 MODEL_SHORTCUTS = {"--hidden-size": ("hidden_size", int, "LLM width of a new model"),
                    "--num-layers": ("num_hidden_layers", int, "LLM layers of a new model"),
                    "--use-moe": ("use_moe", None, "MoE feed-forward (4 experts, top-1)")}
+
+
+@dataclasses.dataclass
+class _Spec:
+    """The metadata keys the command line reads (train/config.py `setting`)."""
+    help: str = ""
+    group: str = "what"
+    spellings: tuple = ()
+    choices: tuple | None = None
+    metavar: str | None = None
+
+
+_SPEC_KEYS = [f.name for f in dataclasses.fields(_Spec)]
 
 
 def flag_name(field_name: str) -> str:
@@ -140,12 +65,12 @@ def field_default(f: dataclasses.Field):
     return dataclasses.MISSING
 
 
-def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field (plus the model_overrides shortcuts), in FLAGS' groups."""
-    hints = typing.get_type_hints(TrainConfig)
+def add_train_arguments(p: argparse.ArgumentParser, config_class=TrainConfig) -> None:
+    """One flag per TrainConfig field (plus the model_overrides shortcuts), in the fields' groups."""
+    hints = typing.get_type_hints(config_class)
     groups = {key: p.add_argument_group(title) for key, title in GROUPS.items()}
-    for f in dataclasses.fields(TrainConfig):
-        spec = FLAGS.get(f.name, Flag("other", ""))
+    for f in dataclasses.fields(config_class):
+        spec = _Spec(**{k: f.metadata[k] for k in _SPEC_KEYS})
         g = groups[spec.group]
         if f.name == "model_overrides":
             g.add_argument(*spec.spellings, dest="model_override", action="append", default=[],
@@ -190,12 +115,14 @@ def parse_override(item: str) -> tuple[str, object]:
         return key, value
 
 
-def config_from_args(a: argparse.Namespace) -> TrainConfig:
-    """The TrainConfig the parsed `train` arguments describe."""
-    values = {f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig) if f.name != "model_overrides"}
+def config_from_args(a: argparse.Namespace, config_class=TrainConfig) -> TrainConfig:
+    """The TrainConfig the parsed `train` arguments describe, its bounds checked."""
+    values = {f.name: getattr(a, f.name) for f in dataclasses.fields(config_class) if f.name != "model_overrides"}
     over = dict(parse_override(item) for item in a.model_override)
     for opt, (field_name, _, _) in MODEL_SHORTCUTS.items():
         v = getattr(a, shortcut_dest(opt))
         if v:                                    # unset (None / False) leaves the preset's value
             over[field_name] = v
-    return TrainConfig(model_overrides=over, **values)
+    cfg = config_class(model_overrides=over, **values)
+    cfg.check()
+    return cfg

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ..formats.adapter import ADAPTER_CONFIG, attach_adapter, base_of, is_adapter_folder  # noqa: F401
+from ..formats.adapter import attach_adapter, base_of
 
 ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")

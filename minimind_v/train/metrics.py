@@ -3,12 +3,24 @@ PNGs drawn with matplotlib.
 
 The JSON lines are the record (anything can re-plot them); the PNG is a convenience, so matplotlib is
 imported only inside the plotting functions. Loss is drawn on a log axis because it falls by factors, not
-by amounts: the late, slow part of training stays readable next to the steep start."""
+by amounts: the late, slow part of training stays readable next to the steep start.
+
+`Window` sums what happened since the last log line (loss, rows, real tokens, pictures, attention FLOPs)
+and `log_window` turns it into one metrics record: loss, lr, step time, samples/s, real tokens/s, padding
+share and MFU (FLOPs counted in flops.py), summed over ranks."""
 from __future__ import annotations
 
 import json
 import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch
+
+from .distributed import all_reduce_sum
+from .flops import flops_breakdown, trainable_fraction
 
 
 class MetricsLog:
@@ -142,3 +154,79 @@ def plot_stages(run_dir: str | Path, stages: list[tuple[str, int]], title: str) 
     out = Path(run_dir) / "loss.png"
     fig.savefig(out)
     return out
+
+
+@dataclass
+class Window:
+    """Sums over the optimizer steps since the last log line (this process's share)."""
+    loss: torch.Tensor           # sum of the finite steps' losses, kept on the device (no host sync)
+    n: int = 0                   # finite steps
+    samples: int = 0
+    real: int = 0                # non-pad tokens
+    tokens: int = 0
+    labels: int = 0
+    images: int = 0
+    len_sum: float = 0.0         # sum of squared row lengths (attention FLOPs)
+    steps: int = 0
+    t0: float = field(default_factory=time.perf_counter)
+
+    def add_batch(self, batch) -> None:
+        self.samples += batch.n_samples
+        self.real += batch.n_real_tokens
+        self.tokens += batch.n_tokens
+        self.images += 0 if batch.pixel_values is None else batch.pixel_values.shape[0]
+        self.len_sum += batch.sum_sq_len
+        self.labels += batch.n_label_tokens
+
+    def reset(self) -> None:
+        self.loss = torch.zeros_like(self.loss)
+        self.n = self.samples = self.real = self.tokens = self.labels = self.images = self.steps = 0
+        self.len_sum = 0.0
+        self.t0 = time.perf_counter()
+
+
+def log_window(w: Window, p, run, skipped: Counter) -> float:
+    """Log one interval and start the next: the numbers are summed over ranks (a collective call), rank 0
+    writes them. Returns the interval's mean loss."""
+    dist, model, bar, log = p.dist, p.model, p.bar, p.log
+    dt = time.perf_counter() - w.t0
+    loss_sum = w.loss.detach().double().reshape(1)
+    counts = [w.n, w.samples, w.real, w.tokens, w.images, w.labels, w.len_sum]
+    stats = torch.cat([loss_sum, torch.tensor(counts, dtype=torch.float64, device=loss_sum.device)])
+    if dist.enabled:
+        stats = all_reduce_sum(stats)
+    loss_sum, n, samples, real, tokens, images, labels, len_sum = stats.tolist()
+    loss = loss_sum / n if n else float("nan")
+    steps = max(1, w.steps)
+    flops = sum(flops_breakdown(model.cfg, int(real), int(labels), len_sum, int(images), trainable_fraction(model),
+                                model.vision_trainable).values())
+    rec = {"step": run.step, "epoch": run.epoch, "loss": round(loss, 5), "lr": p.opt.param_groups[0]["lr"],
+           "step_time_s": round(dt / steps, 4), "samples_per_s": round(samples / dt, 2),
+           "real_tokens_per_s": round(real / dt, 1), "tokens_per_s": round(tokens / dt, 1),
+           "pad_fraction": round(1 - real / max(1.0, tokens), 3),
+           "mfu": round(flops / dt / p.peak / dist.world, 4) if p.peak else None,
+           "skipped": sum(skipped.values()), "skipped_by_kind": dict(sorted(skipped.items())),
+           "bad_steps": run.bad_steps}
+    p.metrics.log(rec)
+    if bar is not None:
+        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{rec['lr']:.2e}", tok_s=f"{rec['real_tokens_per_s']:.0f}",
+                        skipped=rec["skipped"])
+    elif dist.main:
+        log(json.dumps({k: v for k, v in rec.items() if k != "skipped_by_kind"}))
+    if skipped and dist.main:
+        line = "skipped rows so far: " + ", ".join(f"{k}={v}" for k, v in sorted(skipped.items()))
+        (bar.write if bar is not None else log)(line if bar is None else f"[train] {line}")
+    w.reset()
+    return loss
+
+
+def drop_metrics_after(path: Path, step: int) -> None:
+    """After a resume, forget metric records of steps that will be trained again."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step]
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.replace(path)
+
