@@ -33,6 +33,7 @@ NOT_BELOW = {
     "eval": ("datatools", "train", "recipes", "serve", "cli"),
     "serve": ("datatools", "train", "recipes", "eval", "cli"),
     "recipes": ("serve", "cli"),
+    "portable": ("datatools", "train", "recipes", "serve", "eval", "pipeline", "chat", "cli"),
 }
 
 
