@@ -33,14 +33,18 @@ def read_line(stdin) -> str:
 
 
 def run_chat(a, stdin=None, stdout=None) -> int:
-    from .pipeline import VLM
     from .tokenizer import unicode_problem
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     if a.prompt is not None and unicode_problem(a.prompt):
         raise ValueError(f"--prompt is not valid text ({unicode_problem(a.prompt)}); was it typed in another "
                          f"encoding than UTF-8?")
     images = [_open(p) for p in (a.image or [])]      # a bad picture is named before the model loads
-    vlm = VLM.load(a.model, device=a.device)
+    if getattr(a, "runtime", "torch") == "onnx":          # an `export --to onnx` folder, on onnxruntime
+        from .portable.runtime import OnnxVLM
+        vlm = OnnxVLM.load(a.model)
+    else:
+        from .pipeline import VLM
+        vlm = VLM.load(a.model, device=a.device)
     if a.prompt is not None:
         for piece in vlm.stream([{"role": "user", "content": a.prompt}], images, **_sampling(a)):
             stdout.write(piece)

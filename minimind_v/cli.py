@@ -169,6 +169,8 @@ def _add_chat(p):
     p.add_argument("--seed", type=int)
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--runtime", default="torch", choices=["torch", "onnx"],
+                   help="onnx: --model is a folder written by `export --to onnx`, run by onnxruntime without torch")
     p.set_defaults(func=_cmd_chat)
 
 

@@ -257,3 +257,15 @@ def test_export_cli_and_errors(tmp_path, capsys):
     assert cli.main(["export", "--model", str(src), "--to", "onnx", "--dtype", "bf16", str(tmp_path / "b")]) == 2
     assert "fp32 or fp16" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+    # chat --runtime onnx answers like chat on the PyTorch model, token for token (greedy)
+    pictures()[1].save(tmp_path / "pic.png")
+    args = ["chat", "--prompt", "What is there?", "--image", str(tmp_path / "pic.png"), "--greedy",
+            "--max-new-tokens", "12"]
+    capsys.readouterr()
+    assert cli.main(args + ["--model", str(src)]) == 0
+    want = capsys.readouterr().out
+    assert cli.main(args + ["--model", str(tmp_path / "o"), "--runtime", "onnx"]) == 0
+    assert capsys.readouterr().out == want and len(want.strip()) > 3
+    assert cli.main(args + ["--model", str(src), "--runtime", "onnx"]) == 2      # not an ONNX folder: one line
+    err = capsys.readouterr().err
+    assert "not an ONNX export" in err and len(err.strip().splitlines()) == 1
