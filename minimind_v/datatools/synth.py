@@ -112,11 +112,11 @@ def question(objs: list[Obj], qtype: str, rng: random.Random) -> tuple[str, str,
     Replies say the answer in a caption's words, right after the word it depends on: "The circle is
     red.", "It is a red circle.". The model copies the question's word and then does the lookup the
     captions trained ("circle is" -> the circle's colour) instead of carrying the word across the
-    question to an "It is ..." (docs/demo.md, fifth round). A position reply first says where each
+    question to an "It is ..." (docs/LOG.md, 2026-12-02). A position reply first says where each
     object is, as the captions do, then compares: "The red circle is on the left and the blue square
     is in the middle, so it is to the left." (the scorer takes the last side named: eval/score.py).
     Answers are lower-case words after a space, the tokens the captions use ("Red." would be a token of
-    its own that the model must learn separately: 46% against 100% for colour in the third round)."""
+    its own that the model must learn separately: 46% against 100% for colour in the designs of 2026-11-28)."""
     if qtype == "count":
         n = len(objs)
         return "How many shapes are there?", f"There {'is' if n == 1 else 'are'} {NUMBERS[n]}.", NUMBERS[n]
@@ -220,7 +220,7 @@ def cell_scenes(n: int, seed: int = 0, image_size: int = 48, max_objects: int = 
 
     `column=True` adds a third label, the object's column ("left", "middle", "right"; "none" for an
     empty cell), so the warm-up names an object's column the way it names its colour and shape, as a
-    property of the object's own patch (docs/demo.md, seventh round)."""
+    property of the object's own patch (docs/LOG.md, 2026-12-03)."""
     rng = random.Random(seed)
     pics, cells = [], []
     empty = ("none",) * (3 if column else 2)

@@ -17,7 +17,7 @@ The recipe: 48 px pictures cut into 16 px patches, so each cell of the scenes' 3
 patch and one visual token (no merge), each visual token with a learned place vector added after the
 projector (`visual_pos_embed`); several questions per picture, so every encoded image pays for four
 answers. What makes it hold over seeds (96.75-99.75% over six runs, every question type at least 89%:
-docs/demo.md, seventh round) is that each lookup is taught directly: the encoder is taught what each
+docs/demo.md) is that each lookup is taught directly: the encoder is taught what each
 patch shows, its object's column included, so every visual token is a clean key and the place is a
 property of the object's own token, as its colour is;
 captions and replies use the same words in the same order ("The circle is red.", "It is a red
@@ -54,7 +54,7 @@ class DemoRecipe:
     warmup_pictures: int = 3000   # scenes for the encoder warm-up
     warmup_steps: int = 1000      # 300 left the shape features blurred enough that binding depended on the seed
     warmup_column: bool = True    # the warm-up also names each object's column: left/right 70-100% -> 89-100%
-                                  # over six runs (docs/demo.md, seventh round)
+                                  # over six runs (docs/LOG.md, 2026-12-03)
     pretrain_steps: int = 1000
     sft_steps: int = 1800
     batch_size: int = 16          # rows per step in every stage (16 learns more per row than 32: docs/demo.md)
@@ -115,7 +115,7 @@ QUICK = DemoRecipe(n_train=600, n_eval=80, warmup_pictures=300, warmup_steps=20,
 
 
 # Seconds per 32 rows on this project's 2-core reference machine, for the ETA printed at the start:
-# (caption rows, SFT rows) by thread count, measured 2026-12-02 with the fifth-round recipe (two threads
+# (caption rows, SFT rows) by thread count, measured 2026-12-02 with the per-patch warm-up recipe (two threads
 # on a quiet machine: 489 s in all; one thread with the other core busy: 715 s); the rest (data, warm-up,
 # evaluation) is about 20 s. An estimate: the printed tqdm bars give the real pace.
 STEP_SECONDS = {1: (0.254, 0.636), 2: (0.216, 0.403)}

@@ -15,7 +15,7 @@ colour belongs to which shape. So `warm_up_encoder` trains it on scenes whose ev
   keep where they are, which the left/right questions need; and the demo also labels each object patch
   with its column ("left", "middle", "right"), one more attribute head: with the place only as a patch
   index, whether the LLM bound a place to the named object was a coin toss per run (left/right 70-100%
-  over six runs, 89-100% with the column head: docs/demo.md, seventh round).
+  over six runs, 89-100% with the column head: docs/LOG.md, 2026-12-03).
 
 The heads are thrown away afterwards; the encoder keeps what it learned and stays frozen in the VLM
 stages, as SigLIP does in the real recipe. (The first design named the lone object of one-object
