@@ -34,6 +34,9 @@ NOT_BELOW = {
     "serve": ("datatools", "train", "recipes", "eval", "cli"),
     "recipes": ("serve", "cli"),
     "portable": ("datatools", "train", "recipes", "serve", "eval", "pipeline", "chat", "cli"),
+    # a leaf: Hub ids -> local paths; what reads those paths calls it, never the reverse
+    "hub": ("model", "data", "datatools", "formats", "train", "eval", "serve", "recipes", "portable", "pipeline",
+            "chat", "cli"),
 }
 
 
