@@ -159,7 +159,7 @@ def row_facts(conversation: list[dict]) -> dict:
 def caption(facts: dict) -> str | None:
     """One caption in the data's own wording (its 'Describe' answer), or None when the subject is unknown:
     "The image shows the beaver emoji. It is a mammal from the Animals & Nature category." Putting the
-    category and kind before the name did no better (docs/emoji.md, run 8)."""
+    category and kind before the name did no better (docs/LOG.md, 2026-11-28)."""
     if "subject" not in facts:
         return None
     text = f"The image shows the {facts['subject']}."
