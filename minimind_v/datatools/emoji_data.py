@@ -109,6 +109,14 @@ CONCEPTS = {
     "a flag": ("flag", "country-flag"),
     "a symbol": _SYMBOLS,
 }
+# emoji of those subgroups that are not what the concept names (the reference copy answers "Is this a
+# vehicle?" with no for the railway track, "Is this a building?" with no for the wedding)
+NOT_CONCEPT = {
+    "a vehicle": {"railway track", "motorway", "bus stop", "fuel pump", "oil drum", "wheel", "police car light",
+                  "horizontal traffic light", "vertical traffic light", "stop sign", "construction", "anchor",
+                  "ring buoy", "seat"},
+    "a building": {"wedding", "brick", "rock", "wood", "Statue of Liberty"},
+}
 QUESTIONS = {
     "name": ("Name this emoji.", "What emoji is this?", "What does this emoji show?", "What is shown in the image?",
              "What is this?"),
@@ -269,7 +277,8 @@ class Asker:
         ok = {t: w for t, w in weights.items()
               if (t != "skin_tone" or e.has_tones) and (t != "flag_place" or e.subgroup in ("country-flag", "subdivision-flag"))
               and (t != "keywords" or e.tags) and (t != "category_list" or e.category in LISTED_CATEGORIES)
-              and (t != "name_yesno" or e.subgroup not in ("country-flag", "subdivision-flag"))}
+              and (t != "name_yesno" or e.subgroup not in ("country-flag", "subdivision-flag"))
+              and (t not in ("mc", "name_yesno") or len(self._pool(e)) >= (3 if t == "mc" else 1))}
         return ok
 
     def pick_tasks(self, e: Emoji, weights: dict, n: int, rng: random.Random) -> list[str]:
@@ -282,10 +291,15 @@ class Asker:
             del ok[t]
         return picked
 
-    def _others(self, e: Emoji, k: int, rng: random.Random) -> list[Emoji]:
+    def _pool(self, e: Emoji, k: int = 3) -> list[Emoji]:
+        """Other emoji to name instead of `e`: its subgroup's, and its category's when those are fewer than k."""
         pool = [x for x in self.by_sub.get(e.subgroup, []) if x.name != e.name]
         if len(pool) < k:
             pool += [x for x in self.by_cat.get(e.category, []) if x.name != e.name and x.subgroup != e.subgroup]
+        return pool
+
+    def _others(self, e: Emoji, k: int, rng: random.Random) -> list[Emoji]:
+        pool = self._pool(e, k)
         return rng.sample(pool, min(k, len(pool)))
 
     def ask(self, task: str, e: Emoji, rng: random.Random) -> tuple[str, str, str]:
@@ -316,7 +330,7 @@ class Asker:
         if task == "flag_place":
             return q, f"This is the {e.subject}.", e.name[len("flag of "):]
         if task == "yesno":
-            yes = [c for c, subs in CONCEPTS.items() if e.subgroup in subs]
+            yes = [c for c, subs in CONCEPTS.items() if e.subgroup in subs and e.name not in NOT_CONCEPT.get(c, ())]
             no = [c for c in CONCEPTS if c not in yes]
             if yes and rng.random() < 0.5:
                 return q.format(rng.choice(yes)), f"Yes, this is the {e.subject}.", "yes"

@@ -74,6 +74,8 @@ def _npm_pack(spec: str, dest: Path) -> Path:
         filename = json.loads(proc.stdout)[0]["filename"]
     except (ValueError, LookupError, TypeError):
         raise PackageError(f"`npm pack {spec}` gave no file name; its output was: {proc.stdout[:200]!r}")
+    if not (dest / filename).is_file():
+        raise PackageError(f"`npm pack {spec}` reported {filename} but wrote no such file in {dest}")
     return dest / filename
 
 
