@@ -109,8 +109,10 @@ def add_convert_parser(sub) -> None:
 
 
 def add_data_commands(sub) -> None:
-    """Register `convert`, `preview` and `stats` on the subparsers of the `minimind-v data` group."""
+    """Register `convert`, `preview`, `stats` and `emoji` on the subparsers of the `minimind-v data` group."""
+    from .emoji_data import add_emoji_parser
     add_convert_parser(sub)
+    add_emoji_parser(sub)
 
     p = sub.add_parser("preview", help="draw a grid of images with their first question and answer",
                        description="Draw the first (or random) N rows of a parquet file as a PNG grid: each "
@@ -209,7 +211,7 @@ def run_stats(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="minimind-v data", description="Data tools: convert, preview, stats.",
                                      epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="data_command", required=True, metavar="{convert,preview,stats}")
+    sub = parser.add_subparsers(dest="data_command", required=True, metavar="{convert,preview,stats,emoji}")
     add_data_commands(sub)
     return parser
 
