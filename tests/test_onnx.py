@@ -269,3 +269,57 @@ def test_export_cli_and_errors(tmp_path, capsys):
     assert cli.main(args + ["--model", str(src), "--runtime", "onnx"]) == 2      # not an ONNX folder: one line
     err = capsys.readouterr().err
     assert "not an ONNX export" in err and len(err.strip().splitlines()) == 1
+
+
+def test_serve_runtime_onnx_answers_like_the_model(tmp_path):
+    """`serve --runtime onnx`: the same API over the ONNX folder; answers equal the PyTorch model's (greedy),
+    streamed or not, and two clients at once are both served (one after the other)."""
+    import base64
+    import io
+    import threading
+
+    import httpx
+    from helpers import LiveServer
+
+    from minimind_v.pipeline import VLM
+    from minimind_v.serve.app import create_app
+    from minimind_v.serve.onnx_engine import OnnxEngine, OnnxServed
+    src = demo_folder(tmp_path / "demo", REF / "tokenizer")
+    export_onnx(src, tmp_path / "onnx", **quiet)
+    vlm = VLM.load(src)
+    served = OnnxServed(OnnxVLM.load(tmp_path / "onnx", threads=1))
+    img = pictures()[1]
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    msgs = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                         {"type": "text", "text": "What colour?"}]}]
+    want = vlm.answer("What colour?", images=[img], temperature=0, max_new_tokens=N_NEW)
+    want_text = vlm.answer("Hello there", temperature=0, max_new_tokens=N_NEW)
+    body = {"model": served.name, "messages": msgs, "temperature": 0, "max_tokens": N_NEW}
+    with LiveServer(create_app(served, engine=OnnxEngine(served))) as srv:
+        r = httpx.post(srv.url + "/v1/chat/completions", json=body, timeout=60).json()
+        assert r["choices"][0]["message"]["content"] == want
+        assert r["usage"]["completion_tokens"] == N_NEW or r["choices"][0]["finish_reason"] == "stop"
+        pieces = []
+        with httpx.stream("POST", srv.url + "/v1/chat/completions", json={**body, "stream": True}, timeout=60) as s:
+            for line in s.iter_lines():
+                if line.startswith("data: {"):
+                    delta = json.loads(line[6:])["choices"][0]["delta"].get("content")
+                    if delta:
+                        pieces.append(delta)
+        assert "".join(pieces) == want and len(pieces) > 1
+        got = {}
+
+        def ask(k, b):
+            got[k] = httpx.post(srv.url + "/v1/chat/completions", json=b, timeout=60).json()
+        text_body = {**body, "messages": [{"role": "user", "content": "Hello there"}]}
+        threads = [threading.Thread(target=ask, args=(0, body)), threading.Thread(target=ask, args=(1, text_body))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert got[0]["choices"][0]["message"]["content"] == want
+        assert got[1]["choices"][0]["message"]["content"] == want_text
+        health = httpx.get(srv.url + "/health", timeout=10).json()
+        assert health["requests"] == 4 and health["images_cached"] >= 2

@@ -69,6 +69,7 @@ class Sampling:
     top_p: float = 1.0
     top_k: int = 0
     seed: int | None = None
+    stop_ids: tuple = ()
 
 
 def sample_next(logits: np.ndarray, p: Sampling, rng: np.random.Generator) -> np.ndarray:

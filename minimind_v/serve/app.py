@@ -43,16 +43,18 @@ log = logging.getLogger("minimind_v.serve")
 def create_app(vlm, *, name: str | None = None, api_key: str | None = None, limits: ImageLimits | None = None,
                defaults: P.Defaults | None = None, max_context: int | None = None, max_batch: int = 16,
                max_queue: int = 256, max_body_bytes: int | None = None, poll_s: float = 0.25,
-               image_cache: int = 64, allowed_hosts=None, allow_origins=(), body_timeout: float = 30.0) -> FastAPI:
+               image_cache: int = 64, allowed_hosts=None, allow_origins=(), body_timeout: float = 30.0,
+               engine: Engine | None = None) -> FastAPI:
     """The app serving `vlm` (a `pipeline.VLM`). The engine thread starts and stops with the app.
-    `allowed_hosts` / `allow_origins`: see guard.py; `body_timeout`: seconds to receive a whole body."""
+    `allowed_hosts` / `allow_origins`: see guard.py; `body_timeout`: seconds to receive a whole body;
+    `engine`: another engine over the same jobs (onnx_engine.py's, for `serve --runtime onnx`)."""
     name = name or vlm.name
     limits = limits or ImageLimits()
     defaults = defaults or P.Defaults()
     max_context = max_context or min(vlm.model.cfg.max_position_embeddings, 2048)
     if max_body_bytes is None:        # every image at its byte limit, base64-inflated by 4/3, plus 1 MiB of text
         max_body_bytes = limits.max_images * (limits.max_bytes * 4 // 3 + 1024) + (1 << 20)
-    engine = Engine(vlm, max_batch=max_batch, max_queue=max_queue, image_cache=image_cache)
+    engine = engine or Engine(vlm, max_batch=max_batch, max_queue=max_queue, image_cache=image_cache)
     # Work is bounded before it is spent: a prompt of more characters than the context could hold even if
     # every token were the vocabulary's longest is refused before tokenising (10 MB of text once took 25 s
     # and 4 GB to tokenise, only to be refused for its length afterwards).

@@ -50,6 +50,9 @@ def add_serve_arguments(p) -> None:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is often fastest "
                                               "for tiny models on a shared machine)")
     p.add_argument("--dtype", default="fp32", choices=list(DTYPES))
+    p.add_argument("--runtime", default="torch", choices=["torch", "onnx"],
+                   help="onnx: --model is a folder written by `export --to onnx`, run by onnxruntime; requests are "
+                        "then served one at a time (serve/onnx_engine.py)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)
 
@@ -66,12 +69,19 @@ def cmd_serve(a) -> int:
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    vlm = VLM.load(a.model, device=a.device, dtype=torch_dtype(a.dtype))
+    engine = None
+    if a.runtime == "onnx":
+        from ..portable.runtime import OnnxVLM
+        from .onnx_engine import OnnxEngine, OnnxServed
+        vlm = OnnxServed(OnnxVLM.load(a.model, threads=a.threads))
+        engine = OnnxEngine(vlm, max_queue=a.max_queue)
+    else:
+        vlm = VLM.load(a.model, device=a.device, dtype=torch_dtype(a.dtype))
     # listening on loopback only: the Host header must be loopback too (refuses DNS rebinding)
     hosts = LOOPBACK_HOSTS if is_loopback(a.host) else None
     app = create_app(vlm, name=a.name, api_key=a.api_key, max_context=a.max_context, max_batch=a.max_batch,
                      max_queue=a.max_queue, image_cache=a.image_cache, allowed_hosts=hosts,
-                     allow_origins=a.allow_origin, body_timeout=a.request_timeout,
+                     allow_origins=a.allow_origin, body_timeout=a.request_timeout, engine=engine,
                      limits=ImageLimits(max_bytes=a.max_image_bytes, max_pixels=a.max_image_pixels,
                                         max_images=a.max_images, allow_remote=a.allow_remote_images),
                      defaults=Defaults(temperature=a.temperature, top_p=a.top_p, max_tokens=a.max_tokens))
