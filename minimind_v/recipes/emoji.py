@@ -432,7 +432,6 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
     folder is OUT/model. Returns the summary (also written to OUT/summary.json)."""
     import torch
 
-    from ..eval.evaluate import evaluate, format_table, load_eval_rows, majority_baseline, show_examples
     from ..pipeline import VLM
     from ..tokenizer import train_tokenizer
     from ..train.loop import TrainConfig, train
@@ -467,49 +466,9 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
     train_tokenizer(training_texts(sft_rows), r.vocab_size, tok_dir, show_progress=False)
 
     facts = picture_facts(rows)
-    caps, cap_counts = mine_captions(rows, facts)
-    extra = {}                             # more caption-stage rows, appended (the loop shuffles)
-    if r.caption_verify > 0:
-        extra["yes/no name"] = verification_rows(rows, facts, r.caption_verify, r.verify_same_kind, seed)
-    if r.caption_concepts > 0:
-        extra["yes/no concept"] = concept_rows(rows, facts, r.caption_concepts, seed)
-    if r.caption_category > 0:
-        extra["category"] = category_rows(rows, facts, r.caption_category, seed)
-    caps = caps + [row for more in extra.values() for row in more]
-    cap_file = _write_rows(caps, out / "data" / "captions.parquet")
-    say(f"2/5 captions mined for {cap_counts['captioned']} of {cap_counts['pictures']} pictures "
-        f"({cap_counts['with_category']} with a category, {cap_counts['with_kind']} with a kind)"
-        + "".join(f", plus {len(more)} {what} questions" for what, more in extra.items()))
+    caps, cap_counts, cap_file = _caption_stage_rows(rows, facts, r, seed, out, say)
 
-    vision, warm = {}, None
-    if r.encoder_from is not None:         # the warm-up is seeded: an earlier run's encoder is the same one
-        if not (Path(r.encoder_from) / "config.json").exists():
-            raise FileNotFoundError(f"encoder_from={r.encoder_from}: no encoder folder there (want OUT/encoder "
-                                    "of an earlier run)")
-        say(f"2b/5 encoder warm-up skipped: the encoder of {r.encoder_from} is used")
-        vision = dict(vision_encoder=str(Path(r.encoder_from).resolve()))
-    elif r.encoder_epochs > 0:
-        from ..data.augment import augment_image, restyle
-        from ..image import open_image
-        from ..model.vision import VisionEncoder
-        from .encoder_warmup import warm_up_encoder_tasks
-        say(f"2b/5 encoder warm-up: category, kind and which emoji, {r.encoder_epochs:g} epochs")
-        t = time.time()
-        encoder = VisionEncoder(r.model_overrides()["vision"])
-        pics = [open_image(row["image_bytes"]) for row in rows]
-        tasks = {"category": [f.get("category") for f in facts], "kind": [f.get("kind") for f in facts],
-                 "emoji": [emoji_key(row["image_names"]) for row in rows]}
-        if r.encoder_concepts:
-            tasks.update({f"is {c}": v for c, v in concept_labels(rows, facts).items()})
-        aug = None
-        if r.encoder_augment > 0 or r.encoder_restyle > 0:
-            aug = lambda im: augment_image(restyle(im, r.encoder_restyle), r.encoder_augment)  # noqa: E731
-        warm = warm_up_encoder_tasks(encoder, pics, tasks, epochs=r.encoder_epochs, batch_size=64,
-                                     lr=r.encoder_lr, augment=aug, seed=seed, progress=True)
-        encoder.encoder.save_pretrained(str(out / "encoder"))
-        vision = dict(vision_encoder=str(out / "encoder"))
-        timings["encoder_warmup_s"] = round(time.time() - t, 1)
-        say(f"    {warm['steps']} steps, final loss {warm['loss']:.3f} ({warm['classes']})")
+    vision, warm = _encoder(r, rows, facts, seed, out, say, timings)
     common = dict(batch_size=r.batch_size, unfreeze_vision=r.train_encoder,
                   trainable="all" if r.train_encoder else "projector+llm", seed=seed, log_every=20,
                   num_workers=0, padding=r.padding, max_length=r.max_length, augment=r.augment)
@@ -542,23 +501,7 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
     say("5/5 evaluating on emoji_val (and blind)")
     t = time.time()
     vlm = VLM.load(final)
-    val = load_eval_rows([data_dir / VAL_FILE])
-    if r.val_rows is not None:
-        val = stratified(val, r.val_rows)
-    res = evaluate(vlm, val, max_new_tokens=r.max_new_tokens, progress=False)
-    blind = evaluate(vlm, val, blind=True, max_new_tokens=r.max_new_tokens, progress=False)
-    reworded_val, index = held_out_rows(val)
-    reworded = evaluate(vlm, reworded_val, max_new_tokens=r.max_new_tokens, progress=False)
-    wording = {"n": reworded["n"], "overall": reworded["overall"], "per_type": reworded["per_type"],
-               "as_written": _subset_score(res, set(index))}
-    maj = majority_baseline(val)
-    styles = by_style(val, res, blind)
-    other = None
-    if r.train_style is not None:           # the other style's training pictures: a larger cross-style test
-        cross_rows = other_style_rows(data_dir, r.train_style, r.val_rows)
-        cross = evaluate(vlm, cross_rows, max_new_tokens=r.max_new_tokens, progress=False)
-        other = {"n": cross["n"], "per_type": cross["per_type"],
-                 "majority_per_type": majority_baseline(cross_rows)["per_type"]}
+    val, res, blind, wording, maj, styles, other = _evaluate(vlm, data_dir, r)
     timings["eval_s"] = round(time.time() - t, 1)
 
     plot_stages(out, stages, title="emoji training loss (vlm-pretrain on captions, then vlm-sft)")
@@ -574,26 +517,7 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "predictions.jsonl").write_text("".join(json.dumps(p, ensure_ascii=False) + "\n"
                                                    for p in res["predictions"]))
-    print()
-    print(format_table(res, blind, maj))
-    print(f"\nvalidation questions: {res['n']}   training: {train_wall:.0f} s wall clock, {train_cpu:.0f} s CPU   "
-          f"total: {summary['wall_clock_s']:.0f} s   threads: {summary['threads']}   "
-          f"parameters: {summary['parameters']:,}")
-    print("blind = every picture replaced by a blank one; majority = always the most frequent answer per task")
-    for style, st in styles.items():
-        seen = "" if r.train_style is None else (" (the trained style)" if style == r.train_style
-                                                  else " (a style it never saw)")
-        print(f"  {style} pictures{seen}: {st['overall']:.1%} of {st['n']}, category "
-              f"{st['per_type'].get('category', float('nan')):.1%} (majority "
-              f"{st['majority_per_type'].get('category', float('nan')):.1%}), blind {st['blind']:.1%}")
-    if other is not None:
-        print(f"  the other style's {other['n']} training-file questions (pictures never trained on): " + ", ".join(
-            f"{t} {a:.1%} (majority {other['majority_per_type'][t]:.1%})" for t, a in sorted(other["per_type"].items())))
-    print(f"  asked in wordings never trained on ({wording['n']} of the questions): {wording['overall']:.1%}, "
-          f"the same questions as written: {wording['as_written']['overall']:.1%}")
-    print()
-    show_examples(val, res["predictions"], examples, tagged=True)
-    print(f"\nmodel folder: {final}\nloss curve:   {out / 'loss.png'}\nsummary:      {out / 'summary.json'}")
+    _report(summary, res, blind, maj, styles, other, wording, val, r, final, out, examples)
     return summary
 
 
@@ -676,6 +600,114 @@ def _parse_overrides(r: EmojiRecipe, items: list[str]) -> dict:
         else:
             out[key] = value
     return out
+
+
+
+def _caption_stage_rows(rows, facts, r: EmojiRecipe, seed: int, out: Path, say):
+    """The caption stage's rows: mined captions plus the extra question rows the recipe asks for, written to
+    OUT/data/captions.parquet. Returns (rows, counts, file)."""
+    caps, cap_counts = mine_captions(rows, facts)
+    extra = {}                             # more caption-stage rows, appended (the loop shuffles)
+    if r.caption_verify > 0:
+        extra["yes/no name"] = verification_rows(rows, facts, r.caption_verify, r.verify_same_kind, seed)
+    if r.caption_concepts > 0:
+        extra["yes/no concept"] = concept_rows(rows, facts, r.caption_concepts, seed)
+    if r.caption_category > 0:
+        extra["category"] = category_rows(rows, facts, r.caption_category, seed)
+    caps = caps + [row for more in extra.values() for row in more]
+    cap_file = _write_rows(caps, out / "data" / "captions.parquet")
+    say(f"2/5 captions mined for {cap_counts['captioned']} of {cap_counts['pictures']} pictures "
+        f"({cap_counts['with_category']} with a category, {cap_counts['with_kind']} with a kind)"
+        + "".join(f", plus {len(more)} {what} questions" for what, more in extra.items()))
+
+    return caps, cap_counts, cap_file
+
+
+def _encoder(r: EmojiRecipe, rows, facts, seed: int, out: Path, say, timings: dict):
+    """The encoder the VLM stages start from: an earlier run's (encoder_from), one warmed up here on the
+    category / kind / which-emoji heads (saved to OUT/encoder), or none (the preset's random one).
+    Returns (TrainConfig vision settings, the warm-up's summary or None)."""
+    vision, warm = {}, None
+    if r.encoder_from is not None:         # the warm-up is seeded: an earlier run's encoder is the same one
+        if not (Path(r.encoder_from) / "config.json").exists():
+            raise FileNotFoundError(f"encoder_from={r.encoder_from}: no encoder folder there (want OUT/encoder "
+                                    "of an earlier run)")
+        say(f"2b/5 encoder warm-up skipped: the encoder of {r.encoder_from} is used")
+        vision = dict(vision_encoder=str(Path(r.encoder_from).resolve()))
+    elif r.encoder_epochs > 0:
+        from ..data.augment import augment_image, restyle
+        from ..image import open_image
+        from ..model.vision import VisionEncoder
+        from .encoder_warmup import warm_up_encoder_tasks
+        say(f"2b/5 encoder warm-up: category, kind and which emoji, {r.encoder_epochs:g} epochs")
+        t = time.time()
+        encoder = VisionEncoder(r.model_overrides()["vision"])
+        pics = [open_image(row["image_bytes"]) for row in rows]
+        tasks = {"category": [f.get("category") for f in facts], "kind": [f.get("kind") for f in facts],
+                 "emoji": [emoji_key(row["image_names"]) for row in rows]}
+        if r.encoder_concepts:
+            tasks.update({f"is {c}": v for c, v in concept_labels(rows, facts).items()})
+        aug = None
+        if r.encoder_augment > 0 or r.encoder_restyle > 0:
+            aug = lambda im: augment_image(restyle(im, r.encoder_restyle), r.encoder_augment)  # noqa: E731
+        warm = warm_up_encoder_tasks(encoder, pics, tasks, epochs=r.encoder_epochs, batch_size=64,
+                                     lr=r.encoder_lr, augment=aug, seed=seed, progress=True)
+        encoder.encoder.save_pretrained(str(out / "encoder"))
+        vision = dict(vision_encoder=str(out / "encoder"))
+        timings["encoder_warmup_s"] = round(time.time() - t, 1)
+        say(f"    {warm['steps']} steps, final loss {warm['loss']:.3f} ({warm['classes']})")
+    return vision, warm
+
+
+def _report(summary, res, blind, maj, styles, other, wording, val, r: EmojiRecipe, final, out: Path,
+            examples: int) -> None:
+    """The run's result on the terminal: the score table, the per-style and cross-style lines, examples."""
+    from ..eval.evaluate import format_table, show_examples
+    train_wall, train_cpu = summary["train_wall_clock_s"], summary["train_cpu_s"]
+    print()
+    print(format_table(res, blind, maj))
+    print(f"\nvalidation questions: {res['n']}   training: {train_wall:.0f} s wall clock, {train_cpu:.0f} s CPU   "
+          f"total: {summary['wall_clock_s']:.0f} s   threads: {summary['threads']}   "
+          f"parameters: {summary['parameters']:,}")
+    print("blind = every picture replaced by a blank one; majority = always the most frequent answer per task")
+    for style, st in styles.items():
+        seen = "" if r.train_style is None else (" (the trained style)" if style == r.train_style
+                                                  else " (a style it never saw)")
+        print(f"  {style} pictures{seen}: {st['overall']:.1%} of {st['n']}, category "
+              f"{st['per_type'].get('category', float('nan')):.1%} (majority "
+              f"{st['majority_per_type'].get('category', float('nan')):.1%}), blind {st['blind']:.1%}")
+    if other is not None:
+        print(f"  the other style's {other['n']} training-file questions (pictures never trained on): " + ", ".join(
+            f"{t} {a:.1%} (majority {other['majority_per_type'][t]:.1%})" for t, a in sorted(other["per_type"].items())))
+    print(f"  asked in wordings never trained on ({wording['n']} of the questions): {wording['overall']:.1%}, "
+          f"the same questions as written: {wording['as_written']['overall']:.1%}")
+    print()
+    show_examples(val, res["predictions"], examples, tagged=True)
+    print(f"\nmodel folder: {final}\nloss curve:   {out / 'loss.png'}\nsummary:      {out / 'summary.json'}")
+
+
+def _evaluate(vlm, data_dir: Path, r: EmojiRecipe):
+    """emoji_val with and without pictures, in held-out wordings, per style, and (one-style runs) the other
+    style's training pictures. Returns (val rows, results, blind results, wording, majority, styles, other)."""
+    from ..eval.evaluate import evaluate, load_eval_rows, majority_baseline
+    val = load_eval_rows([data_dir / VAL_FILE])
+    if r.val_rows is not None:
+        val = stratified(val, r.val_rows)
+    res = evaluate(vlm, val, max_new_tokens=r.max_new_tokens, progress=False)
+    blind = evaluate(vlm, val, blind=True, max_new_tokens=r.max_new_tokens, progress=False)
+    reworded_val, index = held_out_rows(val)
+    reworded = evaluate(vlm, reworded_val, max_new_tokens=r.max_new_tokens, progress=False)
+    wording = {"n": reworded["n"], "overall": reworded["overall"], "per_type": reworded["per_type"],
+               "as_written": _subset_score(res, set(index))}
+    maj = majority_baseline(val)
+    styles = by_style(val, res, blind)
+    other = None
+    if r.train_style is not None:           # the other style's training pictures: a larger cross-style test
+        cross_rows = other_style_rows(data_dir, r.train_style, r.val_rows)
+        cross = evaluate(vlm, cross_rows, max_new_tokens=r.max_new_tokens, progress=False)
+        other = {"n": cross["n"], "per_type": cross["per_type"],
+                 "majority_per_type": majority_baseline(cross_rows)["per_type"]}
+    return val, res, blind, wording, maj, styles, other
 
 
 if __name__ == "__main__":
