@@ -23,6 +23,30 @@ RESIZES = ("square", "naflex")
 RESAMPLES = ("bilinear", "bicubic")
 
 
+def check_field_types(obj, prefix: str = "") -> None:
+    """Every int / float / bool / str field of a config dataclass holds that type (a JSON "64" for 64, a list
+    for a number, true for a count): one ValueError naming the field, before any arithmetic on it. Floats
+    must be finite; an int is accepted where a float is asked for."""
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        kinds = {k.strip() for k in str(f.type).split("|")}
+        if v is None and "None" in kinds:
+            continue
+        if "int" in kinds and isinstance(v, int) and not isinstance(v, bool):
+            continue
+        if "float" in kinds and isinstance(v, (int, float)) and not isinstance(v, bool):
+            if not math.isfinite(v):
+                raise ValueError(f"config field {prefix}{f.name} must be a finite number, got {v!r}")
+            continue
+        if "bool" in kinds and isinstance(v, bool):
+            continue
+        if "str" in kinds and isinstance(v, str):
+            continue
+        if kinds & {"int", "float", "bool", "str"}:
+            want = " or ".join(sorted(kinds & {"int", "float", "bool", "str", "None"}))
+            raise ValueError(f"config field {prefix}{f.name} must be {want}, got {type(v).__name__} {str(v)[:40]!r}")
+
+
 @dataclass
 class VisionConfig:
     """Where the image encoder comes from and how pictures are cut into patches.
@@ -51,6 +75,7 @@ class VisionConfig:
     resample: str = "bilinear"      # "bilinear" | "bicubic" (the original p32 processor)
 
     def __post_init__(self):
+        check_field_types(self, "vision.")
         checks = (("encoder_class", ENCODER_CLASSES), ("resize", RESIZES), ("resample", RESAMPLES))
         for name, allowed in checks:
             if getattr(self, name) not in allowed:
@@ -104,6 +129,9 @@ class ModelConfig:
     def __post_init__(self):
         if isinstance(self.vision, dict):
             self.vision = VisionConfig(**self.vision)
+        if not isinstance(self.vision, VisionConfig):
+            raise ValueError(f"config field vision must be an object, got {type(self.vision).__name__}")
+        check_field_types(self)
         if self.head_dim is None:
             self.head_dim = self.hidden_size // self.num_attention_heads
         if self.intermediate_size is None:

@@ -1,6 +1,6 @@
 """A picture -> what the vision encoder eats, for both upstream generations: the one home of this code.
 
-It imports only numpy and Pillow and nothing of the package, because the same file serves three places:
+It imports only numpy, Pillow and the standard library, and nothing of the package, because the same file serves three places:
 the PyTorch path (training rows, chat, eval, the server: `packed_pixels`), the remote code inside every
 exported Hugging Face folder (copied there as it is, next to image_processing_minimind_v.py), and the
 torch-free ONNX runtime (`encoder_inputs`). One file means the three cannot drift apart.
@@ -26,16 +26,28 @@ Two packings of the result:
     `pixel_values` (N, P, 3pp) plus, for NaFlex, `pixel_attention_mask` (N, P) and `spatial_shapes` (N, 2);
     with output="picture" the (N, 3, H, W) picture a SigLIP v1 Conv2d patch embedding takes.
 
+`open_picture` turns a picture named by a string (a path, an http(s) / file: / data: URL, base64: what a
+chat message's {"type": "image", "path" | "url" | "base64"} holds) into a PIL image in its stored mode, so
+step 1 converts it exactly as it converts a PIL image handed over directly (bounded: 64 MB, 10 s).
+
 `spec` is anything with the vision settings as attributes or keys: image_size, patch_size, image_mean,
 image_std, resize ("square" | "naflex"), resample ("bilinear" | "bicubic").
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 import math
+import os
+import urllib.parse
+import urllib.request
 
 import numpy as np
 from PIL import Image
 
+MAX_PICTURE_BYTES = 64 * 1024 * 1024            # a picture file or download larger than this is refused
+URL_TIMEOUT_S = 10
 FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 RESIZES = ("square", "naflex")
 
@@ -153,3 +165,47 @@ def encoder_inputs(images, spec, output: str = "patches") -> dict[str, np.ndarra
         values[i, : len(x)], mask[i, : len(x)] = x, 1
     shapes = np.array([grid for _, grid in each], np.int64)
     return {"pixel_values": values, "pixel_attention_mask": mask, "spatial_shapes": shapes}
+
+
+# ---------------------------------------------------------------- a picture named by a string
+
+def _read_bounded(fh, what: str) -> bytes:
+    data = fh.read(MAX_PICTURE_BYTES + 1)
+    if len(data) > MAX_PICTURE_BYTES:
+        raise ValueError(f"{what} is over {MAX_PICTURE_BYTES} bytes; not a picture this model takes")
+    return data
+
+
+def picture_bytes(src: str) -> bytes:
+    """The bytes of a picture named by a path, an http(s) / file: / data: URL, or plain base64."""
+    if src.startswith(("http://", "https://")):
+        with urllib.request.urlopen(src, timeout=URL_TIMEOUT_S) as r:    # noqa: S310 - http(s) only
+            return _read_bounded(r, src[:80])
+    if src.startswith("data:"):
+        head, _, payload = src.partition(",")
+        try:
+            return base64.b64decode(payload, validate=True) if head.endswith(";base64") else \
+                urllib.parse.unquote_to_bytes(payload)
+        except (binascii.Error, ValueError):
+            raise ValueError("a data: URL whose base64 payload does not decode") from None
+    path = urllib.parse.unquote(src[len("file://"):]) if src.startswith("file://") else src
+    if os.path.isfile(path):
+        with open(path, "rb") as fh:
+            return _read_bounded(fh, path)
+    try:
+        return base64.b64decode(src, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{src[:80]!r} is neither a picture file, an http(s)/file/data URL nor base64") from None
+
+
+def open_picture(src: str) -> Image.Image:
+    """A picture named by a string, decoded as stored (its own mode: RGBA, I;16, P...), so that the image
+    processor converts it exactly as it converts a PIL image handed over directly. Pillow's decompression
+    bomb limit stays on."""
+    data = picture_bytes(src)
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{src[:80]!r} is not a picture Pillow can decode: {e}") from None
+    return img

@@ -163,6 +163,23 @@ class TrainConfig:
                 raise ValueError(f"{flag} {value}: must be a finite number")
             if (lo is not None and value < lo) or (hi is not None and value > hi):
                 raise ValueError(f"{flag} {value}: must be between {lo} and {hi}")
+        self.check_paths()
+
+    def check_paths(self) -> None:
+        """The run folder never overlaps the model it starts from (training writes OUT/model and checkpoints:
+        `--from rr/model --out rr` would replace the base), and LoRA does not start from an adapter (the new
+        adapter would name an adapter as its base; merge it first)."""
+        from ..outputs import overlap
+        why = overlap(self.out, [self.init_from]) if self.init_from and self.out else None
+        if why:
+            raise ValueError(f"--out {self.out} and --from {self.init_from} overlap ({why}); training writes "
+                             f"OUT/model and checkpoints, so the run folder must lie outside the model it starts "
+                             f"from")
+        if self.lora_rank and self.init_from:
+            from ..formats.adapter import is_adapter_folder
+            if is_adapter_folder(self.init_from):
+                raise ValueError(f"--from {self.init_from} is a LoRA adapter; adapters are not stacked: "
+                                 f"`minimind-v merge {self.init_from} MERGED`, then train with --from MERGED")
 
 
 def changes_on_resume(saved: dict, cfg: TrainConfig) -> list[str]:

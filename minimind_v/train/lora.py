@@ -74,6 +74,18 @@ def projector_trained(cfg, stage_prefixes: tuple[str, ...]) -> bool:
     return cfg.lora_projector == "train"
 
 
+def check_rank(model, rank: int, targets: str) -> None:
+    """A LoRA rank above the narrowest adapted layer's width adds parameters and nothing else (the update of
+    an in x out layer has rank at most min(in, out)): refused, naming the bound, before any allocation."""
+    import re
+    pattern = re.compile(target_regex(target_names(targets)))
+    widths = [min(m.in_features, m.out_features) for name, m in model.named_modules()
+              if isinstance(m, torch.nn.Linear) and pattern.fullmatch(name)]
+    if widths and rank > min(widths):
+        raise ValueError(f"--lora-rank {rank}: must be at most {min(widths)}, the width of the narrowest adapted "
+                         f"layer (--lora-targets {targets})")
+
+
 def apply_lora(model, cfg, stage_prefixes: tuple[str, ...], log=print):
     """Inject LoRA layers into `model` in place (only they, and the projector when chosen, stay trainable).
     Returns the PeftModel that wraps it (for saving); the loop keeps training `model` itself."""
@@ -83,6 +95,7 @@ def apply_lora(model, cfg, stage_prefixes: tuple[str, ...], log=print):
     if cfg.unfreeze_vision:
         raise ValueError("--lora-rank and --unfreeze-vision do not go together: the adapter holds the LLM's LoRA "
                          "weights and the projector, not the encoder")
+    check_rank(model, cfg.lora_rank, cfg.lora_targets)                  # before PEFT allocates anything
     train_proj = projector_trained(cfg, stage_prefixes)
     peft_model = get_peft_model(model, lora_config(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout,
                                                    cfg.lora_targets, train_proj))
