@@ -126,16 +126,10 @@ def _add_eval(p):
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--bench", choices=["mmstar", "pope", "mme", "scienceqa-img", "ai2d"],
-                   help="score a standard benchmark's published parquet file (or folder) as lmms-eval does: its "
-                        "prompt, answer extraction and metric, its own max new tokens (docs/benchmarks.md)")
     p.set_defaults(func=_cmd_eval)
 
 
 def _cmd_eval(a) -> int:
-    if a.bench:
-        from .eval.bench import bench_command
-        return bench_command(a)
     from .eval.evaluate import evaluate, format_table, load_eval_rows, majority_baseline
     from .outputs import check_output, staged_output
     from .pipeline import VLM
@@ -317,7 +311,6 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     (the others stay empty), so `minimind-v --help` and one command's run import only what that command
     needs; without it every command's parser is filled (tests, docs)."""
     from . import __version__
-    from .hub import add_revision_flag
     usage = __doc__.split("\n\n")[1]
     parser = argparse.ArgumentParser(prog="minimind-v", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -329,7 +322,6 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=cmd.help)
         if chosen is None or chosen == name:
             cmd.add(p)
-            add_revision_flag(name, p)      # --revision for the one model a command reads by Hub id (hub.py)
     return parser
 
 
