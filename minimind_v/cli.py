@@ -311,6 +311,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     (the others stay empty), so `minimind-v --help` and one command's run import only what that command
     needs; without it every command's parser is filled (tests, docs)."""
     from . import __version__
+    from .hub import add_revision_flag
     usage = __doc__.split("\n\n")[1]
     parser = argparse.ArgumentParser(prog="minimind-v", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -322,6 +323,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=cmd.help)
         if chosen is None or chosen == name:
             cmd.add(p)
+            add_revision_flag(name, p)      # --revision for the one model a command reads by Hub id (hub.py)
     return parser
 
 

@@ -35,7 +35,8 @@ INSTALL_MODELSCOPE = "pip install 'minimind-v[modelscope]' (or pip install model
 # What each kind of input downloads from a whole repo (fnmatch patterns; `*` also matches `/`, so sub-folders
 # such as a bundled vision_encoder/ come along).
 FOLDER_FILES = {
-    "model": ["*.json", "*.safetensors", "*.bin", "*.jinja", "*.txt", "*.model"],
+    "model": ["*.json", "*.safetensors", "*.bin", "*.jinja", "*.txt", "*.model", "*.onnx", "*.onnx.data",
+              "*.onnx_data"],
     "encoder": ["*.json", "*.safetensors", "*.bin"],
     "tokenizer": ["tokenizer*", "special_tokens_map.json", "*.jinja", "vocab*", "merges.txt", "added_tokens.json"],
 }
@@ -52,6 +53,9 @@ CLI_INPUTS = {
     "convert": {"src": "checkpoint", "tokenizer": "tokenizer", "vision_encoder": "encoder"},
     "train": {"init_from": "checkpoint", "vision_encoder": "encoder", "tokenizer": "tokenizer", "data": "data"},
 }
+# command -> the input `--revision` applies to (the one model it reads; other ids say theirs with @REV)
+REVISION_OF = {"chat": "model", "serve": "model", "eval": "model", "export": "model", "merge": "adapter",
+               "convert": "src"}
 NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 SPEC = re.compile(rf"^(?:(?P<type>datasets|models)/)?(?P<repo>{NAME}/{NAME})(?:@(?P<rev>[^:@]+))?(?::(?P<file>.+))?$")
 
@@ -136,13 +140,23 @@ def resolve_many(specs, kind: str = "data", revision: str | None = None) -> list
     return [str(resolve(s, kind, revision)) for s in specs]
 
 
+def add_revision_flag(command: str, parser: argparse.ArgumentParser) -> None:
+    """`--revision REV` on the commands of REVISION_OF."""
+    if command in REVISION_OF:
+        parser.add_argument("--revision", metavar="REV",
+                            help=f"branch, tag or commit of the Hub repo --{REVISION_OF[command]} names (same as "
+                                 f"owner/name@REV; default: main). Any input may be a Hub id: see docs/hub.md"
+                            .replace("--src", "SRC").replace("--adapter", "ADAPTER"))
+
+
 def resolve_cli_inputs(args: argparse.Namespace) -> None:
     """Replace the Hub ids among a parsed command's inputs (CLI_INPUTS) by local paths, in place. Keeps what
     was typed in `args.hub_ids` ({dest: spec}) for messages and names (e.g. the served model's name)."""
     typed = {}
-    for dest, kind in CLI_INPUTS.get(getattr(args, "command", None), {}).items():
+    command = getattr(args, "command", None)
+    for dest, kind in CLI_INPUTS.get(command, {}).items():
         value = getattr(args, dest, None)
-        revision = getattr(args, "revision", None)
+        revision = getattr(args, "revision", None) if REVISION_OF.get(command) == dest else None
         if isinstance(value, str):
             path = str(resolve(value, kind, revision))
             if path != value:

@@ -239,12 +239,12 @@ def test_modelscope_ids(monkeypatch, tmp_path):
 
 def test_export_push_to_hub_uploads_the_folder_with_its_card(hub, tiny_model_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "writer")
-    assert cli.main(["export", "--model", str(tiny_model_dir), "--to", "hf", str(tmp_path / "hf"),
+    assert cli.main(["export", "--model", str(tiny_model_dir), "--to", "hf", str(tmp_path / "exported"),
                      "--push-to-hub", "tester/exported", "--private"]) == 0
     assert "uploaded" in capsys.readouterr().out
     repo = hub.repos[("model", "tester/exported")]
     assert repo.private
-    exported = folder_files(tmp_path / "hf")
+    exported = folder_files(tmp_path / "exported")
     assert "README.md" in repo.files and repo.files == exported
     got = resolve("tester/exported")                    # and it comes back by id (private: the token reads it)
     assert {k: v for k, v in folder_files(got).items()} == {k: v for k, v in exported.items()
