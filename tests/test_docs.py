@@ -11,6 +11,8 @@ Python's `round()` pass.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,3 +108,19 @@ def test_readme_is_a_short_guide():
         assert command in text
     hashes = re.findall(r"\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*[0-9])[0-9a-f]{7,40}\b", text)
     assert not hashes, f"commit hashes in the README ({hashes}): provenance belongs in docs/"
+
+
+def test_readme_python_imports_give_what_they_name():
+    """Every `from minimind_v... import X` line of the README's Python examples, run in a fresh interpreter
+    (import order matters: `from minimind_v import train` once gave the subpackage, not the function),
+    binds a class or a function, never a module."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    lines = [ln for b in blocks for ln in b.splitlines() if re.match(r"(from|import) minimind_v\b", ln)]
+    assert lines, "the README shows no Python use of minimind_v"
+    names = [n.strip().split(" as ")[-1] for ln in lines if ln.startswith("from")
+             for n in ln.split(" import ", 1)[1].split(",")]
+    code = "\n".join(lines) + "\nimport types\n" + "".join(
+        f"assert not isinstance({n}, types.ModuleType), {n!r}\n" for n in names)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
