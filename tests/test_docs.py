@@ -1,6 +1,7 @@
 """The documentation speaks of the project, not of how its work was organised, and the README stays a guide.
 
-Every line of README.md, docs/ and the package (code, docstrings, the chat page) is read and checked
+Every line of README.md, docs/, the package (code, docstrings, the chat page), the tests, benchmarks and
+tools is read and checked
 against the patterns below: references to a tracker ("issue #15", "#16", "the issue's targets"), labels of
 working periods or numbered runs ("session 4", "the fifth round", "run 10b", "work period"), and words
 about who or what wrote the code. Earlier measurements belong in docs/LOG.md under their date, which
@@ -38,10 +39,13 @@ FORBIDDEN = {
 
 
 def files() -> list[Path]:
+    """README.md, docs/ and the package; and the tests, benchmarks and tools beside them (not their recorded
+    results or fixtures, which are data, nor this file, which has to name what it looks for)."""
     out = [ROOT / "README.md"]
-    out += sorted(p for p in (ROOT / "docs").rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
-    out += sorted(p for p in (ROOT / "minimind_v").rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
-    return out
+    for folder in ("docs", "minimind_v", "tests", "benchmarks", "tools"):
+        out += sorted(p for p in (ROOT / folder).rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES
+                      and not {"results", "fixtures"} & set(p.relative_to(ROOT).parts))
+    return [p for p in out if p != Path(__file__).resolve()]
 
 
 # in a style sheet or a page's script, "#666" is a colour, not a tracker number

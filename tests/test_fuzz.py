@@ -1,4 +1,4 @@
-"""No input stops, hangs or floods it (issue #15): one case per hole an outside probe found, each with a
+"""No input stops, hangs or floods it: one case per hole an outside probe found, each with a
 bound on time (and, for the server, on memory), plus the neighbouring kinds that already worked.
 
 Server cases run a real uvicorn server in a thread (tests/helpers.py `LiveServer`) and talk to it over

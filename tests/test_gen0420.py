@@ -130,7 +130,7 @@ def test_naflex_pixels_and_march_model_match_upstream(tmp_path):
 
 
 def test_naflex_sizes_for_other_aspect_ratios():
-    """The issue's own examples: 320x240 -> 14 x 18 (252 real); 1000x200 -> 7 x 35; a square -> 16 x 16."""
+    """Other aspect ratios: 320x240 -> 14 x 18 (252 real); 1000x200 -> 7 x 35; a square -> 16 x 16."""
     from minimind_v.hf.pixels import naflex_size
     assert naflex_size(240, 320, 16, 256) == (224, 288)
     assert naflex_size(200, 1000, 16, 256) == (112, 560)
@@ -375,7 +375,7 @@ def test_march_naflex_export_hf_gives_upstreams_logits(tmp_path):
 
 
 def test_hand_written_config_and_upstream_hf_folder_used_directly(tmp_path):
-    """The issue's own attempts: a config that says merge 1 / projector_norm true now loads; and upstream's
+    """What users try: a config that says merge 1 / projector_norm true now loads; and upstream's
     Hugging Face folder serves as a (text-only) model folder as it is."""
     d = json.loads((R / "tiny_0420_config.json").read_text())
     (tmp_path / "mine.json").write_text(json.dumps(dict(d, merge=1, projector_norm=True)))
