@@ -1,10 +1,9 @@
 """The documentation speaks of the project, not of how its work was organised, and the README stays a guide.
 
 Every line of README.md, docs/, the package (code, docstrings, the chat page), the tests, benchmarks and
-tools is read and checked
-against the patterns below: references to a tracker ("issue #15", "#16", "the issue's targets"), labels of
-working periods or numbered runs ("session 4", "the fifth round", "run 10b", "work period"), and words
-about who or what wrote the code. Earlier measurements belong in docs/LOG.md under their date, which
+tools is read and checked against the patterns below: references to a tracker ("issue #15", "#16", "the
+issue's targets"), labels of working periods or numbered runs ("session 4", "the fifth round", "run 10b",
+"work period"), and words about who or what wrote the code. Earlier measurements belong in docs/LOG.md under their date, which
 needs none of these. The patterns are narrow on purpose where a word has an ordinary meaning: "filed
 under" (an emoji question), "an interactive session" (chat), an ONNX Runtime session, "User-Agent" and
 Python's `round()` pass.
