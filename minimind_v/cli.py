@@ -10,6 +10,7 @@
     minimind-v convert SRC DST [--to ours|reference|hf]  original MiniMind-V checkpoints <-> model folders
     minimind-v export --model DIR --to hf|reference OUT  a model folder for transformers or the original code
     minimind-v merge ADAPTER_DIR OUT                 fold a LoRA adapter (train --lora-rank) into a model folder
+    minimind-v emoji train --data DIR --out RUN      the emoji recipe on real artwork (data: `data emoji`); `emoji probe RUN`
 
 Run `minimind-v COMMAND --help` for every flag. Multi-GPU: `torchrun --nproc_per_node N -m minimind_v.cli train ...`.
 
@@ -126,10 +127,16 @@ def _add_eval(p):
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--bench", choices=["mmstar", "pope", "mme", "scienceqa-img", "ai2d"],
+                   help="score a standard benchmark's published parquet file (or folder) as lmms-eval does: its "
+                        "prompt, answer extraction and metric, its own max new tokens (docs/benchmarks.md)")
     p.set_defaults(func=_cmd_eval)
 
 
 def _cmd_eval(a) -> int:
+    if a.bench:
+        from .eval.bench import bench_command
+        return bench_command(a)
     from .eval.evaluate import evaluate, format_table, load_eval_rows, majority_baseline
     from .outputs import check_output, staged_output
     from .pipeline import VLM
@@ -285,6 +292,15 @@ def _add_merge(p) -> None:
     add_merge_arguments(p)
 
 
+def _add_emoji(p) -> None:
+    from .recipes import emoji, emoji_probe
+    sub = p.add_subparsers(dest="emoji_cmd", required=True)
+    emoji.add_arguments(sub.add_parser("train", help="run the emoji recipe: tokenizer, caption stage, encoder "
+                                                     "warm-up, vlm-pretrain, vlm-sft, evaluation"))
+    emoji_probe.add_arguments(sub.add_parser("probe", help="where a finished emoji run's knowledge sits: encoder "
+                                                           "probes next to the LLM's (one JSON line)"))
+
+
 class Command(NamedTuple):
     add: Callable[[argparse.ArgumentParser], None]     # fills the command's parser and sets `func`
     help: str
@@ -303,6 +319,8 @@ COMMANDS: dict[str, Command] = {
     "export": Command(_add_export, "export a model folder for transformers (--to hf) or the original code "
                                    "(--to reference)"),
     "merge": Command(_add_merge, "fold a LoRA adapter into its base model: a plain model folder"),
+    "emoji": Command(_add_emoji, "the emoji recipe on real artwork (train) and its probe (probe); data: "
+                                 "`minimind-v data emoji`"),
 }
 
 

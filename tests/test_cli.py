@@ -24,7 +24,7 @@ def config(*extra) -> TrainConfig:
 
 
 def test_every_command_is_in_the_table_the_docstring_and_help():
-    names = ["demo", "train", "eval", "chat", "serve", "tokenizer", "data", "convert", "export", "merge"]
+    names = ["demo", "train", "eval", "chat", "serve", "tokenizer", "data", "convert", "export", "merge", "emoji"]
     assert list(cli.COMMANDS) == names
     text = cli.build_parser().format_help()
     for name in names:
@@ -38,7 +38,8 @@ def test_every_command_parses_and_has_a_handler():
             "chat": ["chat", "--model", "m"], "serve": ["serve", "--model", "m"],
             "tokenizer": ["tokenizer", "train", "--data", "t.txt", "--out", "tok"],
             "data": ["data", "synth", "--out", "d"], "convert": ["convert", "a.pth", "out"],
-            "export": ["export", "--model", "m", "--to", "hf", "out"], "merge": ["merge", "adapter", "out"]}
+            "export": ["export", "--model", "m", "--to", "hf", "out"], "merge": ["merge", "adapter", "out"],
+            "emoji": ["emoji", "train", "--data", "d"]}
     assert set(argv) == set(cli.COMMANDS)
     for name, args in argv.items():
         a = p.parse_args(args)
@@ -47,6 +48,7 @@ def test_every_command_parses_and_has_a_handler():
             "preview": ["f.parquet", "--out", "g.png"], "stats": ["f.parquet"]}
     for sub, args in data.items():
         assert callable(p.parse_args(["data", sub, *args]).func), sub
+    assert callable(p.parse_args(["emoji", "probe", "run", "--data", "d"]).func)
 
 
 def test_every_trainconfig_field_is_a_flag_with_help():

@@ -551,9 +551,9 @@ def _publish(src: Path, dst: Path) -> Path:
     return save_model(vlm.model, dst, vlm.tok, bundle_encoder=True)
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, EmojiRecipe]:
-    """The command line -> (arguments, recipe with every `--set` applied, repeated `--set`s too)."""
-    ap = argparse.ArgumentParser(prog="python -m minimind_v.recipes.emoji", description=__doc__.split("\n")[0])
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """The flags of `minimind-v emoji train`."""
+    ap.description = __doc__.split("\n")[0]
     ap.add_argument("--data", required=True, help=f"folder holding {TRAIN_FILE} and {VAL_FILE}")
     ap.add_argument("--out", default="runs/emoji", help="run folder; the final model folder is OUT/model")
     ap.add_argument("--quick", action="store_true", help="a one-minute smoke run (small model, 300 rows)")
@@ -561,15 +561,32 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Emoji
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--set", nargs="*", action="extend", default=[], metavar="FIELD=VALUE",
                     help="override recipe fields, e.g. --set sft_epochs=2 hidden=128 (may be repeated)")
-    a = ap.parse_args(argv)
+    ap.set_defaults(func=run_args)
+
+
+def recipe_of(a: argparse.Namespace) -> EmojiRecipe:
+    """The recipe the parsed flags describe: every `--set` applied, repeated `--set`s too."""
     r = QUICK if a.quick else EmojiRecipe()
     if a.set:
         r = replace(r, **_parse_overrides(r, a.set))
-    return a, r
+    return r
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, EmojiRecipe]:
+    """The command line -> (arguments, recipe)."""
+    ap = argparse.ArgumentParser(prog="minimind-v emoji train")
+    add_arguments(ap)
+    a = ap.parse_args(argv)
+    return a, recipe_of(a)
 
 
 def main(argv: list[str] | None = None) -> int:
-    a, r = parse_args(argv)
+    return run_args(parse_args(argv)[0])
+
+
+def run_args(a: argparse.Namespace) -> int:
+    """`minimind-v emoji train`: run the recipe the flags describe."""
+    r = recipe_of(a)
     try:
         run_emoji(a.data, a.out, quick=a.quick, seed=a.seed, recipe=r, threads=a.threads)
     except FileNotFoundError as e:                 # a wrong DATA_DIR: one line, not a traceback

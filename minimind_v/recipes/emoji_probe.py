@@ -156,12 +156,23 @@ def style_probe(encoder, data_dir: str | Path, train_style: str, steps: int = 30
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m minimind_v.recipes.emoji_probe", description=__doc__.split("\n")[0])
-    ap.add_argument("run", help="a finished emoji run folder (OUT of recipes/emoji.sh)")
-    ap.add_argument("--data", default="../shared/data", help="folder holding the emoji parquet files")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """The flags of `minimind-v emoji probe`."""
+    ap.description = __doc__.split("\n")[0]
+    ap.add_argument("run", help="a finished emoji run folder (OUT of `minimind-v emoji train`)")
+    ap.add_argument("--data", required=True, help="folder holding the emoji parquet files (`minimind-v data emoji`)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: a tiny model)")
-    a = ap.parse_args(argv)
+    ap.set_defaults(func=run_args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="minimind-v emoji probe")
+    add_arguments(ap)
+    return run_args(ap.parse_args(argv))
+
+
+def run_args(a: argparse.Namespace) -> int:
+    """`minimind-v emoji probe RUN --data DIR`: one JSON line."""
     torch.set_num_threads(a.threads)
     for need in (Path(a.run) / "summary.json", Path(a.run) / "model", Path(a.data) / TRAIN_FILE,
                  Path(a.data) / VAL_FILE):
