@@ -127,3 +127,16 @@ def test_readme_python_imports_give_what_they_name():
         f"assert not isinstance({n}, types.ModuleType), {n!r}\n" for n in names)
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_layout_names_every_module():
+    """docs/layout.md is the file map: one line per module of the package, none that is gone."""
+    text = (ROOT / "docs" / "layout.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"^\s+([\w/]+(?:\.py|/))\s", text, re.M))
+    folders = {n for n in named if n.endswith("/")}
+    package = ROOT / "minimind_v"
+    modules = {p.relative_to(package).as_posix() for p in package.rglob("*.py") if p.name != "__init__.py"}
+    missing = sorted(m for m in modules if m not in named and not any(m.startswith(f) for f in folders))
+    gone = sorted(n for n in named - folders if n != "__init__.py" and n not in modules)
+    assert not missing, f"add a line to docs/layout.md for: {missing}"
+    assert not gone, f"docs/layout.md names modules that do not exist: {gone}"
