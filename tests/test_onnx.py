@@ -323,3 +323,18 @@ def test_serve_runtime_onnx_answers_like_the_model(tmp_path):
         assert got[1]["choices"][0]["message"]["content"] == want_text
         health = httpx.get(srv.url + "/health", timeout=10).json()
         assert health["requests"] == 4 and health["images_cached"] >= 2
+
+
+def test_visual_token_cache_with_more_pictures_than_it_keeps(tmp_path):
+    """A batch with more distinct pictures than the cache holds (an eval batch), and a repeated one: every row
+    gets its own picture's tokens."""
+    src = demo_folder(tmp_path / "demo", REF / "tokenizer")
+    rt = OnnxVLM.load(export_onnx(src, tmp_path / "onnx", **quiet), threads=1)
+    rt.VISUAL_CACHE = 2
+    pics = pictures()
+    batch = [pics[0], pics[1], pics[2], pics[0]]
+    got = rt.visual_tokens(batch)
+    want = np.stack([rt.encode(rt.pixel_inputs([p]))[0] for p in batch])
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+    assert len(rt._visual) == 2
+    assert not np.allclose(got[0], got[1])

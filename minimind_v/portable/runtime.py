@@ -181,14 +181,17 @@ class OnnxVLM:
         from ..hf.pixels import to_rgb
         rgb = [to_rgb(im) for im in images]
         keys = [hashlib.sha256(f"{im.size}".encode() + im.tobytes()).hexdigest() for im in rgb]
-        new = [i for i, k in enumerate(keys) if k not in self._visual]
-        if new:
-            out = self.encode(self.pixel_inputs([rgb[i] for i in new]))
-            for i, row in zip(new, out):
-                self._visual[keys[i]] = row
-            while len(self._visual) > self.VISUAL_CACHE:
-                self._visual.pop(next(iter(self._visual)))
-        return np.stack([self._visual[k] for k in keys])
+        rows = {k: self._visual[k] for k in keys if k in self._visual}
+        first = {k: i for i, k in reversed(list(enumerate(keys))) if k not in rows}     # each new picture once
+        if first:
+            out = self.encode(self.pixel_inputs([rgb[i] for i in first.values()]))
+            rows.update(zip(first, out))
+        for k in keys:                                   # most recently used last; the oldest leave first
+            self._visual.pop(k, None)
+            self._visual[k] = rows[k]
+        while len(self._visual) > self.VISUAL_CACHE:
+            self._visual.pop(next(iter(self._visual)))
+        return np.stack([rows[k] for k in keys])
 
     # ---- decoding
     def forward(self, ids, visual, mask, pos, past):
