@@ -338,3 +338,61 @@ def test_visual_token_cache_with_more_pictures_than_it_keeps(tmp_path):
     np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
     assert len(rt._visual) == 2
     assert not np.allclose(got[0], got[1])
+
+
+def test_lora_adapter_exports_merged(tmp_path):
+    """An adapter folder is merged on the way: the ONNX logits equal the adapter model's (and not the base's)."""
+    from peft import get_peft_model
+
+    from minimind_v.train.lora import lora_config, save_adapter
+    src = demo_folder(tmp_path / "demo", REF / "tokenizer")
+    base = load_model(src)
+    peft = get_peft_model(base, lora_config(4, None, 0.0, "all", False))
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)                      # a LoRA update that changes the answers
+    adapter = save_adapter(peft, tmp_path / "adapter", Tokenizer.load(src), src)
+    export_onnx(adapter, tmp_path / "onnx", **quiet)
+    rt = OnnxVLM.load(tmp_path / "onnx", threads=1)
+    ids = rt.prompt_ids([{"role": "user", "content": "Tell me about shapes."}], 0)
+    adapted, plain = load_model(adapter), load_model(src)
+    with torch.no_grad():
+        want = adapted(torch.tensor([ids])).logits[0].numpy()
+        other = plain(torch.tensor([ids])).logits[0].numpy()
+    c = rt.cfg
+    got, _ = rt.forward(np.array([ids]), np.zeros((1, c["image_token_len"], c["hidden_size"]), np.float32),
+                        np.ones((1, len(ids))), np.arange(len(ids))[None], rt.empty_cache(1))
+    np.testing.assert_allclose(got[0], want, atol=1e-4, rtol=0)
+    assert np.abs(got[0] - other).max() > 1e-2
+
+
+def test_clear_errors(tmp_path):
+    """No tokenizer, an unexportable rope scaling, onnxruntime missing: one line each, naming the problem."""
+    from minimind_v.portable.onnx_export import ExportError
+    src = demo_folder(tmp_path / "demo", REF / "tokenizer")
+    bare = tmp_path / "bare"
+    shutil.copytree(src, bare)
+    (bare / "tokenizer.json").unlink()
+    with pytest.raises(ExportError, match="no tokenizer.json"):
+        export_onnx(bare, tmp_path / "o1", **quiet)
+    odd = tmp_path / "odd"
+    shutil.copytree(src, odd)
+    cfg = json.loads((odd / "config.json").read_text())
+    cfg["rope_scaling"] = {"type": "dynamic", "factor": 2.0}
+    (odd / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ExportError, match="rope_scaling type 'dynamic' cannot be exported"):
+        export_onnx(odd, tmp_path / "o2", **quiet)
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+    export_onnx(src, tmp_path / "onnx", **quiet)
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(TORCH_BLOCKER.replace('"torch"', '"onnxruntime"')
+                                                        .replace('"torch.', '"onnxruntime.'))
+    code = f"from minimind_v import cli; raise SystemExit(cli.main(['chat', '--model', {str(tmp_path / 'onnx')!r}, " \
+           f"'--runtime', 'onnx', '--prompt', 'hi']))"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, PYTHONPATH=str(tmp_path / "site")))
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip() == ("error: the ONNX runtime needs onnxruntime: pip install 'minimind-v[onnx]' "
+                                  "(or pip install onnxruntime)")
