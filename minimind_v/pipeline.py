@@ -10,8 +10,11 @@
 Messages use `<image>` markers like the training data; a prompt without a marker but with images gets
 the markers prepended. The CLI's `chat`, `eval` and `serve` are thin layers over this class.
 
-A conversation sends its pictures again with every turn; `stream` keeps the visual tokens of the last
-few pictures (keyed by their pixels), so the encoder runs once per picture, not once per turn.
+One door for pictures: `pixels` (hf/pixels.py, the same code the exported folder and the ONNX runtime run)
+then `visual_tokens` (the encoder and projector, for every new picture in one call). `stream` (chat),
+`answer_batch` (eval) and the server (which batches pixels from `pixels` in its engine) all enter there.
+A conversation sends its pictures again with every turn; `visual_tokens` keeps the tokens of the last few
+pictures (keyed by their pixels), so the encoder runs once per picture, not once per turn.
 """
 from __future__ import annotations
 
@@ -102,5 +105,5 @@ class VLM:
         """Greedy/sampled replies for many prompts at once (batched decoding)."""
         prompts = [self.prompt_ids(c, len(im)) for c, im in zip(conversations, images)]
         flat = [im for ims in images for im in ims]
-        outs = generate(self.model, prompts, self.params(**sampling), self.pixels(flat))
+        outs = generate(self.model, prompts, self.params(**sampling), visual_tokens=self.visual_tokens(flat))
         return [self.tok.decode(o) for o in outs]

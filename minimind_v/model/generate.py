@@ -88,11 +88,11 @@ def generate_stream(model, prompts: list[list[int]], params: SamplingParams, pix
 
 
 def generate(model, prompts: list[list[int]], params: SamplingParams, pixel_values=None,
-             on_token: Callable[[torch.Tensor], None] | None = None) -> list[list[int]]:
+             on_token: Callable[[torch.Tensor], None] | None = None, visual_tokens=None) -> list[list[int]]:
     """All generated ids per prompt (stop token excluded)."""
     outs = [[] for _ in prompts]
     finished = [False] * len(prompts)
-    for nxt in generate_stream(model, prompts, params, pixel_values):
+    for nxt in generate_stream(model, prompts, params, pixel_values, visual_tokens):
         if on_token:
             on_token(nxt)
         for i, v in enumerate(nxt.tolist()):
