@@ -45,7 +45,7 @@ class ReadableLogLocator(Locator):
         vmin, vmax = sorted((vmin, vmax))
         if not (vmin > 0 and math.isfinite(vmax)):
             return []
-        height = self.axis.axes.bbox.height if self.axis is not None else 400.0
+        height = max(1.0, self.axis.axes.bbox.height if self.axis is not None else 400.0)   # a collapsed axis too
         min_gap = self._min_gap_px() if self.axis is not None else 16.0
         decades = max(math.log10(vmax / vmin), 1e-9)
         px_per_decade = height / decades
