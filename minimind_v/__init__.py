@@ -5,7 +5,10 @@ Public API:
     MiniMindVLM                   the model (model/vlm.py)
     load_model, save_model        load any supported folder / checkpoint; write a model folder (formats/)
     VLM                           load a folder and chat about pictures (pipeline.py)
-    TrainConfig, train            one training loop for every stage (train/loop.py)
+    TrainConfig                   every training setting (train/config.py)
+
+Training itself: `from minimind_v.train.loop import train` (`minimind_v.train` is the training package,
+so the function is not offered at the top level, where the two names would clash).
 """
 __version__ = "0.1.0"
 
@@ -25,7 +28,7 @@ def __getattr__(name):   # lazy: importing the package stays cheap
     if name == "VLM":
         from .pipeline import VLM
         return VLM
-    if name in ("TrainConfig", "train"):
-        from .train import loop
-        return getattr(loop, name)
+    if name == "TrainConfig":
+        from .train.config import TrainConfig
+        return TrainConfig
     raise AttributeError(name)
