@@ -1,0 +1,251 @@
+"""The small-VLM benchmarks (eval/bench.py) and the lmms-eval model (eval/lmms_model.py).
+
+- the metric code against values worked out by hand, on a stub whose replies are fixed per question;
+- the prompts and the answer extraction against lmms-eval's own task functions on the same rows;
+- the real `lmms-eval` command line, offline, on local copies of all five benchmarks (--include_path with a task
+  definition that includes the installed task's YAML and points it at a local parquet file, --limit), against
+  `minimind-v eval --bench` on the same rows: the same prompts, the same replies, the same scores;
+- bad input: missing columns, an unknown benchmark, pictures that do not decode: one line each, counted.
+Nothing here reaches the network (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE, a private HF_HOME).
+"""
+from __future__ import annotations
+
+import glob
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import bench_fixtures as bf
+from minimind_v.eval import bench
+
+HAVE_LMMS = importlib.util.find_spec("lmms_eval") is not None
+needs_lmms = pytest.mark.skipif(not HAVE_LMMS, reason="lmms-eval is not installed (./run setup installs it)")
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "HF_HUB_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", "WANDB_MODE": "disabled"}
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path):
+    for k, v in OFFLINE.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+
+
+class FixedReplies:
+    """A stand-in for pipeline.VLM whose reply to each prompt is given in advance (it checks the pictures)."""
+
+    def __init__(self, replies: dict):
+        self.replies, self.seen = replies, []
+
+    def answer_batch(self, convs, pictures, **kw):
+        self.seen += [len(p) for p in pictures]
+        return [self.replies[c[0]["content"]] for c in convs]
+
+
+def run_fixed(name: str, path: Path, replies_by_row: list[str]) -> dict:
+    b = bench.get_benchmark(name)
+    rows = bench.load_bench_rows(b, [path])
+    stub = FixedReplies({b.prompt(r): rep for r, rep in zip(rows, replies_by_row)})
+    return bench.run_benchmark(stub, b, rows, batch_size=3, progress=False)
+
+
+PNG = bf.picture("red", "circle")
+
+
+# ---------------------------------------------------------------- the metrics, worked out by hand
+def test_mmstar_macro_average_over_l2_categories(tmp_path):
+    spec = [("math", "geometry", "A", "A"), ("math", "geometry", "B", "The answer is (C)."),
+            ("math", "geometry", "C", "C. a cat"), ("math", "statistical reasoning", "D", "(D)"),
+            ("coarse perception", "image emotion", "A", "B")]
+    rows = [{"index": i, "question": f"Q{i}?\nOptions: A: a, B: b, C: c, D: d", "image": PNG, "answer": a,
+             "category": c, "l2_category": l2} for i, (c, l2, a, _) in enumerate(spec)]
+    res = run_fixed("mmstar", bf.write_rows(tmp_path / "m.parquet", rows), [s[3] for s in spec])
+    m = res["metrics"]
+    # geometry 2/3, statistical reasoning 1, image emotion 0: math = (2/3 + 1) / 2, average = (2/3 + 1 + 0) / 3
+    assert m["math"] == pytest.approx(5 / 6)
+    assert m["coarse perception"] == 0.0
+    assert m["average"] == pytest.approx(5 / 9)          # not the 3/5 of pooled rows
+    assert res["n"] == 5 and res["skipped"] == {}
+
+
+def test_pope_precision_recall_f1_and_yes_ratios_per_split(tmp_path):
+    gts = ["yes", "yes", "yes", "yes", "no", "no"]
+    replies = ["Yes", "yes.", "no", " yes ", "yes", "no"]       # "yes." is neither yes nor no (exact match)
+    rows = [{"question_id": str(i), "question": f"Is there a thing {i}?", "image": PNG, "answer": g,
+             "category": "adversarial" if i < 3 else "random"} for i, g in enumerate(gts)]
+    m = run_fixed("pope", bf.write_rows(tmp_path / "p.parquet", rows), replies)["metrics"]
+    # scores 1 0 0 1 0 1; TP = 2 (rows 0, 3), FP = 1 (row 4), FN = 1 (row 2: "no" on a yes)
+    assert m["pope_accuracy"] == pytest.approx(0.5)
+    assert m["pope_precision"] == pytest.approx(2 / 3) and m["pope_recall"] == pytest.approx(2 / 3)
+    assert m["pope_f1_score"] == pytest.approx(2 / 3)
+    assert m["pope_yes_ratio"] == pytest.approx(4 / 6) and m["pred_yes_ratio"] == pytest.approx(3 / 6)
+    adv, rnd = m["per_split"]["adversarial"], m["per_split"]["random"]
+    assert (adv["pope_accuracy"], adv["pope_precision"], adv["pope_recall"]) == pytest.approx((1 / 3, 1.0, 0.5))
+    assert (rnd["pope_accuracy"], rnd["pope_precision"], rnd["pope_recall"]) == pytest.approx((2 / 3, 0.5, 1.0))
+    assert adv["pope_f1_score"] == pytest.approx(2 / 3) and rnd["pope_yes_ratio"] == pytest.approx(1 / 3)
+
+
+def test_mme_acc_plus_acc_per_category_and_unpaired_rows(tmp_path):
+    spec = [("color/1.png", "color", "Yes", "Yes"), ("color/1.png", "color", "No", "No"),
+            ("color/2.png", "color", "Yes", "yes"), ("color/2.png", "color", "No", "yes"),
+            ("code/1.png", "code_reasoning", "Yes", "No, it is not."), ("code/1.png", "code_reasoning", "No", "Nope"),
+            ("color/3.png", "color", "Yes", "Yes")]                  # a picture with one question only
+    rows = [{"question_id": q, "image": PNG, "question": f"Is it {i}? Please answer yes or no.", "answer": a,
+             "category": c} for i, (q, c, a, _) in enumerate(spec)]
+    res = run_fixed("mme", bf.write_rows(tmp_path / "e.parquet", rows), [s[3] for s in spec])
+    m = res["metrics"]
+    # color: acc = mean(100, 50) = 75, acc+ = mean(100, 0) = 50 -> 125; code_reasoning: 50 + 0
+    assert m["per_category"]["color"] == {"acc": 75.0, "acc_plus": 50.0, "score": 125.0, "pictures": 2}
+    assert m["mme_perception_score"] == pytest.approx(125.0)
+    assert m["mme_cognition_score"] == pytest.approx(50.0)
+    assert res["skipped"] == {"mme_unpaired": 1}
+
+
+def test_scienceqa_and_ai2d_letter_matching(tmp_path):
+    sqa = [("B", 1), ("B. a cat", 1), ("b", 1), ("The answer is B", 1), ("C.", 1), ("A", 0)]
+    rows = [{"image": PNG if i else None, "question": f"Which {i}?", "choices": ["x", "y", "z"], "answer": a,
+             "hint": "" if i % 2 else "a hint"} for i, (_, a) in enumerate(sqa)]
+    res = run_fixed("scienceqa-img", bf.write_rows(tmp_path / "s.parquet", rows), [r for r, _ in sqa])
+    assert res["metrics"]["exact_match"] == pytest.approx(4 / 6) and res["n"] == 6   # row 0: no picture, asked as text
+    ai = [("A. red", "0"), ("  B. blue", "1"), ("c", "2"), ("C)", "2"), ("The answer is D", "3"), ("D", "0")]
+    rows = [{"question": f"What {i}?", "options": ["r", "b", "g", "y"], "answer": a, "image": PNG}
+            for i, (_, a) in enumerate(ai)]
+    res = run_fixed("ai2d", bf.write_rows(tmp_path / "a.parquet", rows), [r for r, _ in ai])
+    assert res["metrics"]["exact_match"] == pytest.approx(4 / 6)
+
+
+def test_mcq_letter_rules():
+    cases = {"B": "B", "(C) because": "C", "The answer is D.": "D", "A. cat": "A", "I think it's B": "B",
+             "": "", "none": "", "Apple": "A", "D, and also (B)": "D", ".,A": "A"}
+    assert {k: bench.mcq_letter(k) for k in cases} == cases
+
+
+# ---------------------------------------------------------------- the same rules as lmms-eval's task files
+def _task_utils(rel: str):
+    import lmms_eval.tasks
+    path = Path(lmms_eval.tasks.__file__).parent / rel
+    spec = importlib.util.spec_from_file_location(f"task_{path.parent.name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@needs_lmms
+def test_prompts_and_extraction_equal_lmms_eval_task_functions(tmp_path):
+    from lmms_eval.tasks._task_utils.mcq_extract import extract_mcq_answer
+    replies = ["B", "(C) because", "The answer is D.", "A. cat", "I think it's B", "", " none ", "Apple", ".,A",
+               "D, and also (B)", "my answer is c", "C:", "b)", "yes", "No.", "n", "Y", "nope", "yes, it is",
+               "B. a cat", "  B. blue", "c", "C)", "答案是B", "A B C", "(A)(B)", "it is d."]
+    assert [bench.mcq_letter(r) for r in replies] == [extract_mcq_answer(r, choices=list("ABCD")) for r in replies]
+    mme = _task_utils("mme/utils.py")
+    assert [bench.mme_label(r) for r in replies] == [mme.parse_pred_ans(r) for r in replies]
+    kw = {"mmstar": ("mmstar/utils.py", "mmstar_doc_to_text", {"pre_prompt": "", "post_prompt":
+                     "\nAnswer with the option's letter from the given choices directly"}),
+          "pope": ("pope/utils.py", "pope_doc_to_text", {"pre_prompt": "", "post_prompt": bench.SHORT_PROMPT}),
+          "mme": ("mme/utils.py", "mme_doc_to_text", {"pre_prompt": "", "post_prompt": bench.SHORT_PROMPT}),
+          "scienceqa-img": ("scienceqa/utils.py", "sqa_doc_to_text", {"format": "default", "pre_prompt": "",
+                            "post_prompt": bench.LETTER_PROMPT}),
+          "ai2d": ("ai2d/utils.py", "ai2d_doc_to_text", {"prompt_format": "mcq", "pre_prompt": "",
+                   "post_prompt": bench.LETTER_PROMPT})}
+    for name, (rel, fn, kwargs) in kw.items():
+        b = bench.get_benchmark(name)
+        rows = bench.load_bench_rows(b, [bf.WRITERS[name](tmp_path / f"{name}.parquet", n=12)])
+        theirs = getattr(_task_utils(rel), fn)
+        assert [b.prompt(r) for r in rows] == [theirs(r, kwargs) for r in rows], name
+    sqa = _task_utils("scienceqa/utils.py")
+    rows = bench.load_bench_rows(bench.get_benchmark("scienceqa-img"), [bf.scienceqa(tmp_path / "s.parquet", n=6)])
+    for r in rows:
+        for rep in replies:
+            assert bench.sqa_row(r, rep)["score"] == sqa.sqa_process_results(r, [rep.strip()])["exact_match"]
+
+
+# ---------------------------------------------------------------- bad input
+def test_unknown_benchmark_and_missing_columns_are_one_line(tmp_path, capsys):
+    from minimind_v.cli import main
+    with pytest.raises(bench.BenchError, match="unknown benchmark 'mmbench'"):
+        bench.get_benchmark("mmbench")
+    with pytest.raises(SystemExit) as e:
+        main(["eval", "--bench", "mmbench", "--model", "x", "--data", "y"])
+    assert e.value.code == 2 and "invalid choice: 'mmbench'" in capsys.readouterr().err
+    p = bf.write_rows(tmp_path / "noanswer.parquet", [{"question": "q", "image": PNG, "category": "c"}])
+    assert main(["eval", "--bench", "mme", "--model", str(tmp_path / "absent"), "--data", str(p)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {p}: the mme benchmark needs the column(s) question_id, answer (the file has: category, "
+                   f"image, question)"]
+
+
+def test_cli_choices_are_the_benchmark_table():
+    from minimind_v.cli import build_parser
+    p = build_parser(["eval"])
+    ev = p._subparsers._group_actions[0].choices["eval"]
+    assert next(a for a in ev._actions if a.dest == "bench").choices == list(bench.BENCHMARKS)
+
+
+def test_undecodable_pictures_are_skipped_and_counted(tmp_path, tiny_model_dir, capsys):
+    from minimind_v.cli import main
+    p = bf.pope(tmp_path / "pope.parquet", n=8, corrupt={1, 4})
+    out = tmp_path / "r.json"
+    assert main(["eval", "--bench", "pope", "--model", str(tiny_model_dir), "--data", str(p), "--out", str(out),
+                 "--batch-size", "4"]) == 0
+    res = json.loads(out.read_text())
+    assert res["n"] == 6 and res["skipped"] == {"bad_image": 2}
+    assert sorted(x["row"] for x in res["predictions"]) == [0, 2, 3, 5, 6, 7]
+    assert "skipped rows (not scored): bad_image=2" in capsys.readouterr().err
+
+
+def test_native_limit_and_folder_of_split_files(tmp_path, tiny_model_dir):
+    from minimind_v.pipeline import VLM
+    folder = tmp_path / "POPE" / "data"
+    bf.pope(folder / "test-00000-of-00002.parquet", n=5, seed=1)
+    bf.pope(folder / "test-00001-of-00002.parquet", n=5, seed=2)
+    bf.pope(tmp_path / "POPE" / "other" / "train-00000.parquet", n=3)
+    b = bench.get_benchmark("pope")
+    assert len(bench.load_bench_rows(b, [tmp_path / "POPE"])) == 10           # the test split's files only
+    rows = bench.load_bench_rows(b, [tmp_path / "POPE"], limit=7)
+    res = bench.run_benchmark(VLM.load(tiny_model_dir), b, rows, batch_size=3, progress=False)
+    assert res["n"] == 7 and len(res["metrics"]["per_split"]) == 3
+
+
+# ---------------------------------------------------------------- lmms-eval's command line against ours
+@needs_lmms
+@pytest.mark.slow
+def test_lmms_eval_cli_and_native_agree_on_all_five(tmp_path):
+    from minimind_v.pipeline import VLM
+    model = bf.steered_model(tmp_path / "steered")
+    limit = 16
+    tasks, files = [], {}
+    for name, write in bf.WRITERS.items():
+        files[name] = write(tmp_path / "data" / f"{name}.parquet", n=20)
+        tasks.append(bf.task_yaml(name, files[name], tmp_path / "tasks"))
+    env = dict(os.environ, **OFFLINE, HF_HOME=str(tmp_path / "hf"))
+    cmd = [str(Path(sys.executable).parent / "lmms-eval"), "--model", "minimind_v", "--model_args",
+           f"pretrained={model},device=cpu", "--tasks", ",".join(tasks), "--include_path", str(tmp_path / "tasks"),
+           "--batch_size", "4", "--limit", str(limit), "--output_path", str(tmp_path / "out"), "--log_samples"]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    results = json.loads(Path(glob.glob(str(tmp_path / "out" / "*" / "*_results.json"))[0]).read_text())["results"]
+    vlm = VLM.load(model)
+    scored = 0.0
+    for name, task in zip(bf.WRITERS, tasks):
+        b = bench.get_benchmark(name)
+        ours = bench.run_benchmark(vlm, b, bench.load_bench_rows(b, [files[name]], limit), batch_size=5,
+                                   progress=False)
+        samples = [json.loads(line) for line in
+                   open(glob.glob(str(tmp_path / "out" / "*" / f"*_samples_{task}.jsonl"))[0])]
+        mine = {x["row"]: x for x in ours["predictions"]}
+        assert len(samples) == limit == ours["n"]
+        for s in samples:                                     # the same prompt and the same reply, row by row
+            reply = mine[s["doc_id"]]["reply"]
+            if name == "ai2d":                                # its task filter: "B. ..." -> "B"
+                reply = re.sub(r"^\s*([A-Z])\..*", r"\1", reply, flags=re.S)
+            assert (mine[s["doc_id"]]["prompt"], reply) == (s["input"], s["filtered_resps"])
+        theirs = {k.split(",")[0]: v for k, v in results[task].items() if "stderr" not in k and k != "alias"}
+        assert theirs == pytest.approx({k: ours["metrics"][k] for k in theirs}), name
+        scored += sum(v for v in theirs.values() if isinstance(v, float))
+    assert scored > 0                    # the steered model's replies score somewhere: not a comparison of zeros
