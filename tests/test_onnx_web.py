@@ -12,6 +12,8 @@ import os
 import shutil
 import threading
 from pathlib import Path
+from types import SimpleNamespace
+from urllib.parse import urlsplit
 
 import pytest
 import torch
@@ -50,8 +52,10 @@ class StaticServer:
     """`python -m http.server` in a thread: the folder on 127.0.0.1, a free port."""
 
     def __init__(self, folder: Path):
-        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-        handler.log_message = lambda *a, **k: None
+        class Quiet(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+        handler = functools.partial(Quiet, directory=str(folder))
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
@@ -64,16 +68,17 @@ class StaticServer:
         self.httpd.server_close()
 
 
-def test_web_page_answers_like_chat_greedy(browser, tmp_path):
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The demo-shaped model, its web folder, a fixed picture and question, and chat --greedy's answer."""
     from test_onnx import demo_folder
-    from playwright.sync_api import expect
-    src = demo_folder(tmp_path / "demo", REF / "tokenizer")
-    web = export_web(src, tmp_path / "web", log=lambda m: None)
-    assert {p.name for p in (web / "ort").iterdir()} == set(ORT_FILES)
+    tmp = tmp_path_factory.mktemp("web")
+    src = demo_folder(tmp / "demo", REF / "tokenizer")
+    web = export_web(src, tmp / "web", log=lambda m: None)
     img = Image.new("RGB", (70, 41), (230, 40, 40))           # not the model's 48 x 48: the page resizes it
     img.paste((40, 90, 230), (10, 5, 40, 30))
     img.paste((250, 250, 60), (45, 20, 66, 39))
-    pic = tmp_path / "shapes.png"
+    pic = tmp / "shapes.png"
     img.save(pic)
     q = "What colour is the square?"
     vlm = VLM.load(src)
@@ -82,31 +87,68 @@ def test_web_page_answers_like_chat_greedy(browser, tmp_path):
     pix = torch.from_numpy(packed_pixels(Image.open(pic), vlm.model.cfg.vision))[None]
     want = generate(vlm.model, [ids], SamplingParams(max_new_tokens=N, stop_ids=(vlm.tok.eos_id,)), pix)[0]
     assert len(set(want)) > 1
+    return SimpleNamespace(src=src, web=web, pic=pic, q=q, vlm=vlm, ids=ids, want=want, want_text=want_text)
 
-    with StaticServer(web) as srv:
+
+def ask_on_page(page, base: str, x) -> dict:
+    """Open the web page at `base`, wait for the model, ask x.q about x.pic, return what the page measured."""
+    from playwright.sync_api import expect
+    errors, outside = [], []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    origin = "{0.scheme}://{0.netloc}/".format(urlsplit(base))
+    page.on("request", lambda r: None if r.url.startswith((origin, "blob:", "data:")) else outside.append(r.url))
+    page.goto(base)
+    expect(page.locator("#status")).to_have_text("ready", timeout=120_000)
+    page.fill("#max_tokens", str(N))
+    page.set_input_files("#file", str(x.pic))
+    expect(page.locator("#preview")).to_be_visible()
+    page.fill("#prompt", x.q)
+    page.click("#send")
+    answer = page.locator(".msg.assistant").nth(0)
+    expect(answer).to_have_attribute("data-done", "1", timeout=120_000)
+    run = page.evaluate("window.webState.runs[0]")
+    assert run["prompt_ids"] == len(x.ids)
+    assert run["ids"] == x.want                                # token for token
+    assert answer.locator(".text").inner_text() == x.want_text
+    assert int(answer.get_attribute("data-chunks")) > 1        # it streamed
+    assert run["ttft_ms"] > 0 and run["tokens_per_s"] > 0
+    assert not errors and not outside, (errors, outside)
+    return run
+
+
+def test_web_page_answers_like_chat_greedy(browser, exported):
+    assert {p.name for p in (exported.web / "ort").iterdir()} == set(ORT_FILES)
+    with StaticServer(exported.web) as srv:
         page = browser.new_page()
-        errors, outside = [], []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("request", lambda r: None if r.url.startswith(srv.url) or r.url.startswith(("blob:", "data:"))
-                else outside.append(r.url))
-        page.goto(srv.url + "/index.html")
-        expect(page.locator("#status")).to_have_text("ready", timeout=120_000)
-        page.fill("#max_tokens", str(N))
-        page.set_input_files("#file", str(pic))
-        page.wait_for_function("() => document.querySelector('#preview').style.display === 'block'")
-        page.fill("#prompt", q)
-        page.click("#send")
-        answer = page.locator(".msg.assistant").nth(0)
-        expect(answer).to_have_attribute("data-done", "1", timeout=120_000)
-        run = page.evaluate("window.webState.runs[0]")
-        assert run["prompt_ids"] == len(ids)
-        assert run["ids"] == want                                  # token for token
-        assert answer.locator(".text").inner_text() == want_text
-        assert int(answer.get_attribute("data-chunks")) > 1        # it streamed
-        assert run["ttft_ms"] > 0 and run["tokens_per_s"] > 0
-        assert not errors and not outside, (errors, outside)
+        run = ask_on_page(page, srv.url + "/index.html", exported)
         out = ROOT / "test-artifacts"
         out.mkdir(exist_ok=True)
         page.screenshot(path=str(out / "web_export.png"))
         (out / "web_export.json").write_text(json.dumps({"ttft_ms": run["ttft_ms"], "tokens_per_s": run["tokens_per_s"],
                                                          "tokens": len(run["ids"])}) + "\n")
+
+
+def test_served_chat_page_offers_the_browser_run(browser, exported):
+    """`serve --web DIR`: the chat page links to /web/, which runs under the server's strict CSP (plus
+    'wasm-unsafe-eval') and answers like chat --greedy; without --web there is no link."""
+    from helpers import LiveServer
+    from playwright.sync_api import expect
+
+    from minimind_v.serve.app import create_app
+    with LiveServer(create_app(exported.vlm, web=exported.web)) as srv:
+        page = browser.new_page()
+        page.goto(srv.url + "/")
+        expect(page.locator("#status")).to_have_text("ready")
+        expect(page.locator("#web-link")).to_be_visible()
+        page.click("#web-link")
+        page.wait_for_url(srv.url + "/web/")
+        ask_on_page(page, srv.url + "/web/", exported)
+    with LiveServer(create_app(exported.vlm)) as srv:
+        page = browser.new_page()
+        page.goto(srv.url + "/")
+        expect(page.locator("#status")).to_have_text("ready")
+        assert page.locator("#web-link").is_hidden()
+        assert page.request.get(srv.url + "/web/").status == 404
+    with pytest.raises(ValueError, match="no index.html"):
+        create_app(exported.vlm, web=exported.src)

@@ -1,6 +1,6 @@
 """`minimind-v export --to web OUT`: a static folder in which a web browser runs the model, no server code.
 
-    OUT/index.html  app.mjs  tokenizer.mjs  pixels.mjs     the page (static/ in this package)
+    OUT/index.html  style.css  app.mjs  tokenizer.mjs  pixels.mjs   the page (static/ in this package)
     OUT/model/                                             the ONNX folder (onnx_export), fp32 or int8
     OUT/ort/ort.wasm.min.mjs, ort-wasm-simd-threaded.{mjs,wasm}   onnxruntime-web's WebAssembly build
 
@@ -29,7 +29,7 @@ from .onnx_export import ExportError, export_onnx
 ORT_WEB_VERSION = "1.31.1"
 ORT_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 STATIC = Path(__file__).with_name("static")
-PAGE_FILES = ("index.html", "app.mjs", "tokenizer.mjs", "pixels.mjs")
+PAGE_FILES = ("index.html", "style.css", "app.mjs", "tokenizer.mjs", "pixels.mjs")
 
 
 def npm_cache() -> Path:

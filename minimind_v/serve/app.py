@@ -4,6 +4,7 @@
     GET  /v1/models             the one model served;  GET /v1/models/{id}
     GET  /health                liveness, model name, defaults, limits, queue state (no key needed)
     GET  /                      the chat page;  /static/*  its script and style
+    GET  /web/                  with `web`: the model in the visitor's browser (an `export --to web` folder)
 
 A request goes: auth -> body read with a byte limit (413 before JSON parsing) -> JSON + field
 validation -> images (limits before decoding) -> prompt ids and context check -> the engine queue.
@@ -44,10 +45,11 @@ def create_app(vlm, *, name: str | None = None, api_key: str | None = None, limi
                defaults: P.Defaults | None = None, max_context: int | None = None, max_batch: int = 16,
                max_queue: int = 256, max_body_bytes: int | None = None, poll_s: float = 0.25,
                image_cache: int = 64, allowed_hosts=None, allow_origins=(), body_timeout: float = 30.0,
-               engine: Engine | None = None) -> FastAPI:
+               engine: Engine | None = None, web: str | Path | None = None) -> FastAPI:
     """The app serving `vlm` (a `pipeline.VLM`). The engine thread starts and stops with the app.
     `allowed_hosts` / `allow_origins`: see guard.py; `body_timeout`: seconds to receive a whole body;
-    `engine`: another engine over the same jobs (onnx_engine.py's, for `serve --runtime onnx`)."""
+    `engine`: another engine over the same jobs (onnx_engine.py's, for `serve --runtime onnx`); `web`: a
+    folder written by `export --to web`, served at /web/ and offered by the chat page (web_folder.py)."""
     name = name or vlm.name
     limits = limits or ImageLimits()
     defaults = defaults or P.Defaults()
@@ -94,7 +96,7 @@ def create_app(vlm, *, name: str | None = None, api_key: str | None = None, limi
                              "max_tokens": defaults.max_tokens},
                 "limits": {"max_image_bytes": limits.max_bytes, "max_image_pixels": limits.max_pixels,
                            "max_images": limits.max_images, "remote_images": limits.allow_remote},
-                **engine.stats()}
+                "web": "/web/" if web is not None else None, **engine.stats()}
 
     @app.get("/v1/models")
     async def models(request: Request):
@@ -204,6 +206,9 @@ def create_app(vlm, *, name: str | None = None, api_key: str | None = None, limi
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    if web is not None:
+        from .web_folder import WebFolder, check_web_folder
+        app.mount("/web", WebFolder(directory=check_web_folder(web), html=True), name="web")
     return app
 
 

@@ -50,6 +50,9 @@ def add_serve_arguments(p) -> None:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is often fastest "
                                               "for tiny models on a shared machine)")
     p.add_argument("--dtype", default="fp32", choices=list(DTYPES))
+    p.add_argument("--web", metavar="DIR",
+                   help="a folder written by `export --to web` for this model: served at /web/, and the chat page "
+                        "offers to run the model in the visitor's browser")
     p.add_argument("--runtime", default="torch", choices=["torch", "onnx"],
                    help="onnx: --model is a folder written by `export --to onnx`, run by onnxruntime; requests are "
                         "then served one at a time (serve/onnx_engine.py)")
@@ -81,7 +84,7 @@ def cmd_serve(a) -> int:
     hosts = LOOPBACK_HOSTS if is_loopback(a.host) else None
     app = create_app(vlm, name=a.name, api_key=a.api_key, max_context=a.max_context, max_batch=a.max_batch,
                      max_queue=a.max_queue, image_cache=a.image_cache, allowed_hosts=hosts,
-                     allow_origins=a.allow_origin, body_timeout=a.request_timeout, engine=engine,
+                     allow_origins=a.allow_origin, body_timeout=a.request_timeout, engine=engine, web=a.web,
                      limits=ImageLimits(max_bytes=a.max_image_bytes, max_pixels=a.max_image_pixels,
                                         max_images=a.max_images, allow_remote=a.allow_remote_images),
                      defaults=Defaults(temperature=a.temperature, top_p=a.top_p, max_tokens=a.max_tokens))

@@ -20,6 +20,7 @@ async function init() {
     $("top_p").value = h.defaults.top_p;
     $("max_tokens").value = Math.min(h.defaults.max_tokens, 256);
     $("key-row").hidden = !h.auth;
+    $("web-link").hidden = !h.web;            // `serve --web DIR`: the model also runs in the browser
     $("api_key").value = localStorage.getItem("minimind-v-key") || "";
     const l = h.limits;
     $("limits").textContent = `context ${h.max_context} tokens · up to ${l.max_images} images, ` +
