@@ -201,7 +201,7 @@ def test_existing_output_folder_is_not_overwritten(tmp_path, capsys):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "mine.txt").write_text("keep")
     assert cli.main(["convert", str(R / "tiny_0420.pth"), str(tmp_path / "out")]) == 2
-    assert "already exists and is not empty" in capsys.readouterr().err
+    assert "already exists (a folder); choose a new output or pass --overwrite" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["mine.txt"]
 
 

@@ -578,7 +578,24 @@ def test_row16_convert_config_of_the_wrong_shape_is_one_line(base, tmp_path, cap
                                             str(cfg)]))
         assert ("JSON object" in line) if name == "list" else ("must be int" in line), line
         assert not (tmp_path / f"out_{name}").exists()
-    assert leftovers(tmp_path) == []
+    # an encoder folder whose weights are a pickle that safe loading refuses: one line, and it never ran
+    from minimind_v.formats.load import load_model
+    enc = tmp_path / "enc"
+    load_model(base).vision_encoder.encoder.save_pretrained(str(enc))
+    (enc / "model.safetensors").unlink()
+    torch.save({"w": Evil()}, str(enc / "pytorch_model.bin"))
+    line = one_line_error(capsys, main(["convert", str(pth), str(tmp_path / "out_pickle"), "--vision-encoder",
+                                        str(enc)]))
+    assert "UnpicklingError" in line and not Evil.ran
+    assert not (tmp_path / "out_pickle").exists() and leftovers(tmp_path) == []
+
+
+class Evil:
+    """A pickle that would run code when loaded."""
+    ran = False
+
+    def __reduce__(self):
+        return (setattr, (Evil, "ran", True))
 
 
 # ---------------------------------------------------------------- the CPU pace with a neighbour
