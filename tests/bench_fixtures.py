@@ -208,7 +208,7 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
     return _write(path, cols, types, feats)
 
 
-def steered_model(out: Path, seed: int = 4) -> Path:
+def steered_model(out: Path, seed: int = 1) -> Path:
     """A tiny model folder (random weights) whose greedy replies are one short answer token, picked by the
     picture and the prompt: "yes", "no", "A".."D", then the end of the reply. The output rows of every other
     token are shrunk; the answer tokens' input embeddings carry a direction that only the end token reads, so

@@ -249,3 +249,34 @@ def test_lmms_eval_cli_and_native_agree_on_all_five(tmp_path):
         assert theirs == pytest.approx({k: ours["metrics"][k] for k in theirs}), name
         scored += sum(v for v in theirs.values() if isinstance(v, float))
     assert scored > 0                    # the steered model's replies score somewhere: not a comparison of zeros
+
+
+# ---------------------------------------------------------------- a benchmark score during training
+def test_train_logs_a_benchmark_score_beside_the_loss(tmp_path, synth_data):
+    from minimind_v.pipeline import VLM
+    from minimind_v.train.loop import TrainConfig, train
+    from minimind_v.train.metrics import read_metrics
+    pope = bf.pope(tmp_path / "pope.parquet", n=10)
+    start = bf.steered_model(tmp_path / "steered", seed=6)   # replies yes or no here: scores that are not 0
+    cfg = TrainConfig(stage="vlm-sft", data=[str(synth_data["sft"])], out=str(tmp_path / "run"), batch_size=4,
+                      init_from=str(start), max_steps=4, log_every=2, progress=False, plot=False,
+                      eval_every=2, eval_bench="pope", eval_limit=6, eval_bench_data=str(pope))
+    summary = train(cfg)
+    recs = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    scores = [r for r in recs if "bench/pope/pope_accuracy" in r]
+    assert [r["step"] for r in scores] == [2, 4] and all(r["bench/pope/n"] == 6 for r in scores)
+    assert [r["step"] for r in recs if "loss" in r] == [2, 4]
+    # the last score is the saved model's, scored by `eval --bench` on the same rows
+    b = bench.get_benchmark("pope")
+    final = bench.run_benchmark(VLM.load(summary["model"]), b, bench.load_bench_rows(b, [pope], 6), progress=False)
+    assert scores[-1]["bench/pope/pope_accuracy"] == final["metrics"]["pope_accuracy"]
+    assert scores[-1]["bench/pope/pope_yes_ratio"] == final["metrics"]["pope_yes_ratio"]
+    assert 0 < final["metrics"]["pope_accuracy"] < 1, final["predictions"]
+
+
+def test_train_eval_every_needs_a_benchmark_and_its_data(capsys):
+    from minimind_v.cli import main
+    assert main(["train", "--stage", "vlm-sft", "--data", "x.parquet", "--out", "o", "--eval-every", "5",
+                 "--eval-bench", "mmstar"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --eval-every needs --eval-bench NAME and --eval-bench-data PATH (the benchmark's parquet file)"]

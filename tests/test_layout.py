@@ -29,7 +29,7 @@ NOT_BELOW = {
     "data": ("datatools", "train", "recipes", "serve", "eval", "formats", "pipeline", "chat", "cli"),
     "datatools": ("train", "recipes", "serve", "eval", "pipeline", "chat", "cli"),
     "formats": ("data", "datatools", "train", "recipes", "serve", "eval", "cli"),
-    "train": ("datatools", "recipes", "serve", "eval", "chat", "cli"),
+    "train": ("datatools", "recipes", "serve", "chat", "cli"),      # eval: a benchmark score during training
     "eval": ("datatools", "train", "recipes", "serve", "cli"),
     "serve": ("datatools", "train", "recipes", "eval", "cli"),
     "recipes": ("serve", "cli"),

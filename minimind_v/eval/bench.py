@@ -483,3 +483,16 @@ def bench_command(a) -> int:
         with staged_output(a.out, [a.model, *a.data], overwrite=True) as stage:
             stage.write_text(json.dumps(res, indent=2))
     return 0
+
+
+def log_during_training(p, run) -> None:
+    """The training loop's call every --eval-every steps: score on the main process (the others go on to their
+    next step and wait for it there), write {"step", "bench/<name>/<metric>"...} to metrics.jsonl (and the
+    tracker) beside the loss records, and print it."""
+    if not p.dist.main:
+        return
+    import json
+    rec = {"step": run.step, "epoch": run.epoch, **score_during_training(p.model, p.tok, p.cfg)}
+    p.metrics.log(rec)
+    line = json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in rec.items()})
+    (p.bar.write if p.bar is not None else p.log)(f"[bench] {line}" if p.bar is not None else line)

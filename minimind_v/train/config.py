@@ -28,6 +28,7 @@ GROUPS = {
     "run": "where it runs",
     "log": "logging and checkpoints",
     "lora": "LoRA (PEFT): train a low-rank adapter on --from instead of the full weights",
+    "bench": "a benchmark score during training, logged next to the loss (eval/bench.py, docs/benchmarks.md)",
 }
 
 MISSING = dataclasses.MISSING
@@ -143,6 +144,16 @@ class TrainConfig:
     lora_projector: str = setting("auto", help="train the projector fully and save it in the adapter (auto: when "
                                                "the stage trains it)", group="lora", resume=True,
                                   choices=("auto", "train", "freeze"))
+    # ---- a benchmark during training
+    eval_every: int = setting(0, help="score --eval-bench every N optimizer steps (0: never)", group="bench",
+                              metavar="N", bounds=(0, BIG))
+    eval_bench: str | None = setting(None, help="the benchmark scored every --eval-every steps", group="bench",
+                                     choices=("mmstar", "pope", "mme", "scienceqa-img", "ai2d"))
+    eval_limit: int = setting(64, help="rows of the benchmark scored each time (its first K; 0: all)",
+                              group="bench", metavar="K", bounds=(0, BIG))
+    eval_bench_data: str | None = setting(None, help="the benchmark's published parquet file or folder (or a "
+                                                     "Hub id owner/name:file.parquet)", group="bench",
+                                          metavar="PATH")
 
     def to_json(self) -> dict:
         return json.loads(json.dumps(asdict(self), default=str))     # paths -> strings
@@ -163,6 +174,9 @@ class TrainConfig:
                 raise ValueError(f"{flag} {value}: must be a finite number")
             if (lo is not None and value < lo) or (hi is not None and value > hi):
                 raise ValueError(f"{flag} {value}: must be between {lo} and {hi}")
+        if self.eval_every and not (self.eval_bench and self.eval_bench_data):
+            raise ValueError("--eval-every needs --eval-bench NAME and --eval-bench-data PATH (the benchmark's "
+                             "parquet file)")
         self.check_paths()
 
     def check_paths(self) -> None:

@@ -114,6 +114,9 @@ def _train_epoch(p: Parts, run: Run, window: Window, stopper) -> tuple[bool, int
             p.bar.update(1)
         if run.step % cfg.log_every == 0 or run.step == run.total_steps:
             run.last_loss = log_window(window, p, run, skipped_totals(p, run))
+        if cfg.eval_every and run.step % cfg.eval_every == 0:         # a benchmark score beside the loss
+            from ..eval.bench import log_during_training
+            log_during_training(p, run)
         if cfg.save_every and run.step % cfg.save_every == 0 and run.step < run.total_steps:
             save_run_checkpoint(p, run)
         if stop_requested:
