@@ -280,3 +280,42 @@ def test_train_eval_every_needs_a_benchmark_and_its_data(capsys):
                  "--eval-bench", "mmstar"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         "error: --eval-every needs --eval-bench NAME and --eval-bench-data PATH (the benchmark's parquet file)"]
+
+
+# ---------------------------------------------------------------- the lmms-eval model class itself
+@needs_lmms
+def test_lmms_model_registered_batched_several_pictures_any_folder(tmp_path):
+    from types import SimpleNamespace
+
+    from lmms_eval.models import get_model
+
+    from minimind_v.config import torch_dtype
+    from minimind_v.formats.convert_export import export
+    from minimind_v.image import open_image
+    from minimind_v.pipeline import VLM
+    cls = get_model("minimind_v")                          # found through the entry point, no edit to lmms-eval
+    assert cls.__name__ == "MiniMindV" and cls.is_simple
+    model = bf.steered_model(tmp_path / "steered")
+    pics = [open_image(bf.picture(c, s)) for c in bf.COLOURS for s in bf.SHAPES]
+    docs = [{"pics": pics[i % 8:i % 8 + i % 3]} for i in range(7)]       # 0, 1 or 2 pictures per request
+    greedy = {"until": ["\n\n"], "max_new_tokens": 6, "do_sample": False, "temperature": 0}
+    short = {"until": ["es"], "max_new_tokens": 2}
+    reqs = [SimpleNamespace(args=(f"Question {i}?", dict(short if i % 4 == 3 else greedy), lambda d: d["pics"], i,
+                                  "t", "test")) for i in range(7)]
+    vlm = VLM.load(model)
+
+    def one_by_one(i):
+        g = short if i % 4 == 3 else greedy
+        reply = vlm.answer_batch([[{"role": "user", "content": f"Question {i}?"}]], [docs[i]["pics"]],
+                                 max_new_tokens=g["max_new_tokens"])[0]
+        return bench.cut_at(reply, g["until"])
+    expected = [one_by_one(i) for i in range(7)]
+    assert any(expected)
+    hf = tmp_path / "hf"
+    export(str(model), str(hf), "hf", torch_dtype("fp32"))
+    for folder in (model, hf):                             # our folder, and the transformers folder exported from it
+        lm = cls.create_from_arg_string(f"pretrained={folder}", {"batch_size": "3", "device": "cpu"})
+        lm.task_dict = {"t": {"test": docs}}
+        assert lm.generate_until(reqs) == expected, folder
+    with pytest.raises(NotImplementedError, match="log-likelihood"):
+        lm.loglikelihood(reqs)
