@@ -82,7 +82,8 @@ def test_every_field_set_from_the_command_line_equals_the_config_built_directly(
             "--save-every", "4", "--keep-last", "5", "--resume", "auto", "--logger", "wandb", "--max-bad-steps", "9",
             "--trace-rows", "--encoder-cache", "cache", "--augment", "0.5", "--think-block",
             "--control-tokens-in-text", "--lora-rank", "8", "--lora-alpha", "4", "--lora-dropout", "0.1",
-            "--lora-targets", "attn", "--lora-projector", "freeze", "--no-progress", "--no-save-final", "--no-plot"]
+            "--lora-targets", "attn", "--lora-projector", "freeze", "--no-progress", "--no-save-final", "--no-plot",
+            "--eval-every", "5", "--eval-bench", "pope", "--eval-limit", "9", "--eval-bench-data", "pope.parquet"]
     want = TrainConfig(stage="vlm-sft", data=["a.parquet"], out="run", init_from="prev/model", preset="minimind-3v",
                        model_overrides={"rope_theta": 10000.0, "hidden_act": "silu", "hidden_size": 64,
                                         "num_hidden_layers": 3, "use_moe": True},
@@ -92,7 +93,8 @@ def test_every_field_set_from_the_command_line_equals_the_config_built_directly(
                        num_workers=2, seed=7, log_every=3, save_every=4, keep_last=5, resume="auto", logger="wandb",
                        max_bad_steps=9, trace_rows=True, encoder_cache="cache", augment=0.5, think_block=True,
                        control_tokens_in_text=True, lora_rank=8, lora_alpha=4.0, lora_dropout=0.1, lora_targets="attn",
-                       lora_projector="freeze", progress=False, save_final=False, plot=False)
+                       lora_projector="freeze", progress=False, save_final=False, plot=False,
+                       eval_every=5, eval_bench="pope", eval_limit=9, eval_bench_data="pope.parquet")
     got = config(*args)
     assert got == want
     # and the test itself covers every field: each differs from its default
