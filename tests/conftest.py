@@ -1,8 +1,8 @@
 """Shared test fixtures: a tiny tokenizer, tiny synthetic data, tiny model folders (all built here).
 
 The parity fixtures made by the original code live in tests/fixtures/ (see its README: provenance, checksums), so
-every test runs in a plain clone. `need_shared()` is kept only for the emoji data set beside the repository, until
-its committed sample replaces it.
+every test runs in a plain clone. The emoji data set is built by the tests (`emoji_data`) with `minimind-v data
+emoji` from the committed sample of its npm packages (tests/fixtures/emoji/).
 """
 from __future__ import annotations
 
@@ -16,10 +16,6 @@ torch.set_num_threads(1)   # tiny models: one thread is faster, and immune to a 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def shared_dir() -> Path:
-    return ROOT.parent / "shared"
-
-
 # The original's fixtures (both generations), and the small SigLIP2 shape the tests build their encoders with.
 FIXTURES = ROOT / "tests" / "fixtures"
 REF = FIXTURES / "reference"
@@ -28,11 +24,15 @@ TINY_SIGLIP = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, nu
                    num_patches=256, vision_use_head=False)
 
 
-def need_shared(sub: str = "") -> Path:
-    p = shared_dir() / sub
-    if not p.exists():
-        pytest.skip(f"{p} is absent (the emoji data set beside the repository)")
-    return p
+@pytest.fixture(scope="session")
+def emoji_data(tmp_path_factory) -> Path:
+    """A folder with emoji_train.parquet (137 rows) and emoji_val.parquet (63 rows, all ten tasks), built by
+    `minimind-v data emoji` from tests/fixtures/emoji/packages: real pictures and wording, no npm, no network."""
+    from minimind_v.datatools.emoji_data import build
+    from minimind_v.datatools.emoji_npm import check_packages
+    out = tmp_path_factory.mktemp("emoji") / "data"
+    build(check_packages(FIXTURES / "emoji" / "packages"), out, progress=False)
+    return out
 
 
 @pytest.fixture(scope="session")
