@@ -28,6 +28,8 @@ import sys
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+from .flagtypes import BIG, SEED, bounded
+
 
 def _add_train(p):
     from .train.flags import add_train_arguments
@@ -98,9 +100,9 @@ def _add_data(p):
                         description="Coloured shapes with captions (pretrain.parquet), multi-turn questions "
                                     "(sft.parquet) and one question per row with answer/type columns (eval.parquet).")
     s.add_argument("--out", required=True)
-    s.add_argument("--n", type=int, default=2000, help="number of pictures")
-    s.add_argument("--seed", type=int, default=0, help="use another seed for a held-out split")
-    s.add_argument("--image-size", type=int, default=64)
+    s.add_argument("--n", type=bounded(int, 1, 10_000_000), default=2000, help="number of pictures")
+    s.add_argument("--seed", type=bounded(int, 0, SEED), default=0, help="use another seed for a held-out split")
+    s.add_argument("--image-size", type=bounded(int, 8, 4096), default=64)
     s.add_argument("--kind", default="all", choices=["all", "pretrain", "sft", "eval"])
     s.set_defaults(func=_cmd_synth)
     add_data_commands(dsub)       # convert, preview, stats
@@ -123,9 +125,9 @@ def _add_eval(p):
     p.add_argument("--data", nargs="+", required=True)
     p.add_argument("--blind", action="store_true", help="replace every image by a blank one (baseline)")
     p.add_argument("--out", help="write the result as JSON (overall, per_type, n)")
-    p.add_argument("--limit", type=int, help="score only the first N rows")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--limit", type=bounded(int, 1, BIG), help="score only the first N rows")
+    p.add_argument("--batch-size", type=bounded(int, 1, 4096), default=32)
+    p.add_argument("--max-new-tokens", type=bounded(int, 1, 32768), default=32)
     p.add_argument("--device", default="cpu")
     p.add_argument("--bench", choices=["mmstar", "pope", "mme", "scienceqa-img", "ai2d"],
                    help="score a standard benchmark's published parquet file (or folder) as lmms-eval does: its "
@@ -169,11 +171,11 @@ def _add_chat(p):
     p.add_argument("--model", required=True)
     p.add_argument("--image", action="append", help="image file (repeat for several)")
     p.add_argument("--prompt")
-    p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--top-p", type=float, default=0.9)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--temperature", type=bounded(float, 0.0, 100.0), default=0.7)
+    p.add_argument("--top-p", type=bounded(float, 0.0, 1.0), default=0.9)
+    p.add_argument("--top-k", type=bounded(int, 0, 1_000_000), default=0)
+    p.add_argument("--max-new-tokens", type=bounded(int, 1, 32768), default=256)
+    p.add_argument("--seed", type=bounded(int, 0, SEED))
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
     p.add_argument("--device", default="cpu")
     p.add_argument("--runtime", default="torch", choices=["torch", "onnx"],
@@ -192,8 +194,8 @@ def _add_demo(p):
                      "and a model folder.")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--quick", action="store_true", help="a one-minute smoke version (low accuracy)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0,
+    p.add_argument("--seed", type=bounded(int, 0, SEED), default=0)
+    p.add_argument("--threads", type=bounded(int, 0, 1024), default=0,
                    help="CPU threads (default 0: 2 when two cores are idle, else 1; OMP_NUM_THREADS also sets it)")
     p.set_defaults(func=_cmd_demo)
 
@@ -229,7 +231,7 @@ def _add_convert(c) -> None:
     c.add_argument("--bundle-encoder", action="store_true",
                    help="copy the encoder folder into DST/vision_encoder instead of pointing at it")
     c.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="weights of --to reference / hf outputs")
-    c.add_argument("--seed", type=int, default=0, help="seed of a freshly initialised projector (LLM-only input)")
+    c.add_argument("--seed", type=bounded(int, 0, SEED), default=0, help="seed of a freshly initialised projector (LLM-only input)")
     c.add_argument("--overwrite", action="store_true",
                    help="replace an existing DST (written beside it first, swapped in when whole); an input is "
                         "never overwritten")

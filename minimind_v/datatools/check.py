@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..data.chatml import BadRow, render
 from ..data.text import validate_text_row
+from ..flagtypes import bounded
 from ..image import DEFAULT_MAX_PIXELS, TRAIN_MAX_ASPECT, TRAIN_MIN_SIDE, ImageError, image_header
 
 UNUSUAL_MODES = {"CMYK", "P", "PA", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F", "1", "RGBa", "YCbCr", "HSV",
@@ -278,17 +279,17 @@ def add_check_command(sub) -> None:
                        epilog="exit code: 0 no problem, 1 problem rows found, 2 unreadable file or bad arguments")
     p.add_argument("files", nargs="+", help="parquet or JSONL files")
     p.add_argument("--tokenizer", metavar="DIR", help="tokenizer folder: also find rows too long for --max-length")
-    p.add_argument("--max-length", type=int, default=768, help="tokens per row, as in training (default: 768)")
+    p.add_argument("--max-length", type=bounded(int, 8, 1 << 20), default=768, help="tokens per row, as in training (default: 768)")
     p.add_argument("--model", metavar="DIR", help="model folder (or its config.json): its tokens per picture and "
                                                "its tokenizer (the length check), as training with --from DIR "
                                                "uses them")
-    p.add_argument("--image-token-len", type=int,
+    p.add_argument("--image-token-len", type=bounded(int, 1, 65536),
                    help="tokens per picture (default: the --model's, else 64, which is said)")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+    p.add_argument("--max-pixels", type=bounded(int, 1, 10 ** 10), default=DEFAULT_MAX_PIXELS,
                    help=f"refuse images over this many pixels (default: {DEFAULT_MAX_PIXELS})")
-    p.add_argument("--min-side", type=int, default=TRAIN_MIN_SIDE,
+    p.add_argument("--min-side", type=bounded(int, 1, 65536), default=TRAIN_MIN_SIDE,
                    help=f"refuse images with a side under N pixels (default: {TRAIN_MIN_SIDE})")
-    p.add_argument("--max-aspect", type=float, default=TRAIN_MAX_ASPECT,
+    p.add_argument("--max-aspect", type=bounded(float, 1.0, 1e6), default=TRAIN_MAX_ASPECT,
                    help=f"refuse images whose long side exceeds N x the short one (default: {TRAIN_MAX_ASPECT:g})")
     p.add_argument("--json", metavar="FILE.json", help="also write the full report as JSON")
     p.add_argument("--summary", action="store_true", help="print counts by kind only, not every row")

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..flagtypes import BIG, SEED, bounded
+
 EXAMPLES = """examples:
   minimind-v data convert llava llava_instruct.json --images coco/ --out data/llava.parquet --max-side 512
   minimind-v data convert captions photos/ --captions photos/captions.csv --out data/photos.parquet --val-fraction 0.05
@@ -26,18 +28,18 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", required=True, metavar="OUT.parquet",
                    help="output file; with --shard-rows it becomes OUT-00000.parquet, ...; with --val-fraction "
                         "OUT_train.parquet and OUT_val.parquet")
-    g.add_argument("--max-side", type=int, default=None, metavar="N",
+    g.add_argument("--max-side", type=bounded(int, 1, 65536), default=None, metavar="N",
                    help="shrink images whose longer side exceeds N pixels (aspect ratio kept); default: keep sizes")
     g.add_argument("--format", dest="image_format", choices=("keep", "jpeg", "png"), default="keep",
                    help="how images are stored: 'keep' the original bytes (re-encoded in the same format only "
                         "when resized), or re-encode all as 'jpeg' or 'png' (default: keep)")
-    g.add_argument("--quality", type=int, default=90, help="JPEG quality, 1-100 (default: 90)")
-    g.add_argument("--shard-rows", type=int, default=None, metavar="N",
+    g.add_argument("--quality", type=bounded(int, 1, 100), default=90, help="JPEG quality, 1-100 (default: 90)")
+    g.add_argument("--shard-rows", type=bounded(int, 1, BIG), default=None, metavar="N",
                    help="write files of at most N rows each (default: one file)")
-    g.add_argument("--val-fraction", type=float, default=0.0, metavar="F",
+    g.add_argument("--val-fraction", type=bounded(float, 0.0, 0.99), default=0.0, metavar="F",
                    help="put this share of the converted pictures (chosen by --seed), with all their rows, "
                         "into a validation file; rows sharing a picture never straddle train and val")
-    g.add_argument("--seed", type=int, default=0,
+    g.add_argument("--seed", type=bounded(int, 0, SEED), default=0,
                    help="seed for the train/val split and for picking caption prompts (default: 0)")
     g.add_argument("--dedupe", action="store_true",
                    help="drop rows whose image is identical (same pixels) to an earlier row's; without it "
@@ -121,7 +123,7 @@ def add_data_commands(sub) -> None:
     p.add_argument("--out", required=True, metavar="GRID.png", help="PNG file to write")
     p.add_argument("--n", type=int, default=16, help="how many rows to show (default: 16)")
     p.add_argument("--random", action="store_true", help="random rows instead of the first ones")
-    p.add_argument("--seed", type=int, default=0, help="seed for --random (default: 0)")
+    p.add_argument("--seed", type=bounded(int, 0, SEED), default=0, help="seed for --random (default: 0)")
     p.add_argument("--thumb", type=int, default=224,
                    help="picture size in pixels per cell, 16-1024 (default: 224)")
     p.add_argument("--cols", type=int, default=None, help="grid columns (default: about sqrt(N))")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from ..config import DTYPES, torch_dtype
+from ..flagtypes import bounded
 
 
 
@@ -20,34 +21,34 @@ def add_serve_arguments(p) -> None:
                      "decoded together (continuous batching).")
     p.add_argument("--model", required=True, help="model folder (config.json, model.safetensors, tokenizer)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=bounded(int, 0, 65535), default=8000)
     p.add_argument("--name", help="model id clients must send (default: the folder name)")
     p.add_argument("--api-key", default=os.environ.get("MINIMIND_V_API_KEY"),
                    help="require 'Authorization: Bearer KEY' on /v1/* (default: $MINIMIND_V_API_KEY, else none)")
     p.add_argument("--allow-remote-images", action="store_true",
                    help="let requests name http(s):// image URLs that the server then fetches (off by default)")
-    p.add_argument("--max-image-bytes", type=int, default=10_000_000, help="encoded size limit per image")
-    p.add_argument("--max-image-pixels", type=int, default=25_000_000,
+    p.add_argument("--max-image-bytes", type=bounded(int, 1, 2 ** 31), default=10_000_000, help="encoded size limit per image")
+    p.add_argument("--max-image-pixels", type=bounded(int, 1, 10 ** 10), default=25_000_000,
                    help="width x height limit per image, checked before decoding")
-    p.add_argument("--max-images", type=int, default=8, help="images per request, all messages together")
+    p.add_argument("--max-images", type=bounded(int, 0, 64), default=8, help="images per request, all messages together")
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                    help="a web origin (e.g. https://app.example) whose pages may POST to the API from a browser; "
                         "repeat for several, '*' for any. Cross-origin browser POSTs are refused otherwise")
-    p.add_argument("--request-timeout", type=float, default=30.0,
+    p.add_argument("--request-timeout", type=bounded(float, 0.1, 3600.0), default=30.0,
                    help="seconds a client has to send a request body (408 after); a request head must arrive "
                         "within 10 s of connecting")
-    p.add_argument("--max-batch", type=int, default=16, help="requests decoded together")
-    p.add_argument("--max-queue", type=int, default=256, help="waiting requests before 429 'busy'")
-    p.add_argument("--image-cache", type=int, default=64,
+    p.add_argument("--max-batch", type=bounded(int, 1, 1024), default=16, help="requests decoded together")
+    p.add_argument("--max-queue", type=bounded(int, 1, 100_000), default=256, help="waiting requests before 429 'busy'")
+    p.add_argument("--image-cache", type=bounded(int, 0, 100_000), default=64,
                    help="keep the visual tokens of this many recent pictures, so a follow-up question about "
                         "the same picture skips the encoder (0: off)")
-    p.add_argument("--max-context", type=int,
+    p.add_argument("--max-context", type=bounded(int, 1, 1 << 20),
                    help="prompt + completion tokens per request (default: min(model limit, 2048))")
-    p.add_argument("--max-tokens", type=int, default=512, help="completion tokens when a request names none")
-    p.add_argument("--temperature", type=float, default=0.7, help="default when a request names none")
-    p.add_argument("--top-p", type=float, default=0.9, help="default when a request names none")
+    p.add_argument("--max-tokens", type=bounded(int, 1, 1 << 20), default=512, help="completion tokens when a request names none")
+    p.add_argument("--temperature", type=bounded(float, 0.0, 100.0), default=0.7, help="default when a request names none")
+    p.add_argument("--top-p", type=bounded(float, 0.0, 1.0), default=0.9, help="default when a request names none")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 is often fastest "
+    p.add_argument("--threads", type=bounded(int, 1, 1024), help="torch CPU threads (default: torch's choice; 1 is often fastest "
                                               "for tiny models on a shared machine)")
     p.add_argument("--dtype", default="fp32", choices=list(DTYPES))
     p.add_argument("--web", metavar="DIR",

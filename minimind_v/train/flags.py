@@ -18,11 +18,12 @@ import json
 import types
 import typing
 
+from ..flagtypes import bounded
 from .config import GROUPS, TrainConfig
 
 # model_overrides shortcuts: flag -> (ModelConfig field, argparse type or None for a switch, help)
-MODEL_SHORTCUTS = {"--hidden-size": ("hidden_size", int, "LLM width of a new model"),
-                   "--num-layers": ("num_hidden_layers", int, "LLM layers of a new model"),
+MODEL_SHORTCUTS = {"--hidden-size": ("hidden_size", bounded(int, 8, 65536), "LLM width of a new model"),
+                   "--num-layers": ("num_hidden_layers", bounded(int, 1, 1024), "LLM layers of a new model"),
                    "--use-moe": ("use_moe", None, "MoE feed-forward (4 experts, top-1)")}
 
 
