@@ -172,13 +172,17 @@ def test_npm_missing_is_one_clear_line(tmp_path, monkeypatch, capsys):
     assert not out.exists()
 
 
-def test_registry_unreachable_is_one_clear_line(tmp_path, monkeypatch, capsys):
-    _fake_npm(tmp_path / "bin", 'echo "npm error code ENOTFOUND" >&2\n'
-                                'echo "npm error request to https://registry.npmjs.org failed" >&2\nexit 1\n')
+@pytest.mark.parametrize("json_error", [True, False])
+def test_registry_unreachable_is_one_clear_line(tmp_path, monkeypatch, capsys, json_error):
+    """npm's account of the failure, from its --json error object (as npm writes it) or from stderr."""
+    out = ('echo \'{"error": {"code": "ENOTFOUND", "summary": "request to https://registry.npmjs.org/x failed"}}\'\n'
+           if json_error else "")
+    _fake_npm(tmp_path / "bin", out + 'echo "npm error code ENOTFOUND" >&2\n'
+                                      'echo "npm error request to https://registry.npmjs.org/x failed" >&2\nexit 1\n')
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     assert data_main(["emoji", "--out", str(tmp_path / "d"), "--cache", str(tmp_path / "c"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "registry" in err[0] and "ENOTFOUND" in err[0]
+    assert len(err) == 1 and "registry" in err[0] and "ENOTFOUND" in err[0] and "request to" in err[0]
 
 
 def test_tarball_with_wrong_integrity_is_refused(tmp_path, monkeypatch, capsys):

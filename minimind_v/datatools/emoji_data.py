@@ -446,22 +446,24 @@ def build(packages: dict[str, Path], out: Path, seed: int = 0, overwrite: bool =
 
 
 EXAMPLES = """examples:
-  minimind-v data emoji --out data/emoji                     fetch the packages with npm, build the data
-  minimind-v data emoji --out data/emoji --packages node_modules   use packages already unpacked there
-  recipes/emoji.sh data/emoji runs/emoji                      then train on it"""
+  minimind-v data emoji --out data/emoji                          fetch the packages with npm, build the data
+  minimind-v data emoji --out data/emoji --packages node_modules  use packages already unpacked there
+  recipes/emoji.sh data/emoji runs/emoji                          then train on it (docs/emoji.md)"""
+
+DESCRIPTION = """Build the emoji data set of docs/emoji.md:
+  DIR/emoji_train.parquet  4,920 rows, a 3-turn conversation about each 64x64 Noto or Twemoji picture
+  DIR/emoji_val.parquet    582 one-turn rows about 194 other pictures, with answer and task columns
+  DIR/LICENSES.md          the sources and their licences (share it with the data)
+from the npm packages emoji-datasource-google@16.0.0, emoji-datasource-twitter@16.0.0 and
+emojibase-data@17.0.0, fetched with `npm pack` into --cache (integrity checked). The same packages
+and seed give byte-identical files."""
 
 
 def add_emoji_parser(sub) -> None:
     """Register `emoji` on the subparsers of the `minimind-v data` group."""
     import argparse
     p = sub.add_parser("emoji", help="build the emoji training and validation sets from the npm packages",
-                       description="Build DIR/emoji_train.parquet (4,920 rows: a 3-turn conversation about each "
-                                   "64x64 Noto or Twemoji picture) and DIR/emoji_val.parquet (582 rows about 194 "
-                                   "pictures, with answer and task columns), plus DIR/LICENSES.md, from the npm "
-                                   "packages emoji-datasource-google@16.0.0, emoji-datasource-twitter@16.0.0 and "
-                                   "emojibase-data@17.0.0 (fetched with `npm pack` into --cache, integrity "
-                                   "checked). The same packages and seed give byte-identical files.",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=DESCRIPTION, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (must not exist or be empty)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing DIR (the new one is written beside it, then swapped in)")
@@ -474,8 +476,8 @@ def add_emoji_parser(sub) -> None:
                    help="seed of the question draws (which questions, wordings, distractors, row order); "
                         "default 0")
     p.add_argument("--draw-selection", action="store_true",
-                   help="draw the kept skin tones and the validation emoji from --seed too, instead of using "
-                        "the reference copy's (about 8%% of the emoji to validation)")
+                   help="draw the kept skin tones and the validation emoji from --seed too (about 8%% of the "
+                        "emoji to validation), instead of the selection docs/emoji.md was measured on")
     p.add_argument("--no-progress", action="store_true", help="no progress lines or bars")
     p.set_defaults(func=run_emoji)
 

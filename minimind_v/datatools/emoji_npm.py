@@ -59,6 +59,18 @@ def check_packages(folder: Path) -> dict[str, Path]:
     return out
 
 
+def _npm_reason(proc: subprocess.CompletedProcess) -> str:
+    """npm's own one-line account of a failure: the code and summary of its --json error object, else the
+    first 'npm error' lines of stderr."""
+    try:
+        err = json.loads(proc.stdout)["error"]
+        return f"{err.get('code', '')} {err.get('summary', '')}".strip()
+    except (ValueError, LookupError, TypeError, AttributeError):
+        pass
+    lines = [ln.replace("npm error", "").strip() for ln in proc.stderr.splitlines() if ln.startswith("npm error")]
+    return " ".join(ln for ln in lines[:2] if ln) or f"exit code {proc.returncode}"
+
+
 def _npm_pack(spec: str, dest: Path) -> Path:
     npm = shutil.which("npm")
     if npm is None:
@@ -67,9 +79,7 @@ def _npm_pack(spec: str, dest: Path) -> Path:
     proc = subprocess.run([npm, "pack", spec, "--json", "--ignore-scripts", "--pack-destination", str(dest)],
                           capture_output=True, text=True)
     if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and "npm error" in ln] or proc.stderr.splitlines()
-        reason = " ".join(ln.replace("npm error", "").strip() for ln in lines[:2]).strip() or f"exit code {proc.returncode}"
-        raise PackageError(f"`npm pack {spec}` failed (is the npm registry reachable?): {reason}")
+        raise PackageError(f"`npm pack {spec}` failed (is the npm registry reachable?): {_npm_reason(proc)}")
     try:
         filename = json.loads(proc.stdout)[0]["filename"]
     except (ValueError, LookupError, TypeError):
