@@ -220,6 +220,19 @@ def test_row7_non_finite_settings_and_weights_are_refused(base, adapter, synth_d
     save_file(sd, str(bad_adapter / "adapter_model.safetensors"))
     line = one_line_error(capsys, main(["chat", "--model", str(bad_adapter), "--prompt", "hi"]))
     assert "NaN or infinite" in line and key in line
+    # an encoder folder of its own (read by transformers): checked where the model folder is loaded
+    from minimind_v.formats.load import load_model
+    enc = tmp_path / "enc"
+    load_model(base).vision_encoder.encoder.save_pretrained(str(enc))
+    assert main(["export", "--model", str(base), "--to", "reference", str(tmp_path / "r.pth")]) == 0
+    assert main(["convert", str(tmp_path / "r.pth"), str(tmp_path / "ext"), "--vision-encoder", str(enc)]) == 0
+    sd = load_file(str(enc / "model.safetensors"))
+    name = sorted(sd)[0]
+    sd[name] = torch.full_like(sd[name], math.nan)
+    save_file(sd, str(enc / "model.safetensors"))
+    capsys.readouterr()
+    line = one_line_error(capsys, main(["chat", "--model", str(tmp_path / "ext"), "--prompt", "hi"]))
+    assert "the vision encoder" in line and "NaN or infinite" in line
 
 
 # ---------------------------------------------------------------- row 8: text that is not valid Unicode

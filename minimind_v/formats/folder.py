@@ -157,4 +157,14 @@ def load_folder(folder: str | Path, device: str | torch.device = "cpu", dtype: t
     allow = {k for k in model.state_dict() if k.startswith("vision_encoder.")} if not vision else set()
     sd = {k: v for k, v in sd.items() if vision or not k.startswith("vision_encoder.")}
     strict_load(model, sd, allow, source=str(weights))
+    if model.vision_encoder is not None and cfg.vision.path is not None:    # read by transformers from its folder
+        check_finite(model.vision_encoder, f"the vision encoder {cfg.vision.path}")
     return model.to(device=device, dtype=dtype).eval()
+
+
+def check_finite(module: torch.nn.Module, source: str) -> None:
+    """Refuse weights (here: an encoder folder transformers loaded) that hold NaN or infinite values."""
+    bad = [n for n, t in module.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise CheckpointMismatch(f"{source}: {len(bad)} tensor(s) hold NaN or infinite values "
+                                 f"({', '.join(bad[:6])}); these weights are unusable")
