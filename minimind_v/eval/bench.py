@@ -326,22 +326,45 @@ def resolve_data(data: list[str]) -> list[str]:
     return out
 
 
-def load_bench_rows(bench: Benchmark, data, limit: int | None = None) -> list[dict]:
-    """The first `limit` rows (all when None) of the benchmark's files, as dicts (pictures still encoded)."""
+class BenchRows:
+    """The rows of a benchmark's files, read lazily: one parquet row group in memory at a time (a published
+    file holds thousands of pictures: POPE's 9000 rows are over a gigabyte of JPEG bytes)."""
+
+    def __init__(self, parts):
+        self.parts = parts                  # [(ParquetRows, rows taken from it)]
+
+    def __len__(self) -> int:
+        return sum(n for _, n in self.parts)
+
+    def __getitem__(self, i: int) -> dict:
+        for rows, n in self.parts:
+            if i < n:
+                return rows[i]
+            i -= n
+        raise IndexError(i)
+
+    def __iter__(self):
+        for rows, n in self.parts:
+            for i in range(n):
+                yield rows[i]
+
+
+def load_bench_rows(bench: Benchmark, data, limit: int | None = None) -> BenchRows:
+    """The first `limit` rows (all when None) of the benchmark's files, as dicts (pictures still encoded).
+    Every file's columns are checked first."""
     from ..data.parquet import ParquetRows
     files = bench_files(bench, data)
-    rows = []
+    parts, total = [], 0
     for f in files:
         pr = ParquetRows(f)
         missing = [c for c in bench.columns if c not in pr.available]
         if missing:
             raise BenchError(f"{f}: the {bench.name} benchmark needs the column(s) {', '.join(missing)} "
                              f"(the file has: {', '.join(sorted(pr.available))})")
-        n = len(pr) if limit is None else min(len(pr), limit - len(rows))
-        rows += [pr[i] for i in range(n)]
-        if limit is not None and len(rows) >= limit:
-            break
-    return rows
+        n = len(pr) if limit is None else max(0, min(len(pr), limit - total))
+        parts.append((pr, n))
+        total += n
+    return BenchRows([(pr, n) for pr, n in parts if n])
 
 
 def row_picture(bench: Benchmark, doc: dict):
@@ -376,27 +399,28 @@ def generate_replies(vlm, prompts: list[str], pictures: list[list], max_new_toke
     return [cut_at(r, until) for r in replies]
 
 
-def run_benchmark(vlm, bench: Benchmark, rows: list[dict], batch_size: int = 8, progress: bool = True,
+def run_benchmark(vlm, bench: Benchmark, rows, batch_size: int = 8, progress: bool = True,
                   max_new_tokens: int | None = None) -> dict:
-    """Ask every row, score it, aggregate. Returns {benchmark, task, n, skipped, metrics, predictions}."""
+    """Ask every row, score it, aggregate. Returns {benchmark, task, n, skipped, metrics, predictions}.
+    Rows are read, their pictures decoded and asked one batch at a time (memory stays one batch's)."""
     skipped = Counter()
-    todo = []
-    for i, doc in enumerate(rows):
-        try:
-            todo.append((i, doc, bench.prompt(doc), row_picture(bench, doc)))
-        except ImageError as e:
-            skipped[e.kind] += 1
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError):
-            skipped["bad_row"] += 1
+    preds, recs = [], []
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=len(todo), desc=f"eval {bench.name}", unit="row", leave=False)
-    preds, recs = [], []
-    for s in range(0, len(todo), batch_size):
-        chunk = todo[s:s + batch_size]
+        bar = tqdm(total=len(rows), desc=f"eval {bench.name}", unit="row", leave=False)
+    for s in range(0, len(rows), batch_size):
+        chunk = []
+        for i in range(s, min(len(rows), s + batch_size)):
+            doc = rows[i]
+            try:                     # a bad row (a picture that does not decode...) is skipped and counted
+                chunk.append((i, doc, bench.prompt(doc), row_picture(bench, doc)))
+            except ImageError as e:
+                skipped[e.kind] += 1
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+                skipped["bad_row"] += 1
         replies = generate_replies(vlm, [c[2] for c in chunk], [c[3] for c in chunk],
-                                   max_new_tokens or bench.max_new_tokens)
+                                   max_new_tokens or bench.max_new_tokens) if chunk else []
         for (i, doc, prompt, _), reply in zip(chunk, replies):
             try:
                 rec = bench.score_row(doc, reply)
@@ -406,7 +430,7 @@ def run_benchmark(vlm, bench: Benchmark, rows: list[dict], batch_size: int = 8, 
             recs.append(rec)
             preds.append({"row": i, "prompt": prompt, "reply": reply, **rec})
         if bar is not None:
-            bar.update(len(chunk))
+            bar.update(min(len(rows), s + batch_size) - s)
     if bar is not None:
         bar.close()
     metrics = bench.aggregate(recs)
