@@ -19,8 +19,9 @@ Wording, kinds and answer forms are those of the reference copy this project has
 recovered from it: the same templates, the same `kind` phrase per CLDR subgroup (`KINDS`), the same
 concepts for yes/no (`CONCEPTS`). The draws (which questions a picture gets, their wording and
 distractors, the row order) come from `random.Random` seeded by a string naming the seed, the style and
-the emoji, so each draw depends on nothing else: the output is byte-identical for the same packages and
-seed, and adding an emoji does not reshuffle the others. The parquet files are written with fixed writer
+the emoji, so each draw depends on nothing else: the output is byte-identical for the same packages,
+seed and Pillow/pyarrow versions (pyarrow writes its version into the file), and adding an emoji does
+not reshuffle the others. The parquet files are written with fixed writer
 options (zstd, 512-row groups, dictionary encoding) and hold no timestamp.
 """
 from __future__ import annotations
