@@ -255,6 +255,9 @@ def _add_export(e) -> None:
                    help="dtype of the written weights (onnx / web: fp32 or fp16)")
     e.add_argument("--quantize", choices=["int8"],
                    help="onnx / web: int8 weights (onnxruntime dynamic quantization)")
+    e.add_argument("--exporter", default="torchscript", choices=["torchscript", "dynamo"],
+                   help="onnx / web: torch's exporter (both give the same graphs; dynamo is the one torch keeps, "
+                        "and much slower to export)")
     e.add_argument("--overwrite", action="store_true",
                    help="replace an existing output (written beside it first, swapped in when whole); the model "
                         "folder itself is never overwritten")
@@ -277,7 +280,8 @@ def _cmd_convert(a) -> int:
 def _cmd_export(a) -> int:
     from .config import torch_dtype
     from .formats.convert_export import export
-    export(a.model, a.out, a.to, torch_dtype(a.dtype), overwrite=a.overwrite, quantize=a.quantize)
+    export(a.model, a.out, a.to, torch_dtype(a.dtype), overwrite=a.overwrite, quantize=a.quantize,
+           exporter=a.exporter)
     if a.push_to_hub:
         from .hub import push_export
         print(f"uploaded {a.out} to {push_export(a.out, a.push_to_hub, private=a.private)}")

@@ -147,9 +147,20 @@ def check_parity(model, rt, prompts, pix=None, atol=1e-4, varied=False):
                                   pytest.param("moe", marks=needs_fixtures), pytest.param("0420", marks=needs_fixtures),
                                   pytest.param("march", marks=needs_fixtures)])
 def test_onnx_matches_pytorch(kind, tmp_path):
+    parity(kind, tmp_path, "torchscript")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["demo", "moe", "0420", "march"])
+def test_dynamo_exporter_matches_pytorch(kind, tmp_path):
+    """The torch.export-based exporter (the one torch keeps) gives the same graphs: same checks."""
+    parity(kind, tmp_path, "dynamo")
+
+
+def parity(kind, tmp_path, exporter):
     src = build(kind, tmp_path)
     model = load_model(src)
-    export_onnx(src, tmp_path / "onnx", **quiet)
+    export_onnx(src, tmp_path / "onnx", exporter=exporter, **quiet)
     rt = OnnxVLM.load(tmp_path / "onnx", threads=1)
     assert (rt.vision is not None) and rt.settings["pixels"]["resize"] == model.cfg.vision.resize
     if kind == "march":

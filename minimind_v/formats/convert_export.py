@@ -237,7 +237,7 @@ def to_reference(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.fl
 
 
 def export(src: str | Path, dst: str | Path, to: str = "hf", dtype: torch.dtype = torch.float32, log=print,
-           overwrite: bool = False, quantize: str | None = None) -> Path:
+           overwrite: bool = False, quantize: str | None = None, exporter: str = "torchscript") -> Path:
     """`minimind-v export`: our folder -> a transformers folder (`hf`), the original layout (`reference`), ONNX
     graphs (`onnx`) or a folder that runs in a web browser (`web`; both in minimind_v.portable).
     An existing output needs `overwrite`; an output on or inside the model folder is refused."""
@@ -246,9 +246,10 @@ def export(src: str | Path, dst: str | Path, to: str = "hf", dtype: torch.dtype 
         from ..portable.web import export_web
         check_output(dst, model_inputs(Path(src)), overwrite=overwrite, folder=True)
         name = {torch.float32: "fp32", torch.float16: "fp16"}.get(dtype, str(dtype).replace("torch.", ""))
-        return (export_onnx if to == "onnx" else export_web)(src, dst, dtype=name, quantize=quantize, log=log)
-    if quantize:
-        raise ValueError(f"--quantize applies to --to onnx / web, not --to {to}")
+        return (export_onnx if to == "onnx" else export_web)(src, dst, dtype=name, quantize=quantize,
+                                                             exporter=exporter, log=log)
+    if quantize or exporter != "torchscript":
+        raise ValueError(f"--quantize and --exporter apply to --to onnx / web, not --to {to}")
     if to == "reference":
         return to_reference(src, dst, dtype, log, overwrite=overwrite)
     if to != "hf":

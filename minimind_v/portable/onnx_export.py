@@ -28,8 +28,10 @@ wrappers use the same parameters and compute the same numbers in ops that trace 
 * vision, 0420 generation (SigLIP v1): input `pixel_values` (N, P, 3pp) square-grid patches, folded back into
   the (N, 3, H, W) picture the Conv2d patch embedding takes.
 
-The export uses the TorchScript exporter (`dynamo=False`): on this torch it gives graphs with dynamic batch
-and length for both graphs, and opset 17. Parity with PyTorch is checked after writing (`verify`), and
+Two exporters write the same graphs: the TorchScript one (`dynamo=False`, opset 17; the default, a few seconds
+for the tiny models) and the torch.export-based one (`exporter="dynamo"`, opset 18; about twenty times slower
+to export here, and the one torch keeps: it reports the TorchScript exporter as deprecated since 2.9). Both
+give dynamic batch and lengths and the same logits (tests/test_onnx.py checks each). Parity with PyTorch is checked after writing (`verify`), and
 tests/test_onnx.py checks logits to 1e-4 and greedy tokens for the demo model and the upstream fixtures.
 `--dtype fp16` casts the weights and the graphs' float inputs/outputs to fp16; `--quantize int8` runs
 onnxruntime's dynamic quantization (int8 weights for MatMul/Gather, activations quantized on the fly).
@@ -243,14 +245,39 @@ def _names(n_layers: int, kind: str) -> list[str]:
     return [f"{kind}_{w}_{i}" for i in range(n_layers) for w in ("key", "value")]
 
 
-def _export(module, args, path: Path, inputs, outputs, dynamic) -> None:
+EXPORTERS = ("torchscript", "dynamo")
+OPSETS = {"torchscript": OPSET, "dynamo": 18}      # the torch.export-based exporter writes opset 18 and up
+
+
+def _dynamic_shapes(module, inputs, dynamic, limit: int):
+    """dynamic_axes (input name -> {axis: name}) -> the dynamo exporter's dynamic_shapes, one entry per
+    forward argument (the decoder's cache tensors as one tuple, its *past)."""
+    from torch.export import Dim
+    dims = {"batch": Dim("batch", max=4096), "length": Dim("length", max=limit), "past": Dim("past", max=limit),
+            "images": Dim("images", max=4096), "total": Dim.AUTO}
+    shapes = [{axis: dims[name] for axis, name in dynamic.get(n, {}).items()} for n in inputs]
+    if isinstance(module, DecoderGraph):
+        return (*shapes[:4], tuple(shapes[4:]))
+    return tuple(shapes)
+
+
+def _export(module, args, path: Path, inputs, outputs, dynamic, exporter: str = "torchscript",
+            limit: int = 4096) -> None:
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")          # the TorchScript tracer's notes on shape arithmetic
-        torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
-                          dynamic_axes=dynamic, opset_version=OPSET, dynamo=False, do_constant_folding=True)
+        # the legacy exporter announces its own deprecation (once per call); nothing else is silenced
+        warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based ONNX export",
+                                category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning)
+        if exporter == "dynamo":
+            torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs, dynamo=True,
+                              dynamic_shapes=_dynamic_shapes(module, inputs, dynamic, limit),
+                              opset_version=OPSETS["dynamo"], external_data=False)
+        else:
+            torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs,
+                              dynamic_axes=dynamic, opset_version=OPSET, dynamo=False, do_constant_folding=True)
 
 
-def export_decoder(model, path: Path, dtype: torch.dtype) -> None:
+def export_decoder(model, path: Path, dtype: torch.dtype, exporter: str = "torchscript") -> None:
     cfg = model.cfg
     graph = DecoderGraph(model).eval()
     b, t, past = 2, 5, 3
@@ -271,10 +298,10 @@ def export_decoder(model, path: Path, dtype: torch.dtype) -> None:
     for n in _names(cfg.num_hidden_layers, "present"):
         dyn[n] = {0: "batch", 2: "total"}
     with torch.no_grad():
-        _export(graph, (ids, visual, mask, pos, *kv), path, ins, outs, dyn)
+        _export(graph, (ids, visual, mask, pos, *kv), path, ins, outs, dyn, exporter, model.rope_cos.shape[0])
 
 
-def export_vision(model, path: Path, dtype: torch.dtype) -> None:
+def export_vision(model, path: Path, dtype: torch.dtype, exporter: str = "torchscript") -> None:
     v = model.cfg.vision
     _eager_attention(model.vision_encoder.encoder)
     n, count, width = 2, v.num_patches, 3 * v.patch_size ** 2
@@ -290,7 +317,7 @@ def export_vision(model, path: Path, dtype: torch.dtype) -> None:
         ins = ["pixel_values", "pixel_attention_mask", "spatial_shapes"]
         dyn = {k: {0: "images"} for k in ins + ["visual"]}
     with torch.no_grad():
-        _export(graph.eval(), args, path, ins, ["visual"], dyn)
+        _export(graph.eval(), args, path, ins, ["visual"], dyn, exporter)
 
 
 def check_exportable(model) -> None:
@@ -315,7 +342,7 @@ def quantize_int8(folder: Path, names: list[str], log=print) -> None:
 
 
 def export_onnx(src: str | Path, dst: str | Path, dtype: str = "fp32", quantize: str | None = None,
-                max_context: int | None = None, log=print) -> Path:
+                max_context: int | None = None, exporter: str = "torchscript", log=print) -> Path:
     """Model folder (ours, HF, LoRA adapter: merged on load) -> ONNX folder; see the module doc."""
     try:
         import onnx  # noqa: F401
@@ -327,6 +354,8 @@ def export_onnx(src: str | Path, dst: str | Path, dtype: str = "fp32", quantize:
 
     if dtype not in ("fp32", "fp16"):
         raise ExportError(f"--dtype {dtype} is not an ONNX export dtype: use fp32 or fp16")
+    if exporter not in EXPORTERS:
+        raise ExportError(f"--exporter {exporter}: choose one of {', '.join(EXPORTERS)}")
     if quantize not in (None, "int8"):
         raise ExportError(f"--quantize {quantize}: only int8 is supported")
     if quantize and dtype != "fp32":
@@ -350,12 +379,12 @@ def export_onnx(src: str | Path, dst: str | Path, dtype: str = "fp32", quantize:
     if stage.exists():
         shutil.rmtree(stage)
     stage.mkdir(parents=True)
-    log(f"exporting {src} to ONNX ({dtype}{', int8' if quantize else ''}, context {n})")
-    export_decoder(model, stage / "decoder.onnx", tdtype)
+    log(f"exporting {src} to ONNX ({dtype}{', int8' if quantize else ''}, context {n}, {exporter} exporter)")
+    export_decoder(model, stage / "decoder.onnx", tdtype, exporter)
     log(f"  decoder.onnx ({(stage / 'decoder.onnx').stat().st_size / 1e6:.1f} MB)")
     names = ["decoder.onnx"]
     if model.vision_encoder is not None:
-        export_vision(model, stage / "vision.onnx", tdtype)
+        export_vision(model, stage / "vision.onnx", tdtype, exporter)
         names.append("vision.onnx")
         log(f"  vision.onnx ({(stage / 'vision.onnx').stat().st_size / 1e6:.1f} MB)")
     else:
@@ -363,7 +392,9 @@ def export_onnx(src: str | Path, dst: str | Path, dtype: str = "fp32", quantize:
     if quantize:
         quantize_int8(stage, names, log)
     tok.save(stage)
-    (stage / SETTINGS).write_text(json.dumps(settings_of(model, dtype, quantize, n), indent=2) + "\n")
+    settings = settings_of(model, dtype, quantize, n)
+    settings["exporter"] = {"name": exporter, "opset": OPSETS[exporter], "torch": torch.__version__}
+    (stage / SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
     if dst.exists():
         shutil.rmtree(dst)
     stage.rename(dst)

@@ -71,7 +71,8 @@ def ort_web_files(version: str = ORT_WEB_VERSION, log=print) -> Path:
     return out
 
 
-def export_web(src, dst, dtype: str = "fp32", quantize: str | None = None, log=print) -> Path:
+def export_web(src, dst, dtype: str = "fp32", quantize: str | None = None, exporter: str = "torchscript",
+               log=print) -> Path:
     """Model folder -> a static web folder (see the module doc)."""
     if dtype != "fp32":
         raise ExportError("--to web writes fp32 graphs (onnxruntime-web's CPU build has no fp16 kernels for "
@@ -81,7 +82,7 @@ def export_web(src, dst, dtype: str = "fp32", quantize: str | None = None, log=p
     stage = dst.with_name(dst.name + ".partial")
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
-    export_onnx(src, stage / "model", dtype=dtype, quantize=quantize, log=log)
+    export_onnx(src, stage / "model", dtype=dtype, quantize=quantize, exporter=exporter, log=log)
     for name in PAGE_FILES:
         shutil.copy(STATIC / name, stage / name)
     (stage / "ort").mkdir()
