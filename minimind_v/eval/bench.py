@@ -391,11 +391,11 @@ def cut_at(text: str, until) -> str:
 
 
 def generate_replies(vlm, prompts: list[str], pictures: list[list], max_new_tokens: int,
-                     until=UNTIL, temperature: float = 0.0) -> list[str]:
+                     until=UNTIL, temperature: float = 0.0, **sampling) -> list[str]:
     """One batched generation: each prompt is one user turn (pictures first, the chat template of the model),
-    the reply is decoded and cut at the stop sequences."""
+    the reply is decoded and cut at the stop sequences. `sampling`: top_p / top_k / seed when temperature > 0."""
     convs = [[{"role": "user", "content": p}] for p in prompts]
-    replies = vlm.answer_batch(convs, pictures, max_new_tokens=max_new_tokens, temperature=temperature)
+    replies = vlm.answer_batch(convs, pictures, max_new_tokens=max_new_tokens, temperature=temperature, **sampling)
     return [cut_at(r, until) for r in replies]
 
 

@@ -102,6 +102,8 @@ def _model_class():
                 until = [until] if isinstance(until, str) else list(until)
                 max_new = int(gen.get("max_new_tokens") or self.max_new_tokens)
                 temperature = float(gen.get("temperature") or 0.0) if gen.get("do_sample", True) else 0.0
+                top_p = float(gen.get("top_p") or 1.0)
+                sampling = {"top_p": top_p} if temperature > 0 and 0 < top_p < 1 else {}
                 for s in range(0, len(idx), self.batch_size):
                     chunk = idx[s:s + self.batch_size]
                     prompts, pictures = [], []
@@ -109,7 +111,7 @@ def _model_class():
                         context, _, to_visual, doc_id, task, split = args[i][:6]
                         prompts.append(context)
                         pictures.append(self._pictures(to_visual(self.task_dict[task][split][doc_id])))
-                    replies = generate_replies(self.vlm, prompts, pictures, max_new, until, temperature)
+                    replies = generate_replies(self.vlm, prompts, pictures, max_new, until, temperature, **sampling)
                     for i, r in zip(chunk, replies):
                         out[i] = r
                         self.cache_hook.add_partial("generate_until", (args[i][0], args[i][1]), r)
