@@ -407,3 +407,15 @@ def test_clear_errors(tmp_path):
     assert res.returncode == 2, res.stderr
     assert res.stderr.strip() == ("error: the ONNX runtime needs onnxruntime: pip install 'minimind-v[onnx]' "
                                   "(or pip install onnxruntime)")
+
+
+def test_hf_folder_exports_too(tmp_path):
+    """A Hugging Face folder (`export --to hf`) exports to ONNX like the folder it came from."""
+    from minimind_v.formats.convert_export import export
+    src = demo_folder(tmp_path / "demo", REF / "tokenizer")
+    export(src, tmp_path / "hf", "hf", log=lambda m: None)
+    rt = OnnxVLM.load(export_onnx(tmp_path / "hf", tmp_path / "onnx", **quiet), threads=1)
+    model = load_model(src)
+    img = pictures()[2]
+    pix = torch.from_numpy(packed_pixels(img, model.cfg.vision))[None]
+    check_parity(model, rt, [rt.prompt_ids([{"role": "user", "content": "<image>\nWhat?"}], 1)], pix, varied=True)
