@@ -104,7 +104,7 @@ def test_mme_acc_plus_acc_per_category_and_unpaired_rows(tmp_path):
     assert m["per_category"]["color"] == {"acc": 75.0, "acc_plus": 50.0, "score": 125.0, "pictures": 2}
     assert m["mme_perception_score"] == pytest.approx(125.0)
     assert m["mme_cognition_score"] == pytest.approx(50.0)
-    assert res["skipped"] == {"mme_unpaired": 1}
+    assert res["skipped"] == {"mme_unpaired": 1} and res["n"] == 6
 
 
 def test_scienceqa_and_ai2d_letter_matching(tmp_path):

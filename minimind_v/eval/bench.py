@@ -434,9 +434,10 @@ def run_benchmark(vlm, bench: Benchmark, rows, batch_size: int = 8, progress: bo
     if bar is not None:
         bar.close()
     metrics = bench.aggregate(recs)
-    if metrics.get("unpaired"):
+    if metrics.get("unpaired"):                 # asked, but left out of MME's pairwise score
         skipped["mme_unpaired"] += metrics["unpaired"]
-    return {"benchmark": bench.name, "task": bench.task, "n": len(recs), "skipped": dict(skipped),
+    return {"benchmark": bench.name, "task": bench.task, "n": len(recs) - metrics.get("unpaired", 0),
+            "skipped": dict(skipped),
             "metrics": metrics, "predictions": preds}
 
 
