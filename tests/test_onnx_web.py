@@ -90,7 +90,7 @@ def exported(tmp_path_factory):
     return SimpleNamespace(src=src, web=web, pic=pic, q=q, vlm=vlm, ids=ids, want=want, want_text=want_text)
 
 
-def ask_on_page(page, base: str, x) -> dict:
+def ask_on_page(page, base: str, x, exact: bool = True) -> dict:
     """Open the web page at `base`, wait for the model, ask x.q about x.pic, return what the page measured."""
     from playwright.sync_api import expect
     errors, outside = [], []
@@ -109,8 +109,9 @@ def ask_on_page(page, base: str, x) -> dict:
     expect(answer).to_have_attribute("data-done", "1", timeout=120_000)
     run = page.evaluate("window.webState.runs[0]")
     assert run["prompt_ids"] == len(x.ids)
-    assert run["ids"] == x.want                                # token for token
-    assert answer.locator(".text").inner_text() == x.want_text
+    if exact:
+        assert run["ids"] == x.want                            # token for token
+        assert answer.locator(".text").inner_text() == x.want_text
     assert int(answer.get_attribute("data-chunks")) > 1        # it streamed
     assert run["ttft_ms"] > 0 and run["tokens_per_s"] > 0
     assert not errors and not outside, (errors, outside)
@@ -152,3 +153,17 @@ def test_served_chat_page_offers_the_browser_run(browser, exported):
         assert page.request.get(srv.url + "/web/").status == 404
     with pytest.raises(ValueError, match="no index.html"):
         create_app(exported.vlm, web=exported.src)
+
+
+def test_int8_web_folder_answers_like_the_int8_runtime(browser, exported, tmp_path):
+    """`export --to web --quantize int8`: onnxruntime-web runs the int8 graphs. Its integer kernels are not the
+    native build's (activations are quantized per call, and the two builds round the dequantized sums
+    differently), so on this random-weight model only the start of the answer is held to the Python runtime's
+    tokens; the fp32 folder above is held to every token."""
+    from minimind_v.portable.runtime import OnnxVLM
+    web = export_web(exported.src, tmp_path / "web8", quantize="int8", log=lambda m: None)
+    rt = OnnxVLM.load(web / "model", threads=1)
+    want = rt.generate([exported.ids], rt.params(max_new_tokens=N), rt.visual_tokens([Image.open(exported.pic)]))[0]
+    with StaticServer(web) as srv:
+        run = ask_on_page(browser.new_page(), srv.url + "/index.html", exported, exact=False)
+    assert run["ids"][:3] == want[:3] and len(run["ids"]) == len(want)
