@@ -213,9 +213,15 @@ def test_native_limit_and_folder_of_split_files(tmp_path, tiny_model_dir):
 
 
 # ---------------------------------------------------------------- lmms-eval's command line against ours
+def _devices():
+    import torch
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])     # CUDA too, on a machine that has one
+
+
 @needs_lmms
 @pytest.mark.slow
-def test_lmms_eval_cli_and_native_agree_on_all_five(tmp_path):
+@pytest.mark.parametrize("device", _devices())
+def test_lmms_eval_cli_and_native_agree_on_all_five(tmp_path, device):
     from minimind_v.pipeline import VLM
     model = bf.steered_model(tmp_path / "steered")
     limit = 16
@@ -225,12 +231,12 @@ def test_lmms_eval_cli_and_native_agree_on_all_five(tmp_path):
         tasks.append(bf.task_yaml(name, files[name], tmp_path / "tasks"))
     env = dict(os.environ, **OFFLINE, HF_HOME=str(tmp_path / "hf"))
     cmd = [str(Path(sys.executable).parent / "lmms-eval"), "--model", "minimind_v", "--model_args",
-           f"pretrained={model},device=cpu", "--tasks", ",".join(tasks), "--include_path", str(tmp_path / "tasks"),
+           f"pretrained={model},device={device}", "--tasks", ",".join(tasks), "--include_path", str(tmp_path / "tasks"),
            "--batch_size", "4", "--limit", str(limit), "--output_path", str(tmp_path / "out"), "--log_samples"]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
     results = json.loads(Path(glob.glob(str(tmp_path / "out" / "*" / "*_results.json"))[0]).read_text())["results"]
-    vlm = VLM.load(model)
+    vlm = VLM.load(model, device=device)
     scored = 0.0
     for name, task in zip(bf.WRITERS, tasks):
         b = bench.get_benchmark(name)
@@ -259,7 +265,7 @@ def test_train_logs_a_benchmark_score_beside_the_loss(tmp_path, synth_data):
     pope = bf.pope(tmp_path / "pope.parquet", n=10)
     start = bf.steered_model(tmp_path / "steered", seed=6)   # replies yes or no here: scores that are not 0
     cfg = TrainConfig(stage="vlm-sft", data=[str(synth_data["sft"])], out=str(tmp_path / "run"), batch_size=4,
-                      init_from=str(start), max_steps=4, log_every=2, progress=False, plot=False,
+                      init_from=str(start), max_steps=4, device="cpu", log_every=2, progress=False, plot=False,
                       eval_every=2, eval_bench="pope", eval_limit=6, eval_bench_data=str(pope))
     summary = train(cfg)
     recs = read_metrics(tmp_path / "run" / "metrics.jsonl")
