@@ -156,10 +156,10 @@ def test_served_chat_page_offers_the_browser_run(browser, exported):
 
 
 def test_int8_web_folder_answers_like_the_int8_runtime(browser, exported, tmp_path):
-    """`export --to web --quantize int8`: onnxruntime-web runs the int8 graphs. Its integer kernels are not the
-    native build's (activations are quantized per call, and the two builds round the dequantized sums
-    differently), so on this random-weight model only the start of the answer is held to the Python runtime's
-    tokens; the fp32 folder above is held to every token."""
+    """`export --to web --quantize int8`: onnxruntime-web runs the int8 graphs. Its integer kernels are the
+    WebAssembly build's, whose results differ from the native build's in the last bits, so on this random-weight
+    model only the start of the answer is held to the Python runtime's tokens; the fp32 folder above is held to
+    every token."""
     from minimind_v.portable.runtime import OnnxVLM
     web = export_web(exported.src, tmp_path / "web8", quantize="int8", log=lambda m: None)
     rt = OnnxVLM.load(web / "model", threads=1)
