@@ -515,7 +515,8 @@ def test_row13_typed_control_strings_are_text_as_in_native_chat(hf_folder, base)
     want = render([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"},
                    {"role": "user", "content": typed.replace("<|image_pad|>", "")}], tok, 4,
                   add_generation_prompt=True).ids
-    msgs = [{"role": "user", "content": "q"}, {"role": "assistant", "content": [{"type": "text", "text": "a"}]},
+    msgs = [{"role": "user", "content": [{"type": "text", "text": "q"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "a"}]},
             {"role": "user", "content": [{"type": "text", "text": typed.replace("<|image_pad|>", "")}]}]
     got = processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=True, return_dict=True)
     ids = got["input_ids"][0] if isinstance(got["input_ids"][0], list) else got["input_ids"]
@@ -599,7 +600,8 @@ def test_row16_convert_config_of_the_wrong_shape_is_one_line(base, tmp_path, cap
     torch.save({"w": Evil()}, str(enc / "pytorch_model.bin"))
     line = one_line_error(capsys, main(["convert", str(pth), str(tmp_path / "out_pickle"), "--vision-encoder",
                                         str(enc)]))
-    assert "UnpicklingError" in line and not Evil.ran
+    assert "pytorch_model.bin" in line or "UnpicklingError" in line       # transformers 4 / 5 word it apart
+    assert not Evil.ran
     assert not (tmp_path / "out_pickle").exists() and leftovers(tmp_path) == []
 
 
