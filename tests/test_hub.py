@@ -265,3 +265,20 @@ def test_push_to_hub_refuses_a_bad_id_offline(hub, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(HubError, match="HF_HUB_OFFLINE is set"):
         push_folder(tmp_path, "tester/x")
+
+
+def test_command_line_inputs_serve_name_and_revision(hub, tiny_model_dir):
+    import argparse
+
+    from minimind_v.hub import resolve_cli_inputs
+    sha = hub.add("tester/tiny-vlm", folder_files(tiny_model_dir), tags=("v1",))
+    hub.add("tester/enc", {"config.json": b"{}"})
+    args = argparse.Namespace(command="serve", model="tester/tiny-vlm", name=None, revision="v1")
+    resolve_cli_inputs(args)
+    assert args.name == "tester/tiny-vlm"                      # the id clients send, not a cache folder's name
+    assert Path(args.model).is_dir() and Path(args.model).name == sha and args.hub_ids == {"model": "tester/tiny-vlm"}
+    # --revision is the main input's; another id keeps its own (here: main, which has no tag v1)
+    args = argparse.Namespace(command="convert", src="tester/tiny-vlm", vision_encoder="tester/enc", tokenizer=None,
+                              revision="v1")
+    resolve_cli_inputs(args)
+    assert Path(args.src).name == sha and Path(args.vision_encoder, "config.json").read_bytes() == b"{}"
