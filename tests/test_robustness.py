@@ -160,6 +160,7 @@ def test_row4_data_tools_never_write_over_an_input(synth_data, tmp_path, capsys)
     assert "is the input" in line
     one_line_error(capsys, main(["data", "preview", str(src), "--out", str(src), "--overwrite"]))
     one_line_error(capsys, main(["data", "stats", str(src), "--png", str(src), "--overwrite"]))
+    one_line_error(capsys, main(["data", "check", str(src), "--json", str(src), "--no-progress"]))
     assert tree_sums(src) == before
     grid = tmp_path / "grid.png"
     grid.write_bytes(b"mine")

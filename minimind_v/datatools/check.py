@@ -22,6 +22,7 @@ from pathlib import Path
 from ..data.chatml import BadRow, render
 from ..data.text import validate_text_row
 from ..flagtypes import bounded
+from ..outputs import check_output, staged_output
 from ..image import DEFAULT_MAX_PIXELS, TRAIN_MAX_ASPECT, TRAIN_MIN_SIDE, ImageError, image_header
 
 UNUSUAL_MODES = {"CMYK", "P", "PA", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F", "1", "RGBa", "YCbCr", "HSV",
@@ -247,6 +248,12 @@ def run_check(args) -> int:
         if not Path(f).exists():
             print(f"error: {f} does not exist", file=sys.stderr)
             return 2
+    if args.json:               # a report may be replaced (a rerun), never a data file it reads
+        try:
+            check_output(args.json, [*args.files, args.model, args.tokenizer], overwrite=True)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     tokenizer, tokens = args.tokenizer, args.image_token_len
     try:
         if args.model:
@@ -268,7 +275,8 @@ def run_check(args) -> int:
         return 2
     print(format_report(rep, args.files, tokenizer is not None, list_all=not args.summary))
     if args.json:
-        Path(args.json).write_text(json.dumps(rep.to_json(), indent=2))
+        with staged_output(args.json, [*args.files, args.model, args.tokenizer], overwrite=True) as stage:
+            stage.write_text(json.dumps(rep.to_json(), indent=2))
     return rep.exit_code()
 
 
