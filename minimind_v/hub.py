@@ -154,19 +154,21 @@ def resolve_cli_inputs(args: argparse.Namespace) -> None:
     was typed in `args.hub_ids` ({dest: spec}) for messages and names (e.g. the served model's name)."""
     typed = {}
     command = getattr(args, "command", None)
+
+    def local(value: str, kind: str, revision: str | None) -> str:
+        if Path(value).expanduser().exists() or parse(value) is None:
+            return value                    # a local path (or the caller's own "missing" message): untouched
+        typed.setdefault(dest, []).append(value)
+        return str(resolve(value, kind, revision))
+
     for dest, kind in CLI_INPUTS.get(command, {}).items():
         value = getattr(args, dest, None)
         revision = getattr(args, "revision", None) if REVISION_OF.get(command) == dest else None
         if isinstance(value, str):
-            path = str(resolve(value, kind, revision))
-            if path != value:
-                typed[dest] = value
-            setattr(args, dest, path)
-        elif isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
-            paths = resolve_many(value, kind, revision)
-            if paths != list(value):
-                typed[dest] = list(value)
-            setattr(args, dest, paths)
+            setattr(args, dest, local(value, kind, revision))
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            setattr(args, dest, [local(v, kind, revision) for v in value])
+    typed = {k: v[0] if isinstance(getattr(args, k), str) else v for k, v in typed.items()}
     args.hub_ids = typed
     if args.command == "serve" and "model" in typed and getattr(args, "name", None) is None:
         args.name = parse(typed["model"]).repo_id         # the id clients send: owner/name, not a cache folder

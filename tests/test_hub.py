@@ -282,3 +282,17 @@ def test_command_line_inputs_serve_name_and_revision(hub, tiny_model_dir):
                               revision="v1")
     resolve_cli_inputs(args)
     assert Path(args.src).name == sha and Path(args.vision_encoder, "config.json").read_bytes() == b"{}"
+
+
+def test_local_inputs_are_left_as_typed(hub, tiny_model_dir, tmp_path, monkeypatch):
+    import argparse
+
+    from minimind_v.hub import resolve_cli_inputs
+    monkeypatch.chdir(tiny_model_dir.parent)
+    args = argparse.Namespace(command="serve", model=f"./{tiny_model_dir.name}", name=None)
+    resolve_cli_inputs(args)
+    assert (args.model, args.name, args.hub_ids) == (f"./{tiny_model_dir.name}", None, {})
+    args = argparse.Namespace(command="train", init_from=None, vision_encoder=None, tokenizer=None,
+                              data=["no/such.parquet", str(tmp_path)])
+    resolve_cli_inputs(args)
+    assert args.data == ["no/such.parquet", str(tmp_path)] and hub.log == []
