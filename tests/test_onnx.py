@@ -419,3 +419,18 @@ def test_hf_folder_exports_too(tmp_path):
     img = pictures()[2]
     pix = torch.from_numpy(packed_pixels(img, model.cfg.vision))[None]
     check_parity(model, rt, [rt.prompt_ids([{"role": "user", "content": "<image>\nWhat?"}], 1)], pix, varied=True)
+
+
+def test_a_part_that_cannot_be_exported_is_one_line(tmp_path, monkeypatch, capsys):
+    """Whatever the exporter meets inside a graph, the command says which graph in one line."""
+    from minimind_v.portable import onnx_export
+    src = demo_folder(tmp_path / "demo", REF / "tokenizer")
+
+    def broken(self, *a):
+        raise RuntimeError("Unsupported: an operator the exporter has no rule for\nmore detail")
+    monkeypatch.setattr(onnx_export.NaflexVision, "forward", broken)
+    assert cli.main(["export", "--model", str(src), "--to", "onnx", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: the vision graph could not be exported with the torchscript exporter "
+                          "(RuntimeError: Unsupported: an operator the exporter has no rule for")
+    assert len(err.splitlines()) == 1 and not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.*"))

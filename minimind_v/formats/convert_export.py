@@ -247,7 +247,7 @@ def export(src: str | Path, dst: str | Path, to: str = "hf", dtype: torch.dtype 
         check_output(dst, model_inputs(Path(src)), overwrite=overwrite, folder=True)
         name = {torch.float32: "fp32", torch.float16: "fp16"}.get(dtype, str(dtype).replace("torch.", ""))
         return (export_onnx if to == "onnx" else export_web)(src, dst, dtype=name, quantize=quantize,
-                                                             exporter=exporter, log=log)
+                                                             exporter=exporter, overwrite=overwrite, log=log)
     if quantize or exporter != "torchscript":
         raise ValueError(f"--quantize and --exporter apply to --to onnx / web, not --to {to}")
     if to == "reference":

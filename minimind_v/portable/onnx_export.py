@@ -263,6 +263,15 @@ def _dynamic_shapes(module, inputs, dynamic, limit: int):
 
 def _export(module, args, path: Path, inputs, outputs, dynamic, exporter: str = "torchscript",
             limit: int = 4096) -> None:
+    try:
+        _run_exporter(module, args, path, inputs, outputs, dynamic, exporter, limit)
+    except Exception as e:  # noqa: BLE001 - whatever the exporter meets, the user gets one line naming the part
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise ExportError(f"the {path.stem} graph could not be exported with the {exporter} exporter "
+                          f"({type(e).__name__}: {first})") from e
+
+
+def _run_exporter(module, args, path, inputs, outputs, dynamic, exporter, limit) -> None:
     with warnings.catch_warnings():
         # the legacy exporter announces its own deprecation (once per call); nothing else is silenced
         warnings.filterwarnings("ignore", message="You are using the legacy TorchScript-based ONNX export",
@@ -342,14 +351,17 @@ def quantize_int8(folder: Path, names: list[str], log=print) -> None:
 
 
 def export_onnx(src: str | Path, dst: str | Path, dtype: str = "fp32", quantize: str | None = None,
-                max_context: int | None = None, exporter: str = "torchscript", log=print) -> Path:
+                max_context: int | None = None, exporter: str = "torchscript", overwrite: bool = False,
+                log=print) -> Path:
     """Model folder (ours, HF, LoRA adapter: merged on load) -> ONNX folder; see the module doc."""
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
     except ImportError:
         raise ExportError("the ONNX export needs onnx and onnxruntime: pip install 'minimind-v[onnx]'") from None
+    from ..formats.adapter import base_chain
     from ..formats.load import load_model
+    from ..outputs import check_output, staged_output
     from ..tokenizer import Tokenizer
 
     if dtype not in ("fp32", "fp16"):
@@ -361,6 +373,8 @@ def export_onnx(src: str | Path, dst: str | Path, dtype: str = "fp32", quantize:
     if quantize and dtype != "fp32":
         raise ExportError("--quantize int8 starts from fp32 weights: leave --dtype at fp32")
     src, dst = Path(src), Path(dst)
+    inputs = [src, *base_chain(src)]
+    check_output(dst, inputs, overwrite=overwrite, folder=True)          # refused before anything is loaded
     model = load_model(src, vision=True, log=lambda m: None)
     tok_dir = src
     if not (tok_dir / "tokenizer.json").exists() and (src / "adapter_config.json").exists():
@@ -375,28 +389,22 @@ def export_onnx(src: str | Path, dst: str | Path, dtype: str = "fp32", quantize:
     n = max_context or min(model.cfg.max_position_embeddings, 4096)
     model._ensure_rope(n)
     n = min(n, model.rope_cos.shape[0])
-    stage = dst.with_name(dst.name + ".partial")
-    if stage.exists():
-        shutil.rmtree(stage)
-    stage.mkdir(parents=True)
-    log(f"exporting {src} to ONNX ({dtype}{', int8' if quantize else ''}, context {n}, {exporter} exporter)")
-    export_decoder(model, stage / "decoder.onnx", tdtype, exporter)
-    log(f"  decoder.onnx ({(stage / 'decoder.onnx').stat().st_size / 1e6:.1f} MB)")
-    names = ["decoder.onnx"]
-    if model.vision_encoder is not None:
-        export_vision(model, stage / "vision.onnx", tdtype, exporter)
-        names.append("vision.onnx")
-        log(f"  vision.onnx ({(stage / 'vision.onnx').stat().st_size / 1e6:.1f} MB)")
-    else:
-        log("  no vision encoder in this folder: text-only export")
-    if quantize:
-        quantize_int8(stage, names, log)
-    tok.save(stage)
-    settings = settings_of(model, dtype, quantize, n)
-    settings["exporter"] = {"name": exporter, "opset": OPSETS[exporter], "torch": torch.__version__}
-    (stage / SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
-    if dst.exists():
-        shutil.rmtree(dst)
-    stage.rename(dst)
+    with staged_output(dst, inputs, overwrite=overwrite, folder=True) as stage:
+        log(f"exporting {src} to ONNX ({dtype}{', int8' if quantize else ''}, context {n}, {exporter} exporter)")
+        export_decoder(model, stage / "decoder.onnx", tdtype, exporter)
+        log(f"  decoder.onnx ({(stage / 'decoder.onnx').stat().st_size / 1e6:.1f} MB)")
+        names = ["decoder.onnx"]
+        if model.vision_encoder is not None:
+            export_vision(model, stage / "vision.onnx", tdtype, exporter)
+            names.append("vision.onnx")
+            log(f"  vision.onnx ({(stage / 'vision.onnx').stat().st_size / 1e6:.1f} MB)")
+        else:
+            log("  no vision encoder in this folder: text-only export")
+        if quantize:
+            quantize_int8(stage, names, log)
+        tok.save(stage)
+        settings = settings_of(model, dtype, quantize, n)
+        settings["exporter"] = {"name": exporter, "opset": OPSETS[exporter], "torch": torch.__version__}
+        (stage / SETTINGS).write_text(json.dumps(settings, indent=2) + "\n")
     log(f"ONNX folder written to {dst}")
     return dst

@@ -72,24 +72,23 @@ def ort_web_files(version: str = ORT_WEB_VERSION, log=print) -> Path:
 
 
 def export_web(src, dst, dtype: str = "fp32", quantize: str | None = None, exporter: str = "torchscript",
-               log=print) -> Path:
+               overwrite: bool = False, log=print) -> Path:
     """Model folder -> a static web folder (see the module doc)."""
     if dtype != "fp32":
         raise ExportError("--to web writes fp32 graphs (onnxruntime-web's CPU build has no fp16 kernels for "
                           "them); use --quantize int8 for a smaller download")
+    from ..formats.adapter import base_chain
+    from ..outputs import check_output, staged_output
     dst = Path(dst)
+    inputs = [Path(src), *base_chain(src)]
+    check_output(dst, inputs, overwrite=overwrite, folder=True)
     ort_dir = ort_web_files(log=log)               # before the long export: a missing npm fails fast
-    stage = dst.with_name(dst.name + ".partial")
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    export_onnx(src, stage / "model", dtype=dtype, quantize=quantize, exporter=exporter, log=log)
-    for name in PAGE_FILES:
-        shutil.copy(STATIC / name, stage / name)
-    (stage / "ort").mkdir()
-    for name in ORT_FILES:
-        shutil.copy(ort_dir / name, stage / "ort" / name)
-    if dst.exists():
-        shutil.rmtree(dst)
-    stage.rename(dst)
+    with staged_output(dst, inputs, overwrite=overwrite, folder=True) as stage:
+        export_onnx(src, stage / "model", dtype=dtype, quantize=quantize, exporter=exporter, log=log)
+        for name in PAGE_FILES:
+            shutil.copy(STATIC / name, stage / name)
+        (stage / "ort").mkdir()
+        for name in ORT_FILES:
+            shutil.copy(ort_dir / name, stage / "ort" / name)
     log(f"web folder written to {dst}: serve it with `python -m http.server -d {dst}` and open the page")
     return dst
