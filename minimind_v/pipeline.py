@@ -43,8 +43,11 @@ class VLM:
 
     @classmethod
     def load(cls, folder: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> "VLM":
-        folder = Path(folder)
-        return cls(load_model(folder, device, dtype), Tokenizer.load(folder), folder.name)
+        """A model folder, or a Hub id of one (`owner/name[@rev]`, downloaded once into the cache: hub.py)."""
+        from .hub import parse, resolve
+        ref = None if Path(folder).exists() else parse(str(folder))
+        folder = resolve(folder, "model")
+        return cls(load_model(folder, device, dtype), Tokenizer.load(folder), ref.repo_id if ref else folder.name)
 
     @property
     def device(self):

@@ -296,3 +296,13 @@ def test_local_inputs_are_left_as_typed(hub, tiny_model_dir, tmp_path, monkeypat
                               data=["no/such.parquet", str(tmp_path)])
     resolve_cli_inputs(args)
     assert args.data == ["no/such.parquet", str(tmp_path)] and hub.log == []
+
+
+def test_python_api_loads_by_id(hub, tiny_model_dir):
+    from minimind_v.pipeline import VLM
+    hub.add("tester/tiny-vlm", folder_files(tiny_model_dir))
+    vlm = VLM.load("tester/tiny-vlm")
+    local = VLM.load(tiny_model_dir)
+    assert vlm.name == "tester/tiny-vlm" and local.name == tiny_model_dir.name
+    assert vlm.answer("hi", [], max_new_tokens=4, temperature=0) == local.answer("hi", [], max_new_tokens=4,
+                                                                                 temperature=0)
