@@ -26,7 +26,7 @@ TINY_SIGLIP = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, nu
 
 @pytest.fixture(scope="session")
 def emoji_data(tmp_path_factory) -> Path:
-    """A folder with emoji_train.parquet (137 rows) and emoji_val.parquet (63 rows, all ten tasks), built by
+    """A folder with emoji_train.parquet (139 rows) and emoji_val.parquet (69 rows, all ten tasks), built by
     `minimind-v data emoji` from tests/fixtures/emoji/packages: real pictures and wording, no npm, no network."""
     from minimind_v.datatools.emoji_data import build
     from minimind_v.datatools.emoji_npm import check_packages

@@ -1,6 +1,6 @@
 """`minimind-v data emoji`: the emoji data set built from the npm packages, on the committed sample of them.
 
-tests/fixtures/emoji/packages/ holds the three packages' layout with 75 emoji (158 pictures) and a trimmed
+tests/fixtures/emoji/packages/ holds the three packages' layout with 77 emoji (162 pictures) and a trimmed
 emojibase data.json (its README says which and why). The builder runs on it through `--packages`, and through
 the npm path with a stand-in `npm` on PATH (no network): a missing npm, a failing registry and a tarball with the
 wrong integrity are each one clear line.
@@ -68,7 +68,7 @@ def test_columns_counts_and_split(built):
     # every picture once: one 3-turn row in training or three one-turn rows in validation
     assert len(names_t) == len(set(names_t)) and set(names_v.values()) == {3}
     assert sorted(names_t + list(names_v)) == pictures == sorted(set(pictures))
-    assert (len(train), len(val)) == (137, 63)
+    assert (len(train), len(val)) == (139, 69)
     # the validation emoji are the reference copy's, each in one art style; its other style is training data
     emoji, _ = emoji_data.collect(emoji_npm.check_packages(PACKAGES), seed=0)
     assert sorted(names_v) == sorted(e.image_name for e in emoji if VAL_STYLE.get(e.root) == e.style)
@@ -95,11 +95,15 @@ def test_columns_counts_and_split(built):
 def test_known_rows(built):
     val = {(r["image_names"], r["task"]): r for r in pq.read_table(built / "emoji_val.parquet").to_pylist()}
     train = {r["image_names"]: r for r in pq.read_table(built / "emoji_train.parquet").to_pylist()}
-    # the toned middle finger is a validation emoji in the Twitter style (the reference copy's split)
-    row = val[("twitter/1f595-1f3ff.png", "name")]
-    assert json.loads(row["conversations"])[1]["content"] == "This is the middle finger emoji with dark skin tone."
-    assert row["answer"] == "middle finger"
-    assert "google/1f595-1f3ff.png" in train or "google/1f595.png" in train
+    # the toned middle finger is a validation emoji in the Twitter style, asked the reference copy's tasks
+    # (this row is the same as that copy's, byte for byte), its Google pictures are training pictures
+    row = val[("twitter/1f595-1f3fc.png", "kind")]
+    assert json.loads(row["conversations"]) == [
+        {"role": "user", "content": "<image>\nWhat kind of thing is this?"},
+        {"role": "assistant", "content": "It is a pointing hand: the middle finger emoji with medium-light skin tone."}]
+    assert row["answer"] == "pointing hand"
+    assert val[("twitter/1f595-1f3ff.png", "skin_tone")]["answer"] == "dark"
+    assert {"google/1f595.png", "google/1f595-1f3fc.png", "google/1f595-1f3ff.png"} <= set(train)
     # a flag's name, kind and category as the reference copy words them
     conv = json.loads(train["twitter/1f1ee-1f1e9.png"]["conversations"])
     assert conv == [
@@ -235,3 +239,23 @@ def test_wrong_package_version_is_one_clear_line(tmp_path, capsys):
     assert data_main(["emoji", "--out", str(tmp_path / "d"), "--packages", str(tmp_path / "p"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "emojibase-data@16.0.3" in err[0] and "17.0.0" in err[0]
+
+
+def test_reference_selection_is_whole():
+    """emoji_selection.py: 154 validation emoji, two of five tones per toned emoji and style, and three
+    distinct tasks for each of the 194 validation pictures (582 rows), each picture in its emoji's style."""
+    from minimind_v.datatools.emoji_selection import TONES, VAL_ROWS
+    assert len(VAL_STYLE) == 154 and set(VAL_STYLE.values()) == {"google", "twitter"}
+    assert {len(v) for v in TONES.values()} == {323} and TONES["google"].keys() == TONES["twitter"].keys()
+    assert all(len(t) == 2 and t[0] < t[1] and set(t) <= set("12345") for v in TONES.values() for t in v.values())
+    per_picture: dict = {}
+    for name, task in VAL_ROWS:
+        per_picture.setdefault(name, []).append(task)
+    assert len(VAL_ROWS) == 582 and len(per_picture) == 194
+    assert all(len(set(t)) == 3 == len(t) for t in per_picture.values())
+    roots = {k.lower().replace("-fe0f", ""): style for k, style in VAL_STYLE.items()}
+    for name in per_picture:
+        style, file = name.split("/")
+        parts = [c for c in file[:-4].split("-") if c != "fe0f"]
+        toneless = "-".join(c for c in parts if c not in ("1f3fb", "1f3fc", "1f3fd", "1f3fe", "1f3ff")) or parts[0]
+        assert roots.get(toneless) == style, name       # (a skin-tone swatch is its own emoji)

@@ -11,8 +11,9 @@ What it writes (DIR/emoji_train.parquet, DIR/emoji_val.parquet, DIR/LICENSES.md)
 - emoji_val: 154 of the 1,911 emoji (all tones of one emoji together), each in ONE art style only (the other
   style's pictures of it stay in training), three single-turn rows per picture with `answer` and `task`.
 
-Which tones and which validation emoji: those of the reference copy (`emoji_selection.py`, read from its
-files), so the same pictures land in the same split; `reference_selection=False` (`--draw-selection`)
+Which tones, which validation emoji, and which three tasks each validation picture is asked (in which row
+order): those of the reference copy (`emoji_selection.py`, read from its files), so the same pictures land
+in the same split and emoji_val scores the same tasks; `reference_selection=False` (`--draw-selection`)
 draws them from the seed instead (about 8% of the emoji to validation).
 
 Wording, kinds and answer forms are those of the reference copy this project has used (docs/emoji.md),
@@ -274,11 +275,15 @@ class Asker:
                 self.by_sub.setdefault(e.subgroup, []).append(e)
                 self.by_cat.setdefault(e.category, []).append(e)
 
-    def tasks(self, e: Emoji, weights: dict) -> dict:
+    def tasks(self, e: Emoji, weights: dict, drawn: bool = True) -> dict:
+        """The tasks that can be asked about `e` (with their weights). Flags are asked whose flag it is
+        instead of yes/no name questions when the task is drawn (as in the reference copy's training rows);
+        its validation rows ask some flags a name question, which `drawn=False` allows."""
+        flag = e.subgroup in ("country-flag", "subdivision-flag")
         ok = {t: w for t, w in weights.items()
-              if (t != "skin_tone" or e.has_tones) and (t != "flag_place" or e.subgroup in ("country-flag", "subdivision-flag"))
+              if (t != "skin_tone" or e.has_tones) and (t != "flag_place" or flag)
               and (t != "keywords" or e.tags) and (t != "category_list" or e.category in LISTED_CATEGORIES)
-              and (t != "name_yesno" or e.subgroup not in ("country-flag", "subdivision-flag"))
+              and (t != "name_yesno" or not (flag and drawn))
               and (t not in ("mc", "name_yesno") or len(self._pool(e)) >= (3 if t == "mc" else 1))}
         return ok
 
@@ -358,10 +363,17 @@ def train_row(e: Emoji, asker: Asker, seed: int) -> dict:
     return {"conversations": json.dumps(conv, ensure_ascii=False), "image_names": e.image_name}
 
 
-def val_rows(e: Emoji, asker: Asker, seed: int) -> list[dict]:
+def val_rows(e: Emoji, asker: Asker, seed: int, tasks: list[str] | None = None) -> list[dict]:
+    """Three one-turn rows about a validation picture: the given `tasks` (the reference copy's) where they
+    apply, the others drawn."""
     rng = _rng(seed, "val", e.image_name)
+    usable = asker.tasks(e, VAL_WEIGHTS, drawn=False)
+    tasks = [t for t in (tasks or []) if t in usable]
+    if len(tasks) < 3:
+        rest = asker.pick_tasks(e, {t: w for t, w in VAL_WEIGHTS.items() if t not in tasks}, 3 - len(tasks), rng)
+        tasks += rest
     rows = []
-    for task in asker.pick_tasks(e, VAL_WEIGHTS, 3, rng):
+    for task in tasks:
         q, a, short = asker.ask(task, e, rng)
         conv = [{"role": "user", "content": "<image>\n" + q}, {"role": "assistant", "content": a}]
         rows.append({"conversations": json.dumps(conv, ensure_ascii=False), "image_names": e.image_name,
@@ -432,11 +444,18 @@ def build(packages: dict[str, Path], out: Path, seed: int = 0, overwrite: bool =
     pngs = {e.image_name: picture_png(folders[e.style] / e.file)
             for e in tqdm(emoji, desc="pictures", unit="img", disable=not progress)}
     rows_t = [train_row(e, asker, seed) for e in train]
-    rows_v = [r for e in val for r in val_rows(e, asker, seed)]
+    from .emoji_selection import VAL_ROWS
+    pinned: dict[str, list[str]] = {}
+    for name, task in (VAL_ROWS if reference_selection else []):
+        pinned.setdefault(name, []).append(task)
+    rows_v = [r for e in val for r in val_rows(e, asker, seed, pinned.get(e.image_name))]
     for rows, what in ((rows_t, "train"), (rows_v, "val")):
         _rng(seed, "order", what).shuffle(rows)
         for r in rows:
             r["image_bytes"] = pngs[r["image_names"]]
+    # the reference copy's validation rows keep its order (a stable sort: any others follow, shuffled)
+    position = {key: i for i, key in enumerate(VAL_ROWS)} if reference_selection else {}
+    rows_v.sort(key=lambda r: position.get((r["image_names"], r["task"]), len(position)))
     with staged_output(out, inputs, overwrite=overwrite, folder=True) as stage:
         write_parquet(rows_t, ["conversations", "image_bytes", "image_names"], stage / "emoji_train.parquet")
         write_parquet(rows_v, ["conversations", "image_bytes", "image_names", "answer", "task"],
@@ -477,8 +496,8 @@ def add_emoji_parser(sub) -> None:
                    help="seed of the question draws (which questions, wordings, distractors, row order); "
                         "default 0")
     p.add_argument("--draw-selection", action="store_true",
-                   help="draw the kept skin tones and the validation emoji from --seed too (about 8%% of the "
-                        "emoji to validation), instead of the selection docs/emoji.md was measured on")
+                   help="draw the kept skin tones, the validation emoji (about 8%%) and their tasks from --seed "
+                        "too, instead of the selection docs/emoji.md was measured on")
     p.add_argument("--no-progress", action="store_true", help="no progress lines or bars")
     p.set_defaults(func=run_emoji)
 
