@@ -123,6 +123,15 @@ def test_web_page_answers_like_chat_greedy(browser, exported):
     with StaticServer(exported.web) as srv:
         page = browser.new_page()
         run = ask_on_page(page, srv.url + "/index.html", exported)
+        # a follow-up that cannot fit the context is refused on the page, in words, and nothing is generated
+        page.fill("#max_tokens", "100000")
+        page.fill("#prompt", "And the background?")
+        page.click("#send")
+        refused = page.locator(".msg.assistant").nth(1)
+        from playwright.sync_api import expect
+        expect(refused).to_have_class("msg assistant error")
+        assert "exceed the model's" in refused.inner_text()
+        assert len(page.evaluate("window.webState.messages")) == 2
         out = ROOT / "test-artifacts"
         out.mkdir(exist_ok=True)
         page.screenshot(path=str(out / "web_export.png"))

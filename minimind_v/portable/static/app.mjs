@@ -113,8 +113,19 @@ async function send() {
                    maxTokens: Number($("max_tokens").value) };
   const t0 = performance.now();
   const usesPicture = state.messages.some((m) => m.content.includes("<image>"));
-  const visual = usesPicture && vision ? await visualTokens(picture) : null;
   const ids = tok.chatIds(state.messages, settings.model.image_token_len);
+  const problem = usesPicture && !vision ? "this model was exported without its vision encoder: ask without a picture"
+    : ids.length + params.maxTokens > settings.model.max_context
+      ? `the conversation (${ids.length} tokens) and ${params.maxTokens} new tokens exceed the model's ` +
+        `${settings.model.max_context}: clear it or ask for fewer tokens` : null;
+  if (problem) {
+    body.textContent = problem;
+    d.classList.add("error");
+    state.messages.pop();
+    $("send").disabled = false;
+    return;
+  }
+  const visual = usesPicture ? await visualTokens(picture) : null;
   const stream = new TextStream(tok);
   const out = [];
   let first = null, reply = "", chunks = 0;
