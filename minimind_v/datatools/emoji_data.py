@@ -468,7 +468,7 @@ def build(packages: dict[str, Path], out: Path, seed: int = 0, overwrite: bool =
 EXAMPLES = """examples:
   minimind-v data emoji --out data/emoji                          fetch the packages with npm, build the data
   minimind-v data emoji --out data/emoji --packages node_modules  use packages already unpacked there
-  recipes/emoji.sh data/emoji runs/emoji                          then train on it (docs/emoji.md)"""
+  minimind-v emoji train --data data/emoji --out runs/emoji       then train on it (docs/emoji.md)"""
 
 DESCRIPTION = """Build the emoji data set of docs/emoji.md:
   DIR/emoji_train.parquet  4,920 rows, a 3-turn conversation about each 64x64 Noto or Twemoji picture
