@@ -306,3 +306,29 @@ def test_python_api_loads_by_id(hub, tiny_model_dir):
     assert vlm.name == "tester/tiny-vlm" and local.name == tiny_model_dir.name
     assert vlm.answer("hi", [], max_new_tokens=4, temperature=0) == local.answer("hi", [], max_new_tokens=4,
                                                                                  temperature=0)
+
+
+def test_the_command_in_its_own_process(hub, tmp_path):
+    """`minimind-v` as a user runs it: HF_ENDPOINT and HF_HOME set before the process starts (a proxy that goes
+    nowhere for any other host), then the same id with HF_HUB_OFFLINE=1 and the server gone."""
+    import os
+    import subprocess
+    hub.add("tester/minimind-pytorch", {"tiny_dense.pth": (REF / "tiny_dense.pth").read_bytes(),
+                                        "tiny_dense_config.json": (REF / "tiny_dense_config.json").read_bytes()})
+    env = dict(os.environ, HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9",
+               NO_PROXY="127.0.0.1", OMP_NUM_THREADS="1")
+
+    def run(out, **extra):
+        return subprocess.run([sys.executable, "-m", "minimind_v.cli", "convert",
+                               "tester/minimind-pytorch:tiny_dense.pth", str(tmp_path / out)],
+                              env=dict(env, **extra), capture_output=True, text=True, timeout=300)
+    p = run("online")
+    assert p.returncode == 0, p.stderr[-2000:]
+    hub.stop()
+    p = run("offline", HF_HUB_OFFLINE="1")
+    assert p.returncode == 0, p.stderr[-2000:]
+    from safetensors.torch import load_file
+    a, b = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("online", "offline"))
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    p = run("gone")                                 # online again, no server, but cached: the cache answers
+    assert p.returncode == 0, p.stderr[-2000:]
