@@ -32,6 +32,9 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFL
 
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch, tmp_path):
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import: imported here first, under the environment the
+    # suite runs in, so that a later test module (the stand-in Hub of test_hub.py) is not left offline
+    import huggingface_hub.constants  # noqa: F401
     for k, v in OFFLINE.items():
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
@@ -325,3 +328,52 @@ def test_lmms_model_registered_batched_several_pictures_any_folder(tmp_path):
         assert lm.generate_until(reqs) == expected, folder
     with pytest.raises(NotImplementedError, match="log-likelihood"):
         lm.loglikelihood(reqs)
+
+
+# ---------------------------------------------------------------- Hub ids for the model and the data
+@pytest.fixture()
+def fake_hub(monkeypatch):
+    """The stand-in Hub of tests/hub_server.py on 127.0.0.1 (as in test_hub.py), nothing else reachable."""
+    import socket
+
+    from hub_server import FakeHub
+    for var in ("HF_TOKEN", "HF_HUB_OFFLINE", "HF_HUB_CACHE", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    real_connect = socket.socket.connect
+
+    def local_only(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in ("127.0.0.1", "::1"):
+            raise ConnectionRefusedError(f"tests stay on 127.0.0.1, not {address[0]}")
+        return real_connect(sock, address)
+    monkeypatch.setattr(socket.socket, "connect", local_only)
+    with FakeHub() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        from huggingface_hub import constants
+        monkeypatch.setattr(constants, "ENDPOINT", server.url)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)    # read at import, under this module's offline env
+        # file URLs come from a template built at import (with huggingface.co when an earlier test imported it)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                            server.url + "/{repo_id}/resolve/{revision}/{filename}")
+        yield server
+
+
+def test_model_and_data_by_hub_id(fake_hub, tmp_path, capsys):
+    from minimind_v.cli import main
+    model = bf.steered_model(tmp_path / "steered")
+    data = bf.ai2d(tmp_path / "ai2d.parquet", n=6)
+    fake_hub.add("tester/steered-vlm", {p.name: p.read_bytes() for p in model.iterdir()})
+    fake_hub.add("tester/ai2d", {"data/test-00000-of-00001.parquet": data.read_bytes()}, repo_type="dataset")
+    assert main(["eval", "--bench", "ai2d", "--model", str(model), "--data", str(data), "--out",
+                 str(tmp_path / "local.json")]) == 0
+    assert main(["eval", "--bench", "ai2d", "--model", "tester/steered-vlm", "--data",
+                 "datasets/tester/ai2d:data/test-00000-of-00001.parquet", "--out", str(tmp_path / "hub.json")]) == 0
+    local, hub = (json.loads((tmp_path / f).read_text()) for f in ("local.json", "hub.json"))
+    assert hub["predictions"] == local["predictions"] and hub["n"] == 6
+    if HAVE_LMMS:                                          # the lmms-eval model takes the same id
+        import torch
+
+        from minimind_v.eval.lmms_model import MiniMindV
+        from minimind_v.pipeline import VLM
+        got = MiniMindV(pretrained="tester/steered-vlm", device="cpu").vlm.model.state_dict()
+        want = VLM.load(model).model.state_dict()
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
