@@ -326,8 +326,22 @@ def test_lmms_model_registered_batched_several_pictures_any_folder(tmp_path):
         lm = cls.create_from_arg_string(f"pretrained={folder}", {"batch_size": "3", "device": "cpu"})
         lm.task_dict = {"t": {"test": docs}}
         assert lm.generate_until(reqs) == expected, folder
-    with pytest.raises(NotImplementedError, match="log-likelihood"):
-        lm.loglikelihood(reqs)
+    # loglikelihood: the continuation's summed log-probability is the one the training loss gives, and the
+    # greedy reply (not another answer) is reported as greedy
+    import torch
+    k = next(i for i in range(7) if i % 4 != 3 and expected[i] in ("yes", "no", "A", "B", "C", "D"))
+    conts = [expected[k], "A" if expected[k] != "A" else "B"]
+    got = lm.loglikelihood([SimpleNamespace(args=(f"Question {k}?", c, lambda d: d["pics"], k, "t", "test"))
+                            for c in conts])
+    assert [g[1] for g in got] == [True, False]
+    prompt = vlm.prompt_ids([{"role": "user", "content": f"Question {k}?"}], len(docs[k]["pics"]))
+    for c, (logp, _) in zip(conts, got):
+        want = vlm.tok.encode(c)
+        with torch.no_grad():
+            o = vlm.model(torch.tensor([prompt + want]), labels=torch.tensor([[-100] * len(prompt) + want]),
+                          visual_tokens=vlm.visual_tokens(docs[k]["pics"]))
+        assert logp == pytest.approx(-float(o.loss) * len(want), rel=1e-4, abs=1e-4)
+    assert got[0][0] > got[1][0]
 
 
 # ---------------------------------------------------------------- Hub ids for the model and the data

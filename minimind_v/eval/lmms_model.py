@@ -14,7 +14,8 @@ the original's releases), a LoRA adapter folder (merged onto its base), or a hub
 requests that share generation arguments through the package's batched KV-cache generation
 (eval/bench.py's `generate_replies`, the same call `minimind-v eval --bench` makes), one or several pictures per
 request, greedy unless a task asks for sampling; replies are cut at the task's `until` strings. The five
-benchmarks of eval/bench.py are all `generate_until` tasks; log-likelihood tasks are refused in one line.
+benchmarks of eval/bench.py are all `generate_until` tasks; `loglikelihood` (a continuation's log-probability
+after the user turn, for lmms-eval's multiple-choice-by-likelihood tasks) is there too, one request at a time.
 """
 from __future__ import annotations
 
@@ -119,9 +120,27 @@ def _model_class():
             bar.close()
             return out
 
-        def loglikelihood(self, requests):
-            raise NotImplementedError("minimind_v answers generate_until tasks (MMStar, POPE, MME, ScienceQA-IMG, "
-                                      "AI2D, ...); log-likelihood tasks are not supported")
+        def loglikelihood(self, requests) -> list[tuple[float, bool]]:
+            """(log p(continuation | prompt + pictures), whether greedy decoding would produce it) per request:
+            the prompt is the user turn under the chat template, the continuation the start of the reply."""
+            import torch
+            out = []
+            for r in tqdm(requests, desc="minimind_v loglikelihood", disable=self.rank != 0):
+                context, target, to_visual, doc_id, task, split = r.args[:6]
+                doc = self.task_dict[task][split][doc_id]
+                cont = target if isinstance(target, str) else target(doc)
+                pics = self._pictures(to_visual(doc) if to_visual else [])
+                prompt = self.vlm.prompt_ids([{"role": "user", "content": context}], len(pics))
+                want = self.vlm.tok.encode(cont)
+                ids = torch.tensor([prompt + want], device=self.vlm.device)
+                with torch.no_grad():    # position t predicts token t + 1: the continuation's from len(prompt) - 1
+                    logits = self.vlm.model(ids, visual_tokens=self.vlm.visual_tokens(pics)).logits[0].float()
+                logits = logits[len(prompt) - 1:-1]
+                tgt = torch.tensor(want, device=logits.device)
+                logp = logits.log_softmax(-1).gather(-1, tgt[:, None]).sum()
+                out.append((float(logp), bool((logits.argmax(-1) == tgt).all())))
+                self.cache_hook.add_partial("loglikelihood", (context, cont), out[-1])
+            return out
 
         def generate_until_multi_round(self, requests):
             raise NotImplementedError("minimind_v does not run multi-round tasks")
