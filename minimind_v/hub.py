@@ -39,9 +39,10 @@ FOLDER_FILES = {
               "*.onnx_data"],
     "encoder": ["*.json", "*.safetensors", "*.bin"],
     "tokenizer": ["tokenizer*", "special_tokens_map.json", "*.jinja", "vocab*", "merges.txt", "added_tokens.json"],
+    "dataset": ["*.parquet"],          # a benchmark's published repo (eval --bench): all its parquet files
 }
 LOCAL_SUFFIXES = (".parquet", ".jsonl", ".json", ".txt", ".pth", ".pt", ".bin", ".safetensors", ".png", ".jpg")
-KINDS = ("model", "checkpoint", "encoder", "tokenizer", "data")
+KINDS = ("model", "checkpoint", "encoder", "tokenizer", "data", "dataset")
 
 # command -> {argparse dest: kind}: the inputs `resolve_cli_inputs` turns into local paths.
 CLI_INPUTS = {
@@ -51,7 +52,8 @@ CLI_INPUTS = {
     "export": {"model": "model"},
     "merge": {"adapter": "model"},
     "convert": {"src": "checkpoint", "tokenizer": "tokenizer", "vision_encoder": "encoder"},
-    "train": {"init_from": "checkpoint", "vision_encoder": "encoder", "tokenizer": "tokenizer", "data": "data"},
+    "train": {"init_from": "checkpoint", "vision_encoder": "encoder", "tokenizer": "tokenizer", "data": "data",
+              "eval_bench_data": "dataset"},
 }
 # command -> the input `--revision` applies to (the one model it reads; other ids say theirs with @REV)
 REVISION_OF = {"chat": "model", "serve": "model", "eval": "model", "export": "model", "merge": "adapter",
@@ -124,7 +126,7 @@ def resolve(spec: str | os.PathLike, kind: str = "model", revision: str | None =
     if ref.source == "modelscope":
         return _modelscope(ref, kind)
     if ref.repo_type is None:
-        if kind == "data":                 # --data owner/name:file: a dataset repo, else a model repo
+        if kind in ("data", "dataset"):    # --data owner/name:file: a dataset repo, else a model repo
             try:
                 return _download(HubRef(ref.repo_id, "dataset", ref.filename, ref.revision), kind)
             except HubError as e:
@@ -164,6 +166,8 @@ def resolve_cli_inputs(args: argparse.Namespace) -> None:
     for dest, kind in CLI_INPUTS.get(command, {}).items():
         value = getattr(args, dest, None)
         revision = getattr(args, "revision", None) if REVISION_OF.get(command) == dest else None
+        if command == "eval" and dest == "data" and getattr(args, "bench", None):
+            kind = "dataset"                # a benchmark's data: a file, or a whole repo's parquet files
         if isinstance(value, str):
             setattr(args, dest, local(value, kind, revision))
         elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):

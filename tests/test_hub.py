@@ -332,3 +332,19 @@ def test_the_command_in_its_own_process(hub, tmp_path):
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
     p = run("gone")                                 # online again, no server, but cached: the cache answers
     assert p.returncode == 0, p.stderr[-2000:]
+
+
+def test_a_benchmark_repo_brings_its_parquet_files(hub, tiny_model_dir):
+    import argparse
+
+    from minimind_v.hub import resolve_cli_inputs
+    hub.add("bench/MMStar", {"README.md": b"card", "mmstar.parquet": b"p", "data/val-0.parquet": b"q"},
+            repo_type="dataset")
+    args = argparse.Namespace(command="eval", model=str(tiny_model_dir), data=["bench/MMStar"], bench="mmstar",
+                              revision=None)
+    resolve_cli_inputs(args)
+    assert folder_files(Path(args.data[0])) == {"mmstar.parquet": b"p", "data/val-0.parquet": b"q"}
+    args = argparse.Namespace(command="eval", model=str(tiny_model_dir), data=["bench/MMStar"], bench=None,
+                              revision=None)
+    with pytest.raises(HubError, match="name the data file"):   # plain eval scores one file's rows
+        resolve_cli_inputs(args)
