@@ -210,6 +210,12 @@ def test_native_limit_and_folder_of_split_files(tmp_path, tiny_model_dir):
     bf.pope(tmp_path / "POPE" / "other" / "train-00000.parquet", n=3)
     b = bench.get_benchmark("pope")
     assert len(bench.load_bench_rows(b, [tmp_path / "POPE"])) == 10           # the test split's files only
+    sqa = tmp_path / "ScienceQA"                           # a repo with two configurations and three splits
+    bf.scienceqa(sqa / "ScienceQA-IMG" / "test-00000-of-00001.parquet", n=4)
+    bf.scienceqa(sqa / "ScienceQA-IMG" / "validation-00000-of-00001.parquet", n=3)
+    bf.scienceqa(sqa / "ScienceQA-FULL" / "test-00000-of-00001.parquet", n=5)
+    assert bench.bench_files(bench.get_benchmark("scienceqa-img"), sqa) == [
+        str(sqa / "ScienceQA-IMG" / "test-00000-of-00001.parquet")]
     rows = bench.load_bench_rows(b, [tmp_path / "POPE"], limit=7)
     res = bench.run_benchmark(VLM.load(tiny_model_dir), b, rows, batch_size=3, progress=False)
     assert res["n"] == 7 and len(res["metrics"]["per_split"]) == 3

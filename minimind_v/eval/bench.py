@@ -262,6 +262,7 @@ class Benchmark:
     headline: tuple = ()            # metric keys printed first
     image_optional: bool = False    # ScienceQA: a row without a picture is asked as text
     dataset: str = ""               # the published data set lmms-eval downloads
+    config: str = ""                # its configuration's folder in that repo, when it has several
 
 
 BENCHMARKS = {b.name: b for b in (
@@ -276,7 +277,7 @@ BENCHMARKS = {b.name: b for b in (
               headline=("mme_perception_score", "mme_cognition_score"), dataset="lmms-lab/MME"),
     Benchmark("scienceqa-img", "scienceqa_img", "test", ("question", "choices", "answer", "hint", "image"),
               sqa_prompt, sqa_row, exact_match_metrics, max_new_tokens=16, headline=("exact_match",),
-              image_optional=True, dataset="lmms-lab/ScienceQA (config ScienceQA-IMG)"),
+              image_optional=True, dataset="lmms-lab/ScienceQA", config="ScienceQA-IMG"),
     Benchmark("ai2d", "ai2d", "test", ("question", "options", "answer", "image"),
               ai2d_prompt, ai2d_row, exact_match_metrics, max_new_tokens=16, headline=("exact_match",),
               dataset="lmms-lab/ai2d"),
@@ -299,6 +300,8 @@ def bench_files(bench: Benchmark, data) -> list[str]:
         p = Path(d)
         if p.is_dir():
             found = sorted(p.rglob("*.parquet"))
+            if bench.config:                  # a repo with several configurations: the benchmark's one
+                found = [f for f in found if bench.config in f.relative_to(p).parts] or found
             split = [f for f in found if re.search(rf"(^|[/_.-]){re.escape(bench.split)}([/_.-]|$)",
                                                    str(f.relative_to(p)))]
             files += [str(f) for f in (split or found)]
@@ -312,18 +315,10 @@ def bench_files(bench: Benchmark, data) -> list[str]:
 
 
 def resolve_data(data: list[str]) -> list[str]:
-    """Local paths as they are; anything else through the hub resolver when the package has one."""
-    out = []
-    for d in data:
-        if Path(d).exists():
-            out.append(d)
-            continue
-        try:
-            from ..hub import resolve
-        except ImportError:
-            raise FileNotFoundError(f"{d}: no such file or folder") from None
-        out.append(str(resolve(d, "data")))
-    return out
+    """Local paths as they are; Hub ids (owner/name:file.parquet) through hub.py (the command line's --data
+    is resolved before it gets here; this is for `train --eval-bench-data`)."""
+    from ..hub import resolve
+    return [str(resolve(d, "data")) for d in data]
 
 
 class BenchRows:
