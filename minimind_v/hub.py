@@ -142,6 +142,28 @@ def resolve_many(specs, kind: str = "data", revision: str | None = None) -> list
     return [str(resolve(s, kind, revision)) for s in specs]
 
 
+def resolve_fields(obj, fields: dict[str, str]):
+    """A dataclass (TrainConfig: `resolve_fields(cfg, CLI_INPUTS["train"])`) with the Hub ids among the named
+    fields ({field: kind}) replaced by local paths; local paths stay as they are. The Python API's door, as
+    `resolve_cli_inputs` is the command line's."""
+    import dataclasses
+
+    def local(value):
+        if not isinstance(value, str) or Path(value).expanduser().exists() or parse(value) is None:
+            return value
+        return str(resolve(value, kind))
+    changes = {}
+    for name, kind in fields.items():
+        value = getattr(obj, name, None)
+        if isinstance(value, (list, tuple)):
+            value, new = list(value), [local(v) for v in value]
+        else:
+            new = local(value)
+        if new != value:
+            changes[name] = new
+    return dataclasses.replace(obj, **changes) if changes else obj
+
+
 def add_revision_flag(command: str, parser: argparse.ArgumentParser) -> None:
     """`--revision REV` on the commands of REVISION_OF."""
     if command in REVISION_OF:

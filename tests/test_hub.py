@@ -348,3 +348,15 @@ def test_a_benchmark_repo_brings_its_parquet_files(hub, tiny_model_dir):
                               revision=None)
     with pytest.raises(HubError, match="name the data file"):   # plain eval scores one file's rows
         resolve_cli_inputs(args)
+
+
+def test_train_config_fields_resolve(hub, synth_data, tmp_path):
+    from minimind_v.hub import CLI_INPUTS, resolve_fields
+    from minimind_v.train.config import TrainConfig
+    hub.add("tester/shapes", {"sft.parquet": Path(synth_data["sft"]).read_bytes()}, repo_type="dataset")
+    cfg = TrainConfig(stage="vlm-sft", data=["tester/shapes:sft.parquet", str(synth_data["sft"])],
+                      out=str(tmp_path / "run"))
+    got = resolve_fields(cfg, CLI_INPUTS["train"])
+    assert Path(got.data[0]).read_bytes() == Path(synth_data["sft"]).read_bytes()
+    assert got.data[1] == str(synth_data["sft"]) and got.out == cfg.out
+    assert resolve_fields(got, CLI_INPUTS["train"]) is got            # nothing left to resolve
