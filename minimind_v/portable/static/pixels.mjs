@@ -1,9 +1,10 @@
 // A picture -> the vision graph's inputs, as hf/pixels.py makes them (square or NaFlex size, PIL's resize,
 // (x/255 - mean)/std, p x p patches in raster order, each flattened (py, px, channel)).
 //
-// The resize is Pillow's 8-bit resampling: horizontal pass then vertical pass, each output pixel a weighted
-// sum with the filter's weights normalised per pixel, turned into fixed-point integers (22 fraction bits),
-// rounded and clipped to 0..255 after each pass. Doing the same arithmetic here gives the bytes Pillow gives.
+// The resize is Pillow's 8-bit resampling: two passes (horizontal then vertical, or the other way round when
+// the height shrinks by far more pixels than the width), each output pixel a weighted sum with the filter's
+// weights normalised per pixel, turned into fixed-point integers (22 fraction bits), rounded and clipped to
+// 0..255 after each pass. Doing the same arithmetic here gives the bytes Pillow gives.
 
 const PRECISION_BITS = 32 - 8 - 2;
 const FILTERS = {
@@ -53,37 +54,38 @@ const clip8 = (v) => {
   return x < 0 ? 0 : x > 255 ? 255 : x;
 };
 
-// rgb: Uint8Array (h, w, 3) -> Uint8Array (outH, outW, 3)
+// one pass along x (horizontal) or y: src (h, w, 3) -> (h, outW, 3) or (outH, w, 3)
+function pass(src, w, h, out, horizontal, filter) {
+  const taps = coefficients(horizontal ? w : h, out, filter);
+  const ow = horizontal ? out : w, oh = horizontal ? h : out;
+  const dst = new Uint8Array(ow * oh * 3);
+  for (let y = 0; y < oh; y++) for (let x = 0; x < ow; x++) {
+    const { xmin, k } = taps[horizontal ? x : y];
+    for (let c = 0; c < 3; c++) {
+      let s = 1 << (PRECISION_BITS - 1);
+      for (let i = 0; i < k.length; i++) {
+        s += src[(horizontal ? y * w + xmin + i : (xmin + i) * w + x) * 3 + c] * k[i];
+      }
+      dst[(y * ow + x) * 3 + c] = clip8(s);
+    }
+  }
+  return dst;
+}
+
+// rgb: Uint8Array (h, w, 3) -> Uint8Array (outH, outW, 3). Pillow (13.0, what this was checked against)
+// runs the vertical pass first when the height loses more than twice as many pixels as the width does.
 export function resize(rgb, w, h, outW, outH, resample) {
   const filter = FILTERS[resample];
-  let src = rgb, sw = w;
-  if (outW !== w) {
-    const taps = coefficients(w, outW, filter);
-    const out = new Uint8Array(h * outW * 3);
-    for (let y = 0; y < h; y++) for (let x = 0; x < outW; x++) {
-      const { xmin, k } = taps[x];
-      for (let c = 0; c < 3; c++) {
-        let s = 1 << (PRECISION_BITS - 1);
-        for (let i = 0; i < k.length; i++) s += src[(y * sw + xmin + i) * 3 + c] * k[i];
-        out[(y * outW + x) * 3 + c] = clip8(s);
-      }
-    }
-    src = out; sw = outW;
+  const verticalFirst = h - outH > 0 && h - outH > (w - outW) * 2;
+  let img = rgb;
+  if (verticalFirst) {
+    if (outH !== h) img = pass(img, w, h, outH, false, filter);
+    if (outW !== w) img = pass(img, w, outH, outW, true, filter);
+  } else {
+    if (outW !== w) img = pass(img, w, h, outW, true, filter);
+    if (outH !== h) img = pass(img, outW, h, outH, false, filter);
   }
-  if (outH !== h) {
-    const taps = coefficients(h, outH, filter);
-    const out = new Uint8Array(outH * sw * 3);
-    for (let y = 0; y < outH; y++) {
-      const { xmin, k } = taps[y];
-      for (let x = 0; x < sw; x++) for (let c = 0; c < 3; c++) {
-        let s = 1 << (PRECISION_BITS - 1);
-        for (let i = 0; i < k.length; i++) s += src[((xmin + i) * sw + x) * 3 + c] * k[i];
-        out[(y * sw + x) * 3 + c] = clip8(s);
-      }
-    }
-    src = out;
-  }
-  return src;
+  return img;
 }
 
 // The aspect-kept NaFlex size: the largest scale whose grid holds at most maxPatches patches (bisection).

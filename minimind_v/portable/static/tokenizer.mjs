@@ -3,7 +3,8 @@
 // Encoding: the text is split at added tokens (longest first), every other piece is cut by the byte-level
 // pre-tokenizer's pattern, each pre-token's UTF-8 bytes are mapped to the printable byte alphabet, and the
 // merges are applied by rank. Written text (what a person typed) keeps the conversation's control strings
-// (<|im_start|>, <|im_end|>, <|endoftext|>, <|image_pad|>) as plain characters, as data/chatml.py does.
+// (<|im_start|>, <|im_end|>, <|endoftext|>, <|image_pad|>) as plain characters, as data/chatml.py does:
+// the written text is cut at them and each is byte-level BPE'd on its own.
 // Decoding: the token strings joined, mapped back to bytes, read as UTF-8; special tokens are skipped.
 
 const PATTERN = /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+/gu;
@@ -87,9 +88,19 @@ export class Tokenizer {
     return ids;
   }
 
-  // split at added tokens (all of them, or all but the control strings for written text)
+  // split at added tokens; written text is first cut at the control strings, which become plain text
+  // pieces of their own (as tokenizer.py's encode_written_with_offsets)
   encode(text, written = false) {
-    const tokens = written ? this.added.filter((t) => !this.control.includes(t.content)) : this.added;
+    if (written && this.hasControl(text)) {
+      const ids = [];
+      const esc = this.control.map((c) => c.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+      for (const part of text.split(new RegExp(`(${esc.join("|")})`))) {
+        if (!part) continue;
+        ids.push(...(this.control.includes(part) ? this.encodePlain(part) : this.encode(part)));
+      }
+      return ids;
+    }
+    const tokens = this.added;
     const ids = [];
     let rest = text;
     while (rest.length) {
