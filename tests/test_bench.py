@@ -397,3 +397,26 @@ def test_model_and_data_by_hub_id(fake_hub, tmp_path, capsys):
         got = MiniMindV(pretrained="tester/steered-vlm", device="cpu").vlm.model.state_dict()
         want = VLM.load(model).model.state_dict()
         assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+
+
+@needs_lmms
+def test_lmms_model_takes_a_lora_adapter_folder(tmp_path, synth_data):
+    from types import SimpleNamespace
+
+    from minimind_v.eval.lmms_model import MiniMindV
+    from minimind_v.pipeline import VLM
+    from minimind_v.train.loop import TrainConfig, train
+    base = bf.steered_model(tmp_path / "steered")
+    adapter = Path(train(TrainConfig(stage="vlm-sft", data=[str(synth_data["sft"])], out=str(tmp_path / "lora"),
+                                     init_from=str(base), batch_size=4, lr=1e-2, max_steps=2, lora_rank=4,
+                                     progress=False, plot=False, device="cpu"))["model"])
+    assert (adapter / "adapter_config.json").exists()
+    b = bench.get_benchmark("pope")
+    rows = list(bench.load_bench_rows(b, [bf.pope(tmp_path / "pope.parquet", n=5)]))
+    reqs = [SimpleNamespace(args=(b.prompt(r), {"until": ["\n\n"], "max_new_tokens": 8}, lambda d: [
+        bench.row_picture(b, d)[0]], i, "pope", "test")) for i, r in enumerate(rows)]
+    lm = MiniMindV(pretrained=str(adapter), device="cpu", batch_size=2)
+    lm.task_dict = {"pope": {"test": rows}}
+    vlm = VLM.load(adapter)                                # the adapter merged onto its base, as chat loads it
+    assert lm.generate_until(reqs) == bench.generate_replies(
+        vlm, [b.prompt(r) for r in rows], [bench.row_picture(b, r) for r in rows], 8)
