@@ -31,8 +31,13 @@ wrappers use the same parameters and compute the same numbers in ops that trace 
 Two exporters write the same graphs: the TorchScript one (`dynamo=False`, opset 17; the default, a few seconds
 for the tiny models) and the torch.export-based one (`exporter="dynamo"`, opset 18; about twenty times slower
 to export here, and the one torch keeps: it reports the TorchScript exporter as deprecated since 2.9). Both
-give dynamic batch and lengths and the same logits (tests/test_onnx.py checks each). Parity with PyTorch is checked after writing (`verify`), and
-tests/test_onnx.py checks logits to 1e-4 and greedy tokens for the demo model and the upstream fixtures.
+give dynamic batch and lengths and the same logits (tests/test_onnx.py checks each).
+
+Every fp32 export is checked before it is put in place (`verify`): onnxruntime runs the written graphs on a
+random picture and a short prompt, first step and one cached step, and the visual tokens and logits must be
+within 1e-3 of PyTorch's, or the export stops with one line saying by how much (a model variant the
+wrappers do not cover fails here, not later in a user's app). tests/test_onnx.py holds them to 1e-4 and to
+the same greedy tokens for the demo model and the upstream fixtures.
 `--dtype fp16` casts the weights and the graphs' float inputs/outputs to fp16; `--quantize int8` runs
 onnxruntime's dynamic quantization (int8 weights for MatMul/Gather, activations quantized on the fly).
 """
@@ -329,6 +334,58 @@ def export_vision(model, path: Path, dtype: torch.dtype, exporter: str = "torchs
         _export(graph.eval(), args, path, ins, ["visual"], dyn, exporter)
 
 
+def verify(model, folder: Path, tol: float = 1e-3) -> float:
+    """Largest |onnxruntime - PyTorch| over visual tokens and logits of a fixed check (see the module doc);
+    raises ExportError above `tol`."""
+    import numpy as np
+    import onnxruntime as ort
+    cfg = model.cfg
+    g = torch.Generator().manual_seed(0)
+    n_img = 1 if model.vision_encoder is not None else 0
+    ids = torch.randint(13, cfg.vocab_size, (1, 6), generator=g)
+    if n_img:
+        ids = torch.cat([ids[:, :2], torch.full((1, cfg.image_token_len), cfg.image_token_id), ids[:, 2:]], 1)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    worst = 0.0
+    with torch.no_grad():
+        visual = torch.zeros(1, cfg.image_token_len, cfg.hidden_size)
+        if n_img:
+            v = cfg.vision
+            side = math.isqrt(v.num_patches)
+            pix = torch.rand(1, v.num_patches, 3 * v.patch_size ** 2, generator=g) * 2 - 1     # a full grid
+            packed = pix
+            if v.resize == "naflex":                     # the package's NaFlex layout: one more row, the grid
+                grid = torch.zeros(1, 1, pix.shape[2])
+                grid[0, 0, :2] = side
+                packed = torch.cat([pix, grid], 1)
+            visual = model.encode_images(packed)
+            vs = ort.InferenceSession(str(folder / "vision.onnx"), opts, providers=["CPUExecutionProvider"])
+            feed = {"pixel_values": pix.numpy()}
+            if v.encoder_class != "siglip":
+                feed.update(pixel_attention_mask=np.ones((1, v.num_patches), np.int64),
+                            spatial_shapes=np.array([[side, side]], np.int64))
+            got = vs.run(["visual"], feed)[0]
+            worst = max(worst, float(np.abs(got - visual.numpy()).max()))
+        want = model(ids, visual_tokens=visual if n_img else None).logits[0].numpy()
+    dec = ort.InferenceSession(str(folder / "decoder.onnx"), opts, providers=["CPUExecutionProvider"])
+    t = ids.shape[1]
+    empty = np.zeros((1, cfg.num_key_value_heads, 0, cfg.head_dim), np.float32)
+    feed = {"input_ids": ids[:, :-1].numpy(), "visual": visual.numpy(), "attention_mask": np.ones((1, t - 1), np.int64),
+            "position_ids": np.arange(t - 1)[None]}
+    feed.update({n: empty for n in _names(cfg.num_hidden_layers, "past")})
+    out = dec.run(None, feed)
+    worst = max(worst, float(np.abs(out[0][0] - want[:-1]).max()))
+    feed = {"input_ids": ids[:, -1:].numpy(), "visual": visual.numpy(), "attention_mask": np.ones((1, t), np.int64),
+            "position_ids": np.array([[t - 1]])}
+    feed.update(dict(zip(_names(cfg.num_hidden_layers, "past"), out[1:])))
+    worst = max(worst, float(np.abs(dec.run(["logits"], feed)[0][0, -1] - want[-1]).max()))
+    if worst > tol:
+        raise ExportError(f"the exported graphs disagree with PyTorch by {worst:.2e} (more than {tol:g}) on the "
+                          f"check prompt: this model is not exported correctly")
+    return worst
+
+
 def check_exportable(model) -> None:
     cfg = model.cfg
     if cfg.rope_scaling and cfg.rope_scaling.get("type") not in (None, "yarn"):
@@ -400,6 +457,8 @@ def export_onnx(src: str | Path, dst: str | Path, dtype: str = "fp32", quantize:
             log(f"  vision.onnx ({(stage / 'vision.onnx').stat().st_size / 1e6:.1f} MB)")
         else:
             log("  no vision encoder in this folder: text-only export")
+        if dtype == "fp32":
+            log(f"  checked against PyTorch: largest difference {verify(model, stage):.1e}")
         if quantize:
             quantize_int8(stage, names, log)
         tok.save(stage)
