@@ -231,6 +231,8 @@ def to_reference(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.fl
         for path, folder in outs.values():          # every file written: now each takes its place
             if (stage / path.name).exists():
                 commit(stage / path.name, path, folder)
+            elif overwrite and path.is_dir():       # a replaced export's encoder folder that no longer belongs
+                shutil.rmtree(path)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return dst
