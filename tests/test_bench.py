@@ -340,6 +340,8 @@ def test_lmms_model_registered_batched_several_pictures_any_folder(tmp_path):
     got = lm.loglikelihood([SimpleNamespace(args=(f"Question {k}?", c, lambda d: d["pics"], k, "t", "test"))
                             for c in conts])
     assert [g[1] for g in got] == [True, False]
+    with pytest.raises(ValueError, match="unknown model_args temprature"):
+        cls.create_from_arg_string(f"pretrained={model},temprature=0", {"batch_size": "auto", "device": "cpu"})
     prompt = vlm.prompt_ids([{"role": "user", "content": f"Question {k}?"}], len(docs[k]["pics"]))
     for c, (logp, _) in zip(conts, got):
         want = vlm.tok.encode(c)

@@ -67,12 +67,15 @@ def _model_class():
                      dtype: str = "fp32", max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, **kwargs) -> None:
             super().__init__()
             import torch
+            unknown = sorted(k for k, v in kwargs.items() if v is not None and k != "max_batch_size")
+            if unknown:                   # max_batch_size: lmms-eval's own, for "auto" batch sizes
+                raise ValueError(f"minimind_v: unknown model_args {', '.join(unknown)} (known: pretrained, device, "
+                                 f"batch_size, dtype, max_new_tokens)")
             if device in (None, "", "auto"):
                 device = "cuda" if torch.cuda.is_available() else "cpu"
             self.vlm = VLM.load(_resolve_model(str(pretrained)), device=device, dtype=torch_dtype(str(dtype)))
-            self.batch_size_per_gpu = 8 if str(batch_size) == "auto" else int(batch_size)
+            self.batch_size_per_gpu = 8 if str(batch_size).startswith("auto") else int(batch_size)   # auto, auto:N
             self.max_new_tokens = int(max_new_tokens)
-            self._ignored = sorted(k for k, v in kwargs.items() if v is not None)   # e.g. max_batch_size
 
         @property
         def batch_size(self) -> int:
@@ -105,6 +108,7 @@ def _model_class():
                 temperature = float(gen.get("temperature") or 0.0) if gen.get("do_sample", True) else 0.0
                 top_p = float(gen.get("top_p") or 1.0)
                 sampling = {"top_p": top_p} if temperature > 0 and 0 < top_p < 1 else {}
+                idx.sort(key=lambda i: -len(args[i][0]))     # similar lengths share a batch: less padding
                 for s in range(0, len(idx), self.batch_size):
                     chunk = idx[s:s + self.batch_size]
                     prompts, pictures = [], []
