@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import json
-from pathlib import Path
 
 MODEL_ID = "minimind_v"
 
@@ -39,12 +38,8 @@ def __getattr__(name: str):
 
 
 def _resolve_model(spec: str) -> str:
-    if Path(spec).exists():
-        return spec
-    try:
-        from ..hub import resolve
-    except ImportError:
-        raise FileNotFoundError(f"{spec}: no such model folder") from None
+    """A local folder as it is; a Hub id (owner/name) downloaded into the cache by hub.py."""
+    from ..hub import resolve
     return str(resolve(spec, "model"))
 
 
