@@ -100,6 +100,10 @@ def test_row1_train_out_never_holds_its_from(base, synth_data, tmp_path, capsys)
     line = one_line_error(capsys, main(train_args(synth_data["sft"], rr / "model" / "sub", "--from",
                                                   str(rr / "model"))))
     assert "overlap" in line
+    data = tmp_path / "d.parquet"
+    data.write_bytes(Path(synth_data["sft"]).read_bytes())
+    line = one_line_error(capsys, main(train_args(data, data, "--from", str(rr / "model"))))   # --out = the data
+    assert "is the input" in line and "(--data)" in line
     assert tree_sums(rr) == before
 
 

@@ -189,6 +189,11 @@ class TrainConfig:
             raise ValueError(f"--out {self.out} and --from {self.init_from} overlap ({why}); training writes "
                              f"OUT/model and checkpoints, so the run folder must lie outside the model it starts "
                              f"from")
+        for flag, paths in (("--data", self.data), ("--tokenizer", [self.tokenizer]),
+                            ("--vision-encoder", [self.vision_encoder])):
+            why = overlap(self.out, [p for p in paths or [] if p], replacing=False) if self.out else None
+            if why:             # the run would write its folder onto (or into) something it reads
+                raise ValueError(f"--out {self.out}: {why} ({flag}); choose a run folder elsewhere")
         if self.lora_rank and self.init_from:
             from ..formats.adapter import is_adapter_folder
             if is_adapter_folder(self.init_from):
