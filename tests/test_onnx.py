@@ -438,10 +438,16 @@ def test_a_part_that_cannot_be_exported_is_one_line(tmp_path, monkeypatch, capsy
 
 def test_a_wrong_graph_is_caught_before_it_is_written(tmp_path, monkeypatch):
     """The export checks the written graphs against PyTorch: a decoder graph that computes something else
-    (here: no rotary positions) stops the export with one line, and nothing is left behind."""
+    (here: q/k norms scaled by 1.5; then no rotary positions at all) stops the export with one line,
+    and nothing is left behind."""
     from minimind_v.portable import onnx_export
     src = demo_folder(tmp_path / "demo", REF / "tokenizer")
-    monkeypatch.setattr(onnx_export, "_rope", lambda x, cos, sin: x)
+    rms = onnx_export._rms
+    monkeypatch.setattr(onnx_export, "_rms", lambda norm, x: rms(norm, x) * 1.5)
     with pytest.raises(onnx_export.ExportError, match="disagree with PyTorch by"):
+        export_onnx(src, tmp_path / "o", **quiet)
+    monkeypatch.setattr(onnx_export, "_rms", rms)
+    monkeypatch.setattr(onnx_export, "_rope", lambda x, cos, sin: x)
+    with pytest.raises(onnx_export.ExportError, match=r"lost inputs \['position_ids'\]"):
         export_onnx(src, tmp_path / "o", **quiet)
     assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.*"))

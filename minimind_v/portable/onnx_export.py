@@ -369,6 +369,11 @@ def verify(model, folder: Path, tol: float = 1e-3) -> float:
             worst = max(worst, float(np.abs(got - visual.numpy()).max()))
         want = model(ids, visual_tokens=visual if n_img else None).logits[0].numpy()
     dec = ort.InferenceSession(str(folder / "decoder.onnx"), opts, providers=["CPUExecutionProvider"])
+    expected = ["input_ids", "visual", "attention_mask", "position_ids"] + _names(cfg.num_hidden_layers, "past")
+    found = [i.name for i in dec.get_inputs()]
+    if found != expected:
+        missing = [n for n in expected if n not in found]
+        raise ExportError(f"the exported decoder graph lost inputs {missing}: this model is not exported correctly")
     t = ids.shape[1]
     empty = np.zeros((1, cfg.num_key_value_heads, 0, cfg.head_dim), np.float32)
     feed = {"input_ids": ids[:, :-1].numpy(), "visual": visual.numpy(), "attention_mask": np.ones((1, t - 1), np.int64),
