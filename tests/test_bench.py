@@ -32,12 +32,19 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFL
 
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch, tmp_path):
-    # huggingface_hub reads HF_HUB_OFFLINE once, at import: imported here first, under the environment the
-    # suite runs in, so that a later test module (the stand-in Hub of test_hub.py) is not left offline
-    import huggingface_hub.constants  # noqa: F401
+    """Offline, a private HF_HOME, and the process left as it was found: importing lmms-eval turns on Pillow's
+    LOAD_TRUNCATED_IMAGES (lmms_eval/api/task.py) and adds warning filters, which later test modules must not
+    inherit (they check that a truncated picture is refused)."""
+    import warnings
+
+    import huggingface_hub.constants  # noqa: F401  (it reads HF_HUB_OFFLINE once, at import: not under ours)
+    from PIL import Image, ImageFile
+    saved = (ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS, list(warnings.filters))
     for k, v in OFFLINE.items():
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    yield
+    ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS, warnings.filters[:] = saved
 
 
 class FixedReplies:
