@@ -6,7 +6,7 @@
     minimind-v chat --model DIR [--image PATH] [--prompt TEXT]
     minimind-v serve --model DIR [--host H --port P]  OpenAI-compatible API + web chat page
     minimind-v tokenizer train --data F... --out DIR train a byte-level BPE tokenizer
-    minimind-v data synth|check|convert|preview|stats  write, check, convert and inspect data sets
+    minimind-v data synth|check|convert|preview|stats|emoji  write, check, convert and inspect data sets
     minimind-v convert SRC DST [--to ours|reference|hf]  original MiniMind-V checkpoints <-> model folders
     minimind-v export --model DIR --to hf|reference OUT  a model folder for transformers or the original code
     minimind-v merge ADAPTER_DIR OUT                 fold a LoRA adapter (train --lora-rank) into a model folder

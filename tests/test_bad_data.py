@@ -134,7 +134,7 @@ def test_reader_names_every_kind(mixed, tiny_tokenizer):
 
 
 def test_bomb_is_refused_before_decoding(monkeypatch):
-    from minimind_v.model import vision
+    from minimind_v import image as vision
     bomb = _bomb_png(100_000, 100_000)
     decoded = []
     monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(self.size))

@@ -382,11 +382,10 @@ def val_rows(e: Emoji, asker: Asker, seed: int, tasks: list[str] | None = None) 
 
 
 def picture_png(path: Path) -> bytes:
-    """The picture made RGB on white, as PNG bytes (optimize=True: the same bytes every time)."""
-    from PIL import Image
-    with Image.open(path) as im:
-        rgba = im.convert("RGBA")
-    rgb = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    """The picture made RGB on white (the guarded opener's `to_rgb`), as PNG bytes (optimize=True: the same
+    bytes every time)."""
+    from ..image import open_image_file
+    rgb = open_image_file(path)
     buf = io.BytesIO()
     rgb.save(buf, format="PNG", optimize=True)
     return buf.getvalue()
