@@ -315,7 +315,8 @@ class Command(NamedTuple):
 COMMANDS: dict[str, Command] = {
     "demo": Command(_add_demo, "the built-in demo: synthetic shapes -> tokenizer -> tiny VLM -> eval -> chat"),
     "train": Command(_add_train, "train one stage (llm-pretrain, llm-sft, vlm-pretrain, vlm-sft)"),
-    "eval": Command(_add_eval, "score a model's answers on a parquet file with an `answer` column"),
+    "eval": Command(_add_eval, "score a model's answers on a parquet file with an `answer` column, or on a "
+                               "standard benchmark (--bench mmstar|pope|mme|scienceqa-img|ai2d)"),
     "chat": Command(_add_chat, "talk to a model about an image (streams tokens)"),
     "serve": Command(_add_serve, "serve a model: OpenAI-compatible chat API + web chat page"),
     "tokenizer": Command(_add_tokenizer, "train a byte-level BPE tokenizer"),
