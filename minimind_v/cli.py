@@ -3,6 +3,7 @@
     minimind-v demo                                  the built-in end-to-end demo (synthetic shapes)
     minimind-v train --stage STAGE --data F... --out DIR [--from DIR | --preset P --tokenizer DIR]
     minimind-v eval --model DIR --data FILE.parquet [--blind] [--out FILE.json]
+    minimind-v eval --bench mmstar|pope|mme|scienceqa-img|ai2d --model DIR --data PATH   a standard benchmark
     minimind-v chat --model DIR [--image PATH] [--prompt TEXT]
     minimind-v serve --model DIR [--host H --port P]  OpenAI-compatible API + web chat page
     minimind-v tokenizer train --data F... --out DIR train a byte-level BPE tokenizer
