@@ -1,7 +1,7 @@
 """Small local copies of the benchmarks in their published parquet layout, with pictures drawn here.
 
 The columns and types are those of the published files that lmms-eval's task definitions read (MMStar:
-Lin-Chen/MMStar; POPE, MME, ScienceQA-IMG, AI2D: the lmms-lab copies): a picture is Hugging Face's Image
+Lin-Chen/MMStar; POPE, MME, ScienceQA-IMG, AI2D: the lmms-lab(-encoder) copies): a picture is Hugging Face's Image
 feature, a struct {bytes, path}, and the file carries the `huggingface` features metadata that `datasets`
 reads to decode it (which is how lmms-eval gets a PIL image from a local parquet file). `task_yaml` writes an
 lmms-eval task definition that includes the installed task's own YAML and only points it at the local file.

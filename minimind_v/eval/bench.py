@@ -271,16 +271,16 @@ BENCHMARKS = {b.name: b for b in (
     Benchmark("pope", "pope", "test", ("question_id", "question", "image", "answer"),
               pope_prompt, pope_row, pope_metrics, max_new_tokens=128,
               headline=("pope_accuracy", "pope_precision", "pope_recall", "pope_f1_score", "pope_yes_ratio"),
-              dataset="lmms-lab/POPE"),
+              dataset="lmms-lab-encoder/POPE"),
     Benchmark("mme", "mme", "test", ("question_id", "question", "image", "answer", "category"),
               mme_prompt, mme_row, mme_metrics, max_new_tokens=16,
-              headline=("mme_perception_score", "mme_cognition_score"), dataset="lmms-lab/MME"),
+              headline=("mme_perception_score", "mme_cognition_score"), dataset="lmms-lab-encoder/MME"),
     Benchmark("scienceqa-img", "scienceqa_img", "test", ("question", "choices", "answer", "hint", "image"),
               sqa_prompt, sqa_row, exact_match_metrics, max_new_tokens=16, headline=("exact_match",),
-              image_optional=True, dataset="lmms-lab/ScienceQA", config="ScienceQA-IMG"),
+              image_optional=True, dataset="lmms-lab-encoder/ScienceQA", config="ScienceQA-IMG"),
     Benchmark("ai2d", "ai2d", "test", ("question", "options", "answer", "image"),
               ai2d_prompt, ai2d_row, exact_match_metrics, max_new_tokens=16, headline=("exact_match",),
-              dataset="lmms-lab/ai2d"),
+              dataset="lmms-lab-encoder/ai2d"),
 )}
 
 
