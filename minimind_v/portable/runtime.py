@@ -124,6 +124,10 @@ class OnnxVLM:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        # threads that finished their share sleep instead of spinning, as the PyTorch side's OpenMP threads do
+        # (cpu_pace.py: a spinning thread on a shared CPU slows every operation); OMP_WAIT_POLICY=ACTIVE spins
+        spin = os.environ.get("OMP_WAIT_POLICY", "").upper() == "ACTIVE"
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
 
         def session(name):
             path = self.folder / name
