@@ -5,7 +5,7 @@
     OUT/tokenizer.json      the tokenizer (and tokenizer_config.json with the chat template)
     OUT/minimind_v_onnx.json  shapes, ids, pixel settings, generation defaults, dtype, format version
 
-Why the graphs are written as wrappers (VisionGraph, DecoderGraph) over the model's own modules rather
+Why the graphs are written as wrappers (DecoderGraph, NaflexVision, SquareVision) over the model's own modules rather
 than by exporting `MiniMindVLM.forward`: the PyTorch path chooses its attention kernel, its mask and its
 cache layout at run time (SDPA flags, a preallocated cache written in place, MoE experts run on the rows
 routed to them, the NaFlex position grid resized per picture); none of that is a static graph. The
@@ -45,12 +45,10 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .runtime import FORMAT, SETTINGS, VERSION
