@@ -259,6 +259,12 @@ def test_runtime_runs_where_torch_cannot_be_imported(tmp_path):
     want = generate(model, [ids], SamplingParams(max_new_tokens=6, stop_ids=(rt.tok.eos_id,)), vlm_pix[None])
     assert f"tokens {want[0]}" in res.stdout
     assert f"answer {rt.tok.decode(want[0])!r}" in res.stdout
+    # the command line too: `minimind-v chat --runtime onnx` never imports torch
+    res = subprocess.run([sys.executable, "-m", "minimind_v.cli", "chat", "--runtime", "onnx", "--model",
+                          str(tmp_path / "onnx"), "--image", str(tmp_path / "pic.png"), "--prompt", "What?", "--greedy",
+                          "--max-new-tokens", "6"], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == rt.tok.decode(want[0]) + "\n"
 
 
 def test_export_cli_and_errors(tmp_path, capsys):

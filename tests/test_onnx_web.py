@@ -228,3 +228,14 @@ def test_page_tokenizer_and_pixels_equal_python(browser, exported):
         if resize == "naflex":
             assert px["shapes"] == ref["spatial_shapes"][0].tolist()
             assert px["mask"] == ref["pixel_attention_mask"][0].tolist()
+
+
+def test_missing_npm_is_one_clear_line(tmp_path, monkeypatch):
+    """No onnxruntime-web in the cache and no npm: the web export stops before any work, saying what to do."""
+    from minimind_v.portable import web as web_mod
+    from minimind_v.portable.onnx_export import ExportError
+    monkeypatch.setenv("MINIMIND_V_NPM_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(web_mod.shutil, "which", lambda name: None)
+    with pytest.raises(ExportError, match=r"needs onnxruntime-web 1\.31\.1 from npm, and npm is not installed"):
+        export_web(REF, tmp_path / "web", log=lambda m: None)
+    assert not (tmp_path / "web").exists()
