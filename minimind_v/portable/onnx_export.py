@@ -401,13 +401,29 @@ def check_exportable(model) -> None:
 
 def quantize_int8(folder: Path, names: list[str], log=print) -> None:
     """onnxruntime's dynamic quantization, in place: int8 weights, activations quantized per call."""
+    import logging
+
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    for name in names:
-        src = folder / name
-        tmp = folder / (name + ".int8")
-        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
-        tmp.replace(src)
-        log(f"  {name}: int8 weights ({src.stat().st_size / 1e6:.1f} MB)")
+
+    class SkipAdvice(logging.Filter):
+        """quantize_dynamic logs advice to run its pre-processing (shape inference and graph optimisation for
+        static quantization) on every call; the graphs here already carry their shapes, and this one line of
+        advice is all that is held back."""
+        def filter(self, record):
+            return "consider to run pre-processing before quantization" not in record.getMessage()
+
+    root = logging.getLogger()
+    quiet = SkipAdvice()
+    root.addFilter(quiet)
+    try:
+        for name in names:
+            src = folder / name
+            tmp = folder / (name + ".int8")
+            quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
+            tmp.replace(src)
+            log(f"  {name}: int8 weights ({src.stat().st_size / 1e6:.1f} MB)")
+    finally:
+        root.removeFilter(quiet)
 
 
 def export_onnx(src: str | Path, dst: str | Path, dtype: str = "fp32", quantize: str | None = None,
