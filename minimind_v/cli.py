@@ -245,7 +245,8 @@ def _add_export(e) -> None:
     e.description = ("--to hf writes a folder that AutoProcessor and AutoModelForImageTextToText (or "
                      "AutoModelForCausalLM) load with trust_remote_code=True, and pipeline('image-text-to-text') "
                      "uses: tokenizer, image processor, chat template, model card; --to reference writes the "
-                     "original's .pth layout.")
+                     "original's .pth layout; --to onnx writes graphs that onnxruntime runs without torch (chat / "
+                     "serve --runtime onnx); --to web a static folder whose page runs the model in a browser.")
     e.add_argument("--model", required=True, help="model folder to export")
     e.add_argument("--to", required=True, choices=["hf", "reference", "onnx", "web"],
                    help="hf: a transformers folder (remote code); reference: the original's .pth + config; onnx: "
@@ -253,7 +254,7 @@ def _add_export(e) -> None:
                         "runs the model in the browser (docs/onnx.md)")
     e.add_argument("out", help="output folder (hf, onnx, web) or .pth file (reference)")
     e.add_argument("--dtype", default="fp32", choices=list(DTYPES),
-                   help="dtype of the written weights (onnx / web: fp32 or fp16)")
+                   help="dtype of the written weights (onnx: fp32 or fp16; web: fp32)")
     e.add_argument("--quantize", choices=["int8"],
                    help="onnx / web: int8 weights (onnxruntime dynamic quantization)")
     e.add_argument("--exporter", default="torchscript", choices=["torchscript", "dynamo"],
