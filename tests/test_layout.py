@@ -252,3 +252,15 @@ def test_picture_code_has_one_home():
     assert not found, f"picture code outside hf/pixels.py: {found}"
     pixels_imports = {n.module or "" for n in ast.walk(ast.parse(home.read_text())) if isinstance(n, ast.ImportFrom)}
     assert pixels_imports <= {"__future__", "PIL"}, f"hf/pixels.py must stay numpy + PIL only: {pixels_imports}"
+
+
+def test_no_function_over_100_lines():
+    long = {f"{path.relative_to(ROOT)}:{n.name}": n.end_lineno - n.lineno + 1
+            for path in sorted(PACKAGE.rglob("*.py"))
+            for n in ast.walk(ast.parse(path.read_text(), str(path)))
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 100}
+    assert not long, f"functions over 100 lines (split them into their steps): {long}"
+
+
+def test_training_loop_reads_in_one_sitting():
+    assert len((PACKAGE / "train" / "loop.py").read_text().splitlines()) < 400

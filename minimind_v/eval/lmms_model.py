@@ -43,6 +43,17 @@ def _resolve_model(spec: str) -> str:
     return str(resolve(spec, "model"))
 
 
+def generation_args(gen: dict | None, default_max_new: int) -> tuple[list[str], int, float, dict]:
+    """lmms-eval's generation arguments -> (stop strings, max new tokens, temperature, other sampling)."""
+    gen = dict(gen or {})
+    until = gen.get("until") or []
+    until = [until] if isinstance(until, str) else list(until)
+    max_new = int(gen.get("max_new_tokens") or default_max_new)
+    temperature = float(gen.get("temperature") or 0.0) if gen.get("do_sample", True) else 0.0
+    top_p = float(gen.get("top_p") or 1.0)
+    return until, max_new, temperature, ({"top_p": top_p} if temperature > 0 and 0 < top_p < 1 else {})
+
+
 @functools.lru_cache(maxsize=None)
 def _model_class():
     from lmms_eval.api.model import lmms
@@ -96,13 +107,7 @@ def _model_class():
             out = [""] * len(args)
             bar = tqdm(total=len(args), desc="minimind_v", disable=self.rank != 0)
             for idx in groups.values():
-                gen = dict(args[idx[0]][1] or {})
-                until = gen.get("until") or []
-                until = [until] if isinstance(until, str) else list(until)
-                max_new = int(gen.get("max_new_tokens") or self.max_new_tokens)
-                temperature = float(gen.get("temperature") or 0.0) if gen.get("do_sample", True) else 0.0
-                top_p = float(gen.get("top_p") or 1.0)
-                sampling = {"top_p": top_p} if temperature > 0 and 0 < top_p < 1 else {}
+                until, max_new, temperature, sampling = generation_args(args[idx[0]][1], self.max_new_tokens)
                 idx.sort(key=lambda i: -len(args[i][0]))     # similar lengths share a batch: less padding
                 for s in range(0, len(idx), self.batch_size):
                     chunk = idx[s:s + self.batch_size]

@@ -20,6 +20,7 @@ import asyncio
 import hmac
 import json
 import logging
+from dataclasses import dataclass
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def create_app(vlm, *, name: str | None = None, api_key: str | None = None, limi
     # Work is bounded before it is spent: a prompt of more characters than the context could hold even if
     # every token were the vocabulary's longest is refused before tokenising (10 MB of text once took 25 s
     # and 4 GB to tokenise, only to be refused for its length afterwards).
-    max_prompt_chars = max_context * vlm.tok.max_token_chars
+    served = Served(vlm, engine, name, defaults, limits, max_context, max_context * vlm.tok.max_token_chars, poll_s)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -111,43 +112,11 @@ def create_app(vlm, *, name: str | None = None, api_key: str | None = None, limi
                            param="model", code="model_not_found")
         return model_card()
 
-    def prepare(body: bytes):
-        """JSON -> request -> images -> prompt ids -> a Job (without its emit callback). Worker thread."""
-        req = P.parse_request(P.parse_json(body), defaults, limits.max_images)
-        if req.model != name:
-            raise APIError(404, f"The model '{req.model}' does not exist (this server has '{name}')",
-                           param="model", code="model_not_found")
-        chars = sum(len(m["content"]) for m in req.messages)
-        if 4 * len(req.messages) > max_context:          # each message's template alone takes 4 tokens or more
-            raise bad_request(f"This model's maximum context length is {max_context} tokens, and {len(req.messages)} "
-                              f"messages take at least {4 * len(req.messages)}", "messages", "context_length_exceeded")
-        if chars > max_prompt_chars:
-            raise bad_request(f"This model's maximum context length is {max_context} tokens, and the messages hold "
-                              f"{chars} characters: more than {max_prompt_chars}, which no {max_context} tokens "
-                              f"can spell", "messages", "context_length_exceeded")
-        images = [load_image_url(ref.url, limits, ref.param) for ref in req.images]
-        try:
-            ids = vlm.prompt_ids(req.messages, len(images))
-        except ValueError as e:
-            raise bad_request(f"cannot build the prompt: {e}", "messages") from None
-        room = max_context - len(ids)
-        if room < 1:
-            raise bad_request(f"This model's maximum context length is {max_context} tokens, but the messages "
-                              f"take {len(ids)} tokens (each image counts {vlm.model.cfg.image_token_len})",
-                              "messages", "context_length_exceeded")
-        if req.max_tokens is not None and req.max_tokens > room:
-            raise bad_request(f"This model's maximum context length is {max_context} tokens: {len(ids)} in the "
-                              f"messages leave {room} for the completion, but {req.max_tokens} were requested",
-                              "max_tokens", "context_length_exceeded")
-        params = vlm.params(max_new_tokens=req.max_tokens or min(defaults.max_tokens, room),
-                            temperature=req.temperature, top_p=req.top_p, top_k=req.top_k, seed=req.seed)
-        return req, Job(ids=ids, pixels=vlm.pixels(images), params=params, emit=None, stop=req.stop)
-
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         check_auth(request)
         body = await read_body(request, max_body_bytes, body_timeout)
-        req, job = await run_in_threadpool(prepare, body)
+        req, job = await run_in_threadpool(prepare, body, served)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         job.emit = lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev)
@@ -157,49 +126,9 @@ def create_app(vlm, *, name: str | None = None, api_key: str | None = None, limi
             raise APIError(429, f"the server is busy ({e}); retry later", code="server_busy") from None
         cid, t0 = P.new_id(), P.now()
         if req.stream:
-            return StreamingResponse(sse(job, events, cid, t0, req.include_usage), media_type="text/event-stream",
+            return StreamingResponse(sse(job, events, cid, t0, req.include_usage, served), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        return await collect(request, job, events, cid, t0)
-
-    async def collect(request: Request, job: Job, events: asyncio.Queue, cid: str, t0: int):
-        parts, checked = [], loop_time()
-        while True:
-            try:
-                ev = await asyncio.wait_for(events.get(), poll_s)
-            except asyncio.TimeoutError:
-                ev = None
-            if loop_time() - checked >= poll_s:         # events may never pause: look at the clock
-                checked = loop_time()
-                if await request.is_disconnected():
-                    engine.cancel(job)
-                    return Response(status_code=400)       # nobody is listening any more
-            if ev is None:
-                continue
-            if ev[0] == "delta":
-                parts.append(ev[1])
-            elif ev[0] == "done":
-                return P.completion(cid, t0, name, "".join(parts), ev[1], P.usage(ev[2], ev[3]))
-            else:
-                raise APIError(500, ev[1], code="generation_failed")
-
-    async def sse(job: Job, events: asyncio.Queue, cid: str, t0: int, include_usage: bool):
-        try:
-            yield data(P.chunk(cid, t0, name, {"role": "assistant", "content": ""}))
-            while True:
-                ev = await events.get()
-                if ev[0] == "delta":
-                    yield data(P.chunk(cid, t0, name, {"content": ev[1]}))
-                elif ev[0] == "done":
-                    yield data(P.chunk(cid, t0, name, {}, ev[1]))
-                    if include_usage:
-                        yield data(P.usage_chunk(cid, t0, name, P.usage(ev[2], ev[3])))
-                    break
-                else:
-                    yield data(APIError(500, ev[1], code="generation_failed").body())
-                    break
-            yield "data: [DONE]\n\n"
-        finally:
-            engine.cancel(job)          # no-op when finished; frees the slot when the client went away
+        return await collect(request, job, events, cid, t0, served)
 
     @app.get("/", include_in_schema=False)
     async def index():
@@ -210,6 +139,97 @@ def create_app(vlm, *, name: str | None = None, api_key: str | None = None, limi
         from .web_folder import WebFolder, check_web_folder
         app.mount("/web", WebFolder(directory=check_web_folder(web), html=True), name="web")
     return app
+
+
+@dataclass
+class Served:
+    """What the request handlers read: the model, its engine and name, and the limits it is served under."""
+    vlm: object
+    engine: object
+    name: str
+    defaults: P.Defaults
+    limits: ImageLimits
+    max_context: int
+    max_prompt_chars: int       # characters no max_context tokens could spell: refused before tokenising
+    poll_s: float
+
+
+def prepare(body: bytes, s: "Served"):
+    """JSON -> request -> images -> prompt ids -> a Job (without its emit callback). Worker thread."""
+    req = P.parse_request(P.parse_json(body), s.defaults, s.limits.max_images)
+    if req.model != s.name:
+        raise APIError(404, f"The model '{req.model}' does not exist (this server has '{s.name}')",
+                       param="model", code="model_not_found")
+    chars = sum(len(m["content"]) for m in req.messages)
+    if 4 * len(req.messages) > s.max_context:          # each message's template alone takes 4 tokens or more
+        raise bad_request(f"This model's maximum context length is {s.max_context} tokens, and {len(req.messages)} "
+                          f"messages take at least {4 * len(req.messages)}", "messages", "context_length_exceeded")
+    if chars > s.max_prompt_chars:
+        raise bad_request(f"This model's maximum context length is {s.max_context} tokens, and the messages hold "
+                          f"{chars} characters: more than {s.max_prompt_chars}, which no {s.max_context} tokens "
+                          f"can spell", "messages", "context_length_exceeded")
+    images = [load_image_url(ref.url, s.limits, ref.param) for ref in req.images]
+    try:
+        ids = s.vlm.prompt_ids(req.messages, len(images))
+    except ValueError as e:
+        raise bad_request(f"cannot build the prompt: {e}", "messages") from None
+    room = s.max_context - len(ids)
+    if room < 1:
+        raise bad_request(f"This model's maximum context length is {s.max_context} tokens, but the messages "
+                          f"take {len(ids)} tokens (each image counts {s.vlm.model.cfg.image_token_len})",
+                          "messages", "context_length_exceeded")
+    if req.max_tokens is not None and req.max_tokens > room:
+        raise bad_request(f"This model's maximum context length is {s.max_context} tokens: {len(ids)} in the "
+                          f"messages leave {room} for the completion, but {req.max_tokens} were requested",
+                          "max_tokens", "context_length_exceeded")
+    params = s.vlm.params(max_new_tokens=req.max_tokens or min(s.defaults.max_tokens, room),
+                        temperature=req.temperature, top_p=req.top_p, top_k=req.top_k, seed=req.seed)
+    return req, Job(ids=ids, pixels=s.vlm.pixels(images), params=params, emit=None, stop=req.stop)
+
+
+
+async def collect(request: Request, job: Job, events: asyncio.Queue, cid: str, t0: int, s: "Served"):
+    parts, checked = [], loop_time()
+    while True:
+        try:
+            ev = await asyncio.wait_for(events.get(), s.poll_s)
+        except asyncio.TimeoutError:
+            ev = None
+        if loop_time() - checked >= s.poll_s:         # events may never pause: look at the clock
+            checked = loop_time()
+            if await request.is_disconnected():
+                s.engine.cancel(job)
+                return Response(status_code=400)       # nobody is listening any more
+        if ev is None:
+            continue
+        if ev[0] == "delta":
+            parts.append(ev[1])
+        elif ev[0] == "done":
+            return P.completion(cid, t0, s.name, "".join(parts), ev[1], P.usage(ev[2], ev[3]))
+        else:
+            raise APIError(500, ev[1], code="generation_failed")
+
+
+
+async def sse(job: Job, events: asyncio.Queue, cid: str, t0: int, include_usage: bool, s: "Served"):
+    try:
+        yield data(P.chunk(cid, t0, s.name, {"role": "assistant", "content": ""}))
+        while True:
+            ev = await events.get()
+            if ev[0] == "delta":
+                yield data(P.chunk(cid, t0, s.name, {"content": ev[1]}))
+            elif ev[0] == "done":
+                yield data(P.chunk(cid, t0, s.name, {}, ev[1]))
+                if include_usage:
+                    yield data(P.usage_chunk(cid, t0, s.name, P.usage(ev[2], ev[3])))
+                break
+            else:
+                yield data(APIError(500, ev[1], code="generation_failed").body())
+                break
+        yield "data: [DONE]\n\n"
+    finally:
+        s.engine.cancel(job)          # no-op when finished; frees the slot when the client went away
+
 
 
 def loop_time() -> float:
