@@ -360,3 +360,13 @@ def test_train_config_fields_resolve(hub, synth_data, tmp_path):
     assert Path(got.data[0]).read_bytes() == Path(synth_data["sft"]).read_bytes()
     assert got.data[1] == str(synth_data["sft"]) and got.out == cfg.out
     assert resolve_fields(got, CLI_INPUTS["train"]) is got            # nothing left to resolve
+
+
+def test_train_from_python_takes_ids(hub, tiny_model_dir, synth_data, tmp_path):
+    from minimind_v.train.config import TrainConfig
+    from minimind_v.train.loop import train
+    hub.add("tester/tiny-vlm", folder_files(tiny_model_dir))
+    hub.add("tester/shapes", {"sft.parquet": Path(synth_data["sft"]).read_bytes()}, repo_type="dataset")
+    summary = train(TrainConfig(stage="vlm-sft", data=["datasets/tester/shapes:sft.parquet"], out=str(tmp_path / "r"),
+                                init_from="tester/tiny-vlm", max_steps=1, batch_size=2, progress=False, plot=False))
+    assert summary["steps"] == 1 and (tmp_path / "r" / "model" / "config.json").exists()

@@ -32,6 +32,7 @@ import signal
 import torch
 
 from ..formats.folder import save_model
+from ..hub import CLI_INPUTS, resolve_fields
 from .build import NoUsableData, Parts, build_parts, seed_all
 from .config import TrainConfig
 from .distributed import all_reduce_sum, cleanup
@@ -50,6 +51,7 @@ class NonFiniteLoss(RuntimeError):
 
 def train(cfg: TrainConfig) -> dict:
     """Run one stage. Returns a summary dict (final loss, steps, skipped rows, model folder...)."""
+    cfg = resolve_fields(cfg, CLI_INPUTS["train"])  # Hub ids among --from, --data, ... -> local paths (hub.py)
     p = build_parts(cfg)
     run = start_or_resume(p)
     _open_outputs(p, run)
