@@ -370,3 +370,22 @@ def test_train_from_python_takes_ids(hub, tiny_model_dir, synth_data, tmp_path):
     summary = train(TrainConfig(stage="vlm-sft", data=["datasets/tester/shapes:sft.parquet"], out=str(tmp_path / "r"),
                                 init_from="tester/tiny-vlm", max_steps=1, batch_size=2, progress=False, plot=False))
     assert summary["steps"] == 1 and (tmp_path / "r" / "model" / "config.json").exists()
+
+
+def test_train_from_an_original_checkpoint_file_by_id(hub, tmp_path, capsys):
+    """`train --from owner/name:llm.pth`: the file (and its <stem>_config.json) from the Hub, the tokenizer from
+    another id; without --tokenizer, one line says a checkpoint file holds none."""
+    hub.add("tester/minimind-pytorch", {"tiny_dense.pth": (REF / "tiny_dense.pth").read_bytes(),
+                                        "tiny_dense_config.json": (REF / "tiny_dense_config.json").read_bytes()})
+    hub.add("tester/minimind", {f: (REF / "tokenizer" / f).read_bytes()
+                                for f in ("tokenizer.json", "tokenizer_config.json")})
+    data = tmp_path / "t.jsonl"
+    data.write_text("".join(json.dumps({"text": f"The circle number {i} is red and round."}) + "\n"
+                            for i in range(8)))
+    common = ["train", "--stage", "llm-pretrain", "--data", str(data), "--from", "tester/minimind-pytorch:tiny_dense.pth",
+              "--max-steps", "1", "--batch-size", "2", "--max-length", "32", "--no-progress", "--no-plot"]
+    assert "holds no tokenizer" in one_line_error(capsys, [*common, "--out", str(tmp_path / "a")])
+    assert cli.main([*common, "--out", str(tmp_path / "b"), "--tokenizer", "tester/minimind"]) == 0
+    from minimind_v.formats.load import load_model
+    model = load_model(tmp_path / "b" / "model")
+    assert model.cfg.hidden_size == 64 and model.cfg.num_hidden_layers == 2

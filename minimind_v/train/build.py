@@ -68,6 +68,15 @@ def seed_all(seed: int) -> None:
 
 
 def build_model(cfg: TrainConfig, tok: Tokenizer, log) -> MiniMindVLM:
+    if cfg.init_from and Path(cfg.init_from).is_file():
+        # an original checkpoint (llm_768.pth, sft_vlm_768.pth ...): its shape from <stem>_config.json beside it,
+        # else --preset; its encoder from --vision-encoder (formats/reference.py)
+        src = Path(cfg.init_from)
+        sibling = src.with_name(src.stem + "_config.json").exists()
+        model = load_model(src, preset_name=None if sibling else cfg.preset, vision_encoder=cfg.vision_encoder,
+                           log=log)
+        log(f"initialised from {src}" + ("" if sibling else f" as preset {cfg.preset!r}"))
+        return model
     if cfg.init_from:
         model = load_model(cfg.init_from)   # with its encoder: the folder saved at the end keeps it
         log(f"initialised from {cfg.init_from}")
@@ -164,6 +173,9 @@ def build_parts(cfg: TrainConfig) -> Parts:
     tok_dir = cfg.tokenizer or cfg.init_from
     if tok_dir is None:
         raise ValueError("give a tokenizer folder (--tokenizer) or a model folder to start from (--from)")
+    if Path(tok_dir).is_file():
+        raise ValueError(f"--from {tok_dir} is a checkpoint file, which holds no tokenizer: give --tokenizer DIR "
+                         f"(e.g. the released model's folder)")
     tok = Tokenizer.load(tok_dir)
     model = build_model(cfg, tok, log)
     mcfg = model.cfg
