@@ -194,7 +194,8 @@ class FakeHub:
                     repo_id = f"{req.get('organization') or 'user'}/{req['name']}"
                     key = (req.get("type") or "model", repo_id)
                     if key not in hub.repos:
-                        hub.repos[key] = Repo(files={}, commits={}, refs={}, private=bool(req.get("private")) or req.get("visibility") == "private",
+                        private = bool(req.get("private")) or req.get("visibility") == "private"   # 0.x / 1.x
+                        hub.repos[key] = Repo(files={}, commits={}, refs={}, private=private,
                                               token=self.headers.get("Authorization", "")[7:] or None)
                     return self._json({"url": f"{hub.url}/{repo_id}", "name": repo_id})
                 if parts == ["validate-yaml"] and method == "POST":      # the model card's metadata block

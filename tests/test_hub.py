@@ -382,7 +382,8 @@ def test_train_from_an_original_checkpoint_file_by_id(hub, tmp_path, capsys):
     data = tmp_path / "t.jsonl"
     data.write_text("".join(json.dumps({"text": f"The circle number {i} is red and round."}) + "\n"
                             for i in range(8)))
-    common = ["train", "--stage", "llm-pretrain", "--data", str(data), "--from", "tester/minimind-pytorch:tiny_dense.pth",
+    common = ["train", "--stage", "llm-pretrain", "--data", str(data),
+              "--from", "tester/minimind-pytorch:tiny_dense.pth",
               "--max-steps", "1", "--batch-size", "2", "--max-length", "32", "--no-progress", "--no-plot"]
     assert "holds no tokenizer" in one_line_error(capsys, [*common, "--out", str(tmp_path / "a")])
     assert cli.main([*common, "--out", str(tmp_path / "b"), "--tokenizer", "tester/minimind"]) == 0

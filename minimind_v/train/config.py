@@ -54,18 +54,23 @@ class TrainConfig:
     data: list[str] = setting(help="parquet files (VLM stages, or text) or JSONL files", group="what",
                               resume=True, metavar="FILE")
     out: str = setting(help="run folder: metrics.jsonl, loss.png, checkpoints/, model/", group="what")
-    init_from: str | None = setting(None, help="model folder to start from (the previous stage's OUT/model)",
+    init_from: str | None = setting(None, help="model folder to start from (the previous stage's OUT/model), or an "
+                                               "original checkpoint file (llm_768.pth: give --tokenizer, and "
+                                               "--preset unless <stem>_config.json is beside it); a Hub id works "
+                                               "too (owner/name, owner/name:llm_768.pth; docs/hub.md)",
                                     group="what", resume=True, spellings=("--from",), metavar="DIR")
     # ---- a new model
-    preset: str = setting("tiny", help="model size when not using --from", group="model", resume=True,
+    preset: str = setting("tiny", help="model size when not using --from (or of a --from checkpoint file)",
+                          group="model", resume=True,
                           choices=tuple(PRESETS))
     model_overrides: dict = setting(help="set any ModelConfig field of a new model (repeatable); VALUE is JSON or "
                                          "a string", group="model", resume=True, spellings=("--model-override",),
                                     metavar="FIELD=VALUE", factory=dict)
     tokenizer: str | None = setting(None, help="tokenizer folder (needed without --from)", group="model",
                                     metavar="DIR")
-    vision_encoder: str | None = setting(None, help="local SigLIP2 folder (e.g. siglip2-base-p16-ve) for a new "
-                                                    "model", group="model", metavar="DIR")
+    vision_encoder: str | None = setting(None, help="SigLIP2 folder or Hub id (e.g. jingyaogong/siglip2-base-p16-ve) "
+                                                    "for a new model or a --from checkpoint file", group="model",
+                                         metavar="DIR")
     # ---- optimisation
     epochs: int = setting(1, help="passes over the data", group="schedule", resume=True, bounds=(1, 100_000))
     max_steps: int | None = setting(None, help="stop after N optimizer steps (overrides --epochs)",
