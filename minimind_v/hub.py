@@ -9,7 +9,7 @@
 
 Downloads go through `huggingface_hub` (its cache, progress bars, HF_TOKEN, HF_ENDPOINT, HF_HUB_OFFLINE), read
 from the environment at call time so a process can change them. A folder is a `snapshot_download` limited to
-the files its kind needs (a model folder's weights, configs and tokenizer; never a repo's other checkpoints); a
+the files its kind needs (a model folder's weights, configs and tokenizer; never the repo's .pth files); a
 file is an `hf_hub_download`, plus the `<stem>_config.json` beside a bare checkpoint when the repo has one (what
 `convert` reads for a `.pth` with no --config). The files land in the cache and the returned path points into
 it, so a second run, or any run with HF_HUB_OFFLINE=1, reads the same bytes without the network.
@@ -17,9 +17,12 @@ it, so a second run, or any run with HF_HUB_OFFLINE=1, reads the same bytes with
 Every failure a user can meet is one line (`HubError`, exit code 2): no such repo or file, a gated or private
 repo without a token, a revision that does not exist, no network (or offline) with nothing cached, a cut
 download, a full disk. huggingface_hub writes each download to a temporary `.incomplete` file and renames it
-when whole; after a failure we also remove any `.incomplete` the client left for resuming (older clients keep
-them), so nothing half-written stays in the cache. `resolve_cli_inputs` is the one call the command line makes,
-right after parsing, for the flags listed in CLI_INPUTS; `push_folder` is `export --push-to-hub`.
+when whole; after a failure we also remove any `.incomplete` of that repo the client left for resuming (older
+clients keep them), so nothing half-written stays in the cache.
+
+Where it is called: `resolve_cli_inputs`, by the command line right after parsing, for the inputs listed in
+CLI_INPUTS (`add_revision_flag` gives those commands --revision); `resolve_fields` at the top of `train()` for
+TrainConfig from Python; `VLM.load`; `push_export` / `push_folder` for `export --push-to-hub`.
 """
 from __future__ import annotations
 
