@@ -242,19 +242,25 @@ def test_modelscope_ids(monkeypatch, tmp_path):
 
 # ------------------------------------------------------------------------------------------------ upload
 
-def test_export_push_to_hub_uploads_the_folder_with_its_card(hub, tiny_model_dir, tmp_path, capsys, monkeypatch):
+def test_export_push_to_hub_uploads_the_folder_with_its_card(hub, tiny_model_dir, tmp_path, monkeypatch):
+    """In its own process (huggingface_hub < 1 builds the commit URL from the HF_ENDPOINT it saw at import)."""
+    import os
+    import subprocess
     monkeypatch.setenv("HF_TOKEN", "writer")
-    assert cli.main(["export", "--model", str(tiny_model_dir), "--to", "hf", str(tmp_path / "exported"),
-                     "--push-to-hub", "tester/exported", "--private"]) == 0
-    assert "uploaded" in capsys.readouterr().out
+    p = subprocess.run([sys.executable, "-m", "minimind_v.cli", "export", "--model", str(tiny_model_dir), "--to", "hf",
+                        str(tmp_path / "exported"), "--push-to-hub", "tester/exported", "--private"],
+                       env=dict(os.environ, OMP_NUM_THREADS="1", HTTPS_PROXY="http://127.0.0.1:9",
+                                HTTP_PROXY="http://127.0.0.1:9", NO_PROXY="127.0.0.1"),
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "uploaded" in p.stdout
     repo = hub.repos[("model", "tester/exported")]
     assert repo.private
     exported = folder_files(tmp_path / "exported")
     assert "README.md" in repo.files and repo.files == exported
     got = resolve("tester/exported")                    # and it comes back by id (private: the token reads it)
-    assert {k: v for k, v in folder_files(got).items()} == {k: v for k, v in exported.items()
-                                                             if k.endswith((".json", ".safetensors", ".jinja",
-                                                                            ".txt"))}
+    assert folder_files(got) == {k: v for k, v in exported.items()
+                                 if k.endswith((".json", ".safetensors", ".jinja", ".txt"))}
     assert json.loads(repo.files["config.json"])["model_type"]
 
 
