@@ -12,6 +12,7 @@ import shutil
 import pytest
 import torch
 from conftest import REF_0420
+from helpers import pixel_tensor
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -19,7 +20,6 @@ from minimind_v import cli
 from minimind_v.formats.convert_export import convert
 from minimind_v.formats.load import load_model
 from minimind_v.model.siglip import patches_to_picture, split_naflex
-from helpers import pixel_tensor
 from minimind_v.model.vlm import MiniMindVLM
 
 R = REF_0420
@@ -431,3 +431,11 @@ def test_folder_with_the_old_projector_norm_keys_still_loads(tmp_path):
     with torch.no_grad():
         proj = load_model(tmp_path / "m", vision=False).project(f["img256.vision_last_hidden_state"])
     torch.testing.assert_close(proj, f["img256.vision_proj"], atol=1e-5, rtol=0)
+
+
+def test_a_picture_for_a_text_only_folder_is_one_line(capsys):
+    """The original's released HF folder carries no encoder: chat with --image says so in one line."""
+    rc = cli.main(["chat", "--model", str(R / "tiny_0420_hf"), "--image", str(R / "img256.png"), "--prompt", "hi",
+                   "--max-new-tokens", "2"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no vision encoder" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -318,7 +318,7 @@ def resolve_data(data: list[str]) -> list[str]:
     """Local paths as they are; Hub ids (owner/name:file.parquet) through hub.py (the command line's --data
     is resolved before it gets here; this is for `train --eval-bench-data`)."""
     from ..hub import resolve
-    return [str(resolve(d, "data")) for d in data]
+    return [str(resolve(d, "dataset")) for d in data]
 
 
 class BenchRows:

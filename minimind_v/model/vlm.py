@@ -61,7 +61,8 @@ class MiniMindVLM(MiniMindLM):
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(N, P, 3pp) patches -> (N, image_token_len, hidden) visual tokens."""
         if self.vision_encoder is None:
-            raise RuntimeError("this model has no vision encoder; load one or pass vision_features")
+            raise ValueError("this model has no vision encoder: it answers text only (give it no picture, or load a "
+                             "folder with an encoder)")
         if self.vision_trainable and self.training:
             feats = self.vision_encoder(pixel_values)
         else:
