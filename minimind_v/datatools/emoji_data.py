@@ -441,7 +441,7 @@ def build(packages: dict[str, Path], out: Path, seed: int = 0, overwrite: bool =
     asker = Asker(emoji)
     folders = {s: packages[f"emoji-datasource-{s}"] / "img" / s / "64" for s in STYLES}
     pngs = {e.image_name: picture_png(folders[e.style] / e.file)
-            for e in tqdm(emoji, desc="pictures", unit="img", disable=not progress)}
+            for e in tqdm(emoji, desc="pictures", unit="img", disable=not progress, mininterval=1.0)}
     rows_t = [train_row(e, asker, seed) for e in train]
     from .emoji_selection import VAL_ROWS
     pinned: dict[str, list[str]] = {}

@@ -97,7 +97,7 @@ def _unpack(tgz: Path, dest: Path, progress: bool) -> None:
     tmp.mkdir(parents=True)
     with tarfile.open(tgz, "r:gz") as tar:
         members = [m for m in tar.getmembers() if m.isfile() and m.name.startswith("package/")]
-        for m in tqdm(members, desc=f"unpack {tgz.name}", unit="file", disable=not progress, leave=False):
+        for m in tqdm(members, desc=f"unpack {tgz.name}", unit="file", disable=not progress, leave=False, mininterval=1.0):
             target = tmp / m.name[len("package/"):]
             if ".." in Path(m.name).parts:
                 raise PackageError(f"{tgz} holds an unsafe path {m.name!r}")
