@@ -14,12 +14,14 @@ rows draw their random numbers from (seed, epoch, row). Under torchrun every col
 "finite loss / stop requested" all-reduce, the metric sums, the skip-count and RNG gathers at log and
 save time) happens at the same step on every rank, so a stop signal or a NaN never leaves a rank waiting.
 
-`train()` reads top to bottom: `_setup` builds what does not change (Parts: model, optimizer, data),
-`_resume` the state that does (Run: step, position in the data, counts), `_open_outputs` the logs; the
-step loop is `_train_epoch` (micro-batches -> `_forward_backward`, then `_optimizer_step`), with the
-numbers of the current log interval in a `Window`; `_finish` writes the model folder and summary.
+`train()` reads top to bottom: `build_parts` (build.py) makes what does not change (Parts: model,
+optimizer, data), `start_or_resume` (resume.py) the state that does (Run: step, position in the data,
+counts), `_open_outputs` the logs; the step loop is `_train_epoch` (micro-batches -> `_forward_backward`,
+then `_optimizer_step`), with the numbers of the current log interval in a `Window` (metrics.py);
+`_finish` writes the model folder and summary. Every setting is a TrainConfig field (config.py).
 
-    from minimind_v import TrainConfig, train
+    from minimind_v import TrainConfig
+    from minimind_v.train.loop import train
     train(TrainConfig(stage="vlm-sft", data=["sft.parquet"], out="runs/sft", init_from="runs/pt/model"))
 """
 from __future__ import annotations
@@ -36,8 +38,8 @@ from ..hub import CLI_INPUTS, resolve_fields
 from .build import NoUsableData, Parts, build_parts, seed_all
 from .config import TrainConfig
 from .distributed import all_reduce_sum, cleanup
-from .metrics import MetricsLog, Window, drop_metrics_after, log_window, plot_curves, read_metrics
 from .flops import measure_peak
+from .metrics import MetricsLog, Window, drop_metrics_after, log_window, plot_curves, read_metrics
 from .resume import Run, save_run_checkpoint, skipped_totals, start_or_resume
 from .sampler import SeededRows, StepSampler
 
