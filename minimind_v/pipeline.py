@@ -25,7 +25,7 @@ from typing import Iterator
 import torch
 from PIL import Image
 
-from .data.chatml import IMAGE_MARKER, count_markers, render
+from .data.chatml import prompt_ids
 from .formats.load import load_model
 from .model.generate import SamplingParams, generate, generate_stream
 from .hf.pixels import pixel_batch, to_rgb
@@ -59,13 +59,7 @@ class VLM:
         return p
 
     def prompt_ids(self, messages: list[dict], n_images: int) -> list[int]:
-        msgs = [dict(m) for m in messages]
-        if n_images and count_markers(msgs) == 0:
-            first = next(m for m in msgs if m["role"] == "user")
-            first["content"] = (IMAGE_MARKER + "\n") * n_images + first["content"]
-        if count_markers(msgs) != n_images:
-            raise ValueError(f"{count_markers(msgs)} <image> marker(s) but {n_images} image(s) given")
-        return render(msgs, self.tok, self.model.cfg.image_token_len, add_generation_prompt=True).ids
+        return prompt_ids(messages, n_images, self.tok, self.model.cfg.image_token_len)
 
     def pixels(self, images: list[Image.Image] | None):
         if not images:

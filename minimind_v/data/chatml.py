@@ -190,3 +190,16 @@ def render(msgs: list[dict], tok, image_token_len: int, max_length: int | None =
         if all(l == -100 for l in labels[1:]):
             raise BadRow("too_long", f"row of {full} tokens leaves no reply within max_length {max_length}")
     return Rendered(ids, labels, n_images)
+
+
+def prompt_ids(messages: list[dict], n_images: int, tok, image_token_len: int) -> list[int]:
+    """The ids of a chat prompt ending in the assistant's turn: with pictures but no `<image>` marker, the
+    markers go before the first user message; the markers must match the pictures given. Shared by chat
+    (pipeline.VLM) and the torch-free ONNX runtime."""
+    msgs = [dict(m) for m in messages]
+    if n_images and count_markers(msgs) == 0:
+        first = next(m for m in msgs if m["role"] == "user")
+        first["content"] = (IMAGE_MARKER + "\n") * n_images + first["content"]
+    if count_markers(msgs) != n_images:
+        raise ValueError(f"{count_markers(msgs)} <image> marker(s) but {n_images} image(s) given")
+    return render(msgs, tok, image_token_len, add_generation_prompt=True).ids

@@ -28,7 +28,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..data.chatml import IMAGE_MARKER, count_markers, render
+from ..data.chatml import prompt_ids
 from ..textstream import TextStream
 from ..tokenizer import Tokenizer
 
@@ -145,13 +145,7 @@ class OnnxVLM:
 
     # ---- prompts and pictures
     def prompt_ids(self, messages: list[dict], n_images: int) -> list[int]:
-        msgs = [dict(m) for m in messages]
-        if n_images and count_markers(msgs) == 0:
-            first = next(m for m in msgs if m["role"] == "user")
-            first["content"] = (IMAGE_MARKER + "\n") * n_images + first["content"]
-        if count_markers(msgs) != n_images:
-            raise ValueError(f"{count_markers(msgs)} <image> marker(s) but {n_images} image(s) given")
-        return render(msgs, self.tok, self.cfg["image_token_len"], add_generation_prompt=True).ids
+        return prompt_ids(messages, n_images, self.tok, self.cfg["image_token_len"])
 
     def pixel_inputs(self, images) -> dict[str, np.ndarray]:
         """PIL pictures -> the vision graph's inputs, through the one picture module (hf/pixels.py)."""
