@@ -277,3 +277,15 @@ def torch_dtype(name: str, device=None):
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
     return getattr(torch, DTYPES[name])
+
+
+@dataclass
+class SamplingParams:
+    """How a reply is drawn: the same settings for the PyTorch generator (model/generate.py) and the
+    torch-free ONNX runtime (portable/runtime.py)."""
+    max_new_tokens: int = 128
+    temperature: float = 0.0          # 0 = greedy
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    stop_ids: tuple = ()

@@ -22,12 +22,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
+from ..config import SamplingParams
 from ..data.chatml import prompt_ids
 from ..textstream import TextStream
 from ..tokenizer import Tokenizer
@@ -62,17 +62,7 @@ def read_settings(folder: str | Path) -> dict:
     return s
 
 
-@dataclass
-class Sampling:
-    max_new_tokens: int = 128
-    temperature: float = 0.0          # 0 = greedy
-    top_p: float = 1.0
-    top_k: int = 0
-    seed: int | None = None
-    stop_ids: tuple = ()
-
-
-def sample_next(logits: np.ndarray, p: Sampling, rng: np.random.Generator) -> np.ndarray:
+def sample_next(logits: np.ndarray, p: SamplingParams, rng: np.random.Generator) -> np.ndarray:
     """logits (B, V) -> next ids (B,): argmax when greedy, else temperature / top-k / top-p sampling."""
     if p.temperature <= 0:
         return logits.argmax(-1)
@@ -206,7 +196,7 @@ class OnnxVLM:
         return [np.zeros((b, c["num_key_value_heads"], 0, c["head_dim"]), self.float)
                 for _ in range(2 * c["num_hidden_layers"])]
 
-    def generate_stream(self, prompts: list[list[int]], params: Sampling, visual: np.ndarray | None = None,
+    def generate_stream(self, prompts: list[list[int]], params: SamplingParams, visual: np.ndarray | None = None,
                         stop_ids: tuple = ()) -> Iterator[np.ndarray]:
         """Yield the next ids (B,) step by step; rows that finished keep yielding -1."""
         c = self.cfg
@@ -245,10 +235,10 @@ class OnnxVLM:
             feed = np.clip(nxt, 0, None)[:, None]
             logits, past = self.forward(feed, none, mask, (lengths + step)[:, None], past)
 
-    def params(self, **kw) -> Sampling:
-        return Sampling(**{k: v for k, v in kw.items() if k in Sampling.__dataclass_fields__})
+    def params(self, **kw) -> SamplingParams:
+        return SamplingParams(**{k: v for k, v in kw.items() if k in SamplingParams.__dataclass_fields__})
 
-    def generate(self, prompts: list[list[int]], params: Sampling, visual=None) -> list[list[int]]:
+    def generate(self, prompts: list[list[int]], params: SamplingParams, visual=None) -> list[list[int]]:
         """All generated ids per prompt (stop token excluded)."""
         outs, finished = [[] for _ in prompts], [False] * len(prompts)
         stop = (self.tok.eos_id,)

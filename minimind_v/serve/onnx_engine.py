@@ -18,7 +18,8 @@ import threading
 from collections import deque
 from types import SimpleNamespace
 
-from ..portable.runtime import OnnxVLM, Sampling
+from ..config import SamplingParams
+from ..portable.runtime import OnnxVLM
 from ..textstream import TextStream
 from .engine import Engine, Job
 
@@ -37,7 +38,7 @@ class OnnxServed:
     def prompt_ids(self, messages, n_images):
         return self.rt.prompt_ids(messages, n_images)
 
-    def params(self, **kw) -> Sampling:
+    def params(self, **kw) -> SamplingParams:
         return self.rt.params(**{k: v for k, v in kw.items() if v is not None}, stop_ids=(self.tok.eos_id,))
 
     def pixels(self, images):
