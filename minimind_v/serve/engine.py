@@ -165,8 +165,7 @@ class Engine:
             if len(self.waiting) >= self.max_queue:
                 raise QueueFull(f"{len(self.waiting)} requests are already waiting")
             job.text = TextStream(self.tok, job.stop)
-            if job.params.seed is not None and job.params.temperature > 0:
-                job.gen = torch.Generator(device=self.device).manual_seed(job.params.seed)
+            self._prepare(job)
             self.waiting.append(job)
             self.counters["requests"] += 1
             self.cond.notify()
@@ -199,10 +198,23 @@ class Engine:
         for job in list(self.active) + list(self.waiting):
             self._send(job, ("error", "the server is shutting down"))
         self.active, self.waiting = [], deque()
+        self._reset()
+
+    # ---- what a runtime other than PyTorch replaces (serve/onnx_engine.py) ----
+    def _prepare(self, job: Job) -> None:
+        """Per-job state made when it is queued: a seeded generator for sampled replies."""
+        if job.params.seed is not None and job.params.temperature > 0:
+            job.gen = torch.Generator(device=self.device).manual_seed(job.params.seed)
+
+    def _reset(self) -> None:
+        """Forget every row of the shared KV cache (after a stop or a failed step)."""
         self.cache.reset()
 
+    def _decode_context(self):
+        return torch.inference_mode()
+
     def _run(self) -> None:
-        with torch.inference_mode():
+        with self._decode_context():
             while True:
                 with self.cond:
                     while not self.stopping and not self.active and not self.waiting:
@@ -383,4 +395,4 @@ class Engine:
         for job in self.active:
             self._send(job, ("error", msg))
         self.active = []
-        self.cache.reset()
+        self._reset()

@@ -13,18 +13,14 @@ job runs; the runtime encodes them, reusing the visual tokens of recent pictures
 """
 from __future__ import annotations
 
-import logging
+import contextlib
 import threading
 from collections import deque
 from types import SimpleNamespace
 
 from ..config import SamplingParams
 from ..portable.runtime import OnnxVLM
-from ..textstream import TextStream
 from .engine import Engine, Job
-
-log = logging.getLogger("minimind_v.serve")
-
 
 class OnnxServed:
     """An OnnxVLM as create_app reads a VLM."""
@@ -44,7 +40,6 @@ class OnnxServed:
     def pixels(self, images):
         return list(images) if images else None
 
-
 class OnnxEngine(Engine):
     """One request at a time on onnxruntime; the queue, events and counters of Engine."""
 
@@ -59,49 +54,18 @@ class OnnxEngine(Engine):
         self.counters = {"requests": 0, "tokens": 0, "steps": 0, "cancelled": 0, "errors": 0, "peak_batch": 0,
                          "images_encoded": 0, "images_cached": 0}
 
-    def submit(self, job: Job) -> None:
-        from .engine import QueueFull
-        with self.cond:
-            if len(self.waiting) >= self.max_queue:
-                raise QueueFull(f"{len(self.waiting)} requests are already waiting")
-            job.text = TextStream(self.tok, job.stop)
-            self.waiting.append(job)
-            self.counters["requests"] += 1
-            self.cond.notify()
+    def _prepare(self, job: Job) -> None:
+        pass                              # the runtime seeds its own sampling from job.params.seed
 
-    def stop(self, timeout: float = 10.0) -> None:
-        with self.cond:
-            self.stopping = True
-            self.cond.notify_all()
-        if self.thread is not None:
-            self.thread.join(timeout)
-            self.thread = None
-        for job in list(self.active) + list(self.waiting):
-            self._send(job, ("error", "the server is shutting down"))
-        self.active, self.waiting = [], deque()
+    def _reset(self) -> None:
+        pass                              # no shared cache: each request owns its own
 
-    def _run(self) -> None:
-        while True:
-            with self.cond:
-                while not self.stopping and not self.waiting:
-                    self.cond.wait()
-                if self.stopping:
-                    return
-            try:
-                self.step()
-            except Exception as e:  # noqa: BLE001 - a bug must not kill the server: fail the job, go on
-                log.exception("generation failed")
-                self._fail_all(f"generation failed: {type(e).__name__}: {e}")
+    def _decode_context(self):
+        return contextlib.nullcontext()
 
     def _remove(self, rows: list[int]) -> None:
         gone = set(rows)
         self.active = [j for i, j in enumerate(self.active) if i not in gone]
-
-    def _fail_all(self, msg: str) -> None:
-        self.counters["errors"] += len(self.active)
-        for job in self.active:
-            self._send(job, ("error", msg))
-        self.active = []
 
     def step(self) -> None:
         """Take the next waiting request and generate it to its end (or until its client leaves)."""
