@@ -22,6 +22,7 @@ from ..config import SamplingParams
 from ..portable.runtime import OnnxVLM
 from .engine import Engine, Job
 
+
 class OnnxServed:
     """An OnnxVLM as create_app reads a VLM."""
 
@@ -39,6 +40,7 @@ class OnnxServed:
 
     def pixels(self, images):
         return list(images) if images else None
+
 
 class OnnxEngine(Engine):
     """One request at a time on onnxruntime; the queue, events and counters of Engine."""
