@@ -148,7 +148,6 @@ def pixel_batch(images, spec) -> np.ndarray:
 
 def encoder_inputs(images, spec, output: str = "patches") -> dict[str, np.ndarray]:
     """A batch of pictures -> the encoder's inputs as numpy arrays (see the module docstring)."""
-    each = [picture_patches(im, spec) for im in images]
     if output == "picture":
         if _get(spec, "resize") != "square":
             raise ValueError("output='picture' needs resize='square' (a fixed grid)")
@@ -156,6 +155,7 @@ def encoder_inputs(images, spec, output: str = "patches") -> dict[str, np.ndarra
                                           for im in images])}
     if output != "patches":
         raise ValueError(f"unknown output {output!r}: choose patches or picture")
+    each = [picture_patches(im, spec) for im in images]
     if _get(spec, "resize") != "naflex":
         return {"pixel_values": np.stack([x for x, _ in each])}
     most = max_patches(spec)
