@@ -8,8 +8,7 @@ again here against the sha512 written below, so a changed tarball can never slip
 tarball is unpacked to CACHE/packages/NAME/ (the layout of a node_modules folder), which is also what
 `--packages DIR` points at when the packages are already on disk (tests use a small sample of it).
 
-Why npm and not direct HTTP: the registry, proxy and certificate settings a user already has for npm
-apply unchanged, and the integrity check is npm's own.
+The npm client itself is driven by minimind_v/npm.py (shared with the browser export).
 """
 from __future__ import annotations
 
@@ -17,9 +16,10 @@ import base64
 import hashlib
 import json
 import shutil
-import subprocess
 import tarfile
 from pathlib import Path
+
+from ..npm import NpmError, cache_dir, pack
 
 # name -> (version, sha512 integrity of the registry tarball, as npm reports it)
 PACKAGES: dict[str, tuple[str, str]] = {
@@ -27,10 +27,14 @@ PACKAGES: dict[str, tuple[str, str]] = {
     "emoji-datasource-twitter": ("16.0.0", "sha512-7F+uCuHH+7Qnrc15P5tnbvKkg9E6tlzi4MnT2uW1RlN4pLYTza6cP/dstIfSDMtpjFLWuZewWg8jBbuL2eyELQ=="),
     "emojibase-data": ("17.0.0", "sha512-Yvgb5AWoHViHV/gq1qr5ZAarcBip+B27/ZLRsUJkbgAEaLlZ/fof9g882LTpmEpyhBNEC0m2SEmItljHsTygjA=="),
 }
-DEFAULT_CACHE = Path.home() / ".cache" / "minimind-v" / "npm"
+DEFAULT_CACHE = cache_dir()
 
 
-class PackageError(ValueError):
+NO_NPM = ("install Node.js/npm (e.g. `apt install npm`) or pass --packages DIR with the three packages "
+          "already unpacked")
+
+
+class PackageError(NpmError):
     """npm missing, the registry unreachable, a tarball that fails its check, a package folder that is not
     the pinned version: the CLI prints it as one line and exits 2."""
 
@@ -57,36 +61,6 @@ def check_packages(folder: Path) -> dict[str, Path]:
             raise PackageError(f"{folder / name} is {name}@{found}; this data set is built from {name}@{version}")
         out[name] = folder / name
     return out
-
-
-def _npm_reason(proc: subprocess.CompletedProcess) -> str:
-    """npm's own one-line account of a failure: the code and summary of its --json error object, else the
-    first 'npm error' lines of stderr."""
-    try:
-        err = json.loads(proc.stdout)["error"]
-        return f"{err.get('code', '')} {err.get('summary', '')}".strip()
-    except (ValueError, LookupError, TypeError, AttributeError):
-        pass
-    lines = [ln.replace("npm error", "").strip() for ln in proc.stderr.splitlines() if ln.startswith("npm error")]
-    return " ".join(ln for ln in lines[:2] if ln) or f"exit code {proc.returncode}"
-
-
-def _npm_pack(spec: str, dest: Path) -> Path:
-    npm = shutil.which("npm")
-    if npm is None:
-        raise PackageError("`npm` was not found on PATH; install Node.js/npm (e.g. `apt install npm`) or pass "
-                         "--packages DIR with the three packages already unpacked")
-    proc = subprocess.run([npm, "pack", spec, "--json", "--ignore-scripts", "--pack-destination", str(dest)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise PackageError(f"`npm pack {spec}` failed (is the npm registry reachable?): {_npm_reason(proc)}")
-    try:
-        filename = json.loads(proc.stdout)[0]["filename"]
-    except (ValueError, LookupError, TypeError):
-        raise PackageError(f"`npm pack {spec}` gave no file name; its output was: {proc.stdout[:200]!r}")
-    if not (dest / filename).is_file():
-        raise PackageError(f"`npm pack {spec}` reported {filename} but wrote no such file in {dest}")
-    return dest / filename
 
 
 def _unpack(tgz: Path, dest: Path, progress: bool) -> None:
@@ -124,7 +98,10 @@ def fetch_packages(cache: Path = DEFAULT_CACHE, progress: bool = True) -> dict[s
         if not tgz.is_file() or integrity(tgz) != want:
             if progress:
                 print(f"{name}@{version}: npm pack ...", flush=True)
-            tgz = _npm_pack(f"{name}@{version}", cache)
+            try:
+                tgz = pack(f"{name}@{version}", cache, NO_NPM)
+            except NpmError as e:
+                raise PackageError(str(e)) from None
         got = integrity(tgz)
         if got != want:
             tgz.unlink(missing_ok=True)

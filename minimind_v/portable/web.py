@@ -18,12 +18,11 @@ with the KV cache, greedy or sampled, and UTF-8-safe streaming.
 """
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import tarfile
 from pathlib import Path
 
+from .. import npm
 from .onnx_export import ExportError, export_onnx
 
 ORT_WEB_VERSION = "1.31.1"
@@ -33,7 +32,7 @@ PAGE_FILES = ("index.html", "style.css", "app.mjs", "tokenizer.mjs", "pixels.mjs
 
 
 def npm_cache() -> Path:
-    return Path(os.environ.get("MINIMIND_V_NPM_CACHE") or Path.home() / ".cache" / "minimind-v" / "npm")
+    return npm.cache_dir()
 
 
 def ort_web_files(version: str = ORT_WEB_VERSION, log=print) -> Path:
@@ -44,18 +43,15 @@ def ort_web_files(version: str = ORT_WEB_VERSION, log=print) -> Path:
         return out
     tgz = cache / f"onnxruntime-web-{version}.tgz"
     if not tgz.exists():
-        npm = shutil.which("npm")
-        if npm is None:
+        if shutil.which("npm") is None:
             raise ExportError(f"--to web needs onnxruntime-web {version} from npm, and npm is not installed: install "
                               f"Node.js with npm (e.g. apt-get install npm), or put onnxruntime-web-{version}.tgz in "
                               f"{cache}")
-        cache.mkdir(parents=True, exist_ok=True)
         log(f"fetching onnxruntime-web {version} with npm into {cache}")
-        res = subprocess.run([npm, "pack", f"onnxruntime-web@{version}", "--pack-destination", str(cache)],
-                             capture_output=True, text=True, timeout=600)
-        if res.returncode != 0 or not tgz.exists():
-            last = (res.stderr.strip().splitlines() or ["no output"])[-1]
-            raise ExportError(f"npm pack onnxruntime-web@{version} failed: {last}")
+        try:
+            tgz = npm.pack(f"onnxruntime-web@{version}", cache)
+        except npm.NpmError as e:
+            raise ExportError(str(e)) from None
     stage = cache / f".onnxruntime-web-{version}.partial"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
