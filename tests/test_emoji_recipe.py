@@ -395,3 +395,42 @@ def test_probe_needs_a_run_folder(tmp_path):
 def test_auc_orders_pairs():
     from minimind_v.recipes.emoji_probe import auc
     assert auc([3, 4], [1, 2]) == 1.0 and auc([1], [2]) == 0.0 and auc([1, 2], [1, 2]) == 0.5
+
+
+def test_twins_pair_one_emoji_across_styles_and_keep_the_cross_style_test_unseen(tmp_path):
+    """encoder_twins: both drawings of an emoji are paired (same code points, other style); with
+    twin_share < 1 a fixed share of families is paired, the same for every seed, and the cross-style test
+    reads only the others; a one-style run gets the other style's paired drawings as unlabelled twins."""
+    from dataclasses import replace
+
+    from minimind_v.recipes.emoji import EmojiRecipe, _warmup_pictures, other_style_pictures, paired_family, twin_index
+    codes = [f"1f{600 + i:03x}" for i in range(40)]
+    rows = ([_row(f"google/{c}.png", ("What is this?", "x")) for c in codes]
+            + [_row(f"twitter/{c}.png", ("What is this?", "x")) for c in codes[:30]])       # 10 Google-only
+    twins = twin_index(rows)
+    assert twins[:30] == list(range(40, 70)) and twins[30:40] == [-1] * 10 and twins[40:] == list(range(30))
+    # a hash of the family decides, not the seed: skin tones go together, and about the share is paired
+    assert paired_family("google/1f44b-1f3fd.png", 0.5) == paired_family("twitter/1f44b.png", 0.5)
+    share = sum(paired_family(f"google/{c}.png", 0.5) for c in [f"1f{i:03x}" for i in range(1000)]) / 1000
+    assert 0.4 < share < 0.6 and all(paired_family(r["image_names"], 1.0) for r in rows)
+    unpaired = {c for c in codes[:30] if not paired_family(f"google/{c}.png", 0.5)}
+    assert 0 < len(unpaired) < 30
+    assert {emoji_key(rows[i]["image_names"]) for i in other_style_pictures(rows, "google", 0.5)} == unpaired
+    assert len(other_style_pictures(rows, "google")) == 30
+
+    _write_rows(rows, tmp_path / "emoji_train.parquet")
+    google = rows[:40]
+    tasks = {"emoji": [emoji_key(r["image_names"]) for r in google]}
+    r = replace(EmojiRecipe(), train_style="google", encoder_twins=1.0, twin_share=0.5)
+    pictures, pairs = _warmup_pictures(r, google, tasks, tmp_path)
+    extra = pictures[40:]
+    assert {emoji_key(p["image_names"]) for p in extra} == set(codes[:30]) - unpaired
+    assert all(style_of(p["image_names"]) == "twitter" for p in extra)
+    assert tasks["emoji"][40:] == [None] * len(extra) and len(tasks["emoji"]) == len(pictures)   # unlabelled
+    for i, t in enumerate(pairs):
+        if t >= 0:
+            assert emoji_key(pictures[t]["image_names"]) == emoji_key(pictures[i]["image_names"])
+            assert paired_family(pictures[i]["image_names"], 0.5)
+    assert sum(t >= 0 for t in pairs) == 2 * len(extra)
+    # twins off: the pictures are the rows, nothing paired
+    assert _warmup_pictures(replace(r, encoder_twins=0.0), google, {"emoji": []}, tmp_path) == (google, None)

@@ -132,3 +132,47 @@ def test_task_warm_up_with_augmentation_repeats_exactly():
     a, kept_a = run(1)
     b, kept_b = run(2)
     assert torch.equal(a, b) and kept_a and kept_b
+
+
+def _two_drawings(n, seed):
+    """n pictures and the same n drawn otherwise (thick dark strokes, washed-out colour, mirrored):
+    picture i's twin is n + i and the other way round."""
+    from PIL import ImageEnhance, ImageFilter, ImageOps
+    pics, names = synth.lone_objects(n, seed=seed, image_size=48)
+    other = [ImageOps.mirror(ImageEnhance.Color(p.convert("RGB").filter(ImageFilter.MinFilter(5))).enhance(0.4))
+             for p in pics]
+    return pics + other, names + names, [n + i for i in range(n)] + list(range(n))
+
+
+def test_twin_loss_pulls_two_drawings_of_one_thing_together():
+    """The twin objective: its loss falls, and on pairs never trained on a picture's nearest neighbour
+    among the other drawings is its own twin far more often than with the colour head alone (measured:
+    top 1 0.75 against 0.10; chance 1/60)."""
+    from minimind_v.recipes.encoder_warmup import twin_retrieval
+    test_pics, _, test_twins = _two_drawings(60, 9)
+    queries = test_twins[:60] + [-1] * 60            # first drawings ask, second drawings are searched
+    pics, names, twins = _two_drawings(200, 1)
+    colours = [n.split()[0] for n in names]
+    found = {}
+    for use_twins in (False, True):
+        torch.manual_seed(0)
+        enc = VisionEncoder(tiny_siglip(hidden=32, layers=1, heads=2, image_size=48, patch=16))
+        if use_twins:
+            before = twin_retrieval(enc, test_pics, queries)
+        res = warm_up_encoder_tasks(enc, pics, {"colour": colours}, epochs=8, batch_size=32, lr=3e-3,
+                                    progress=False, twins=twins if use_twins else None)
+        found[use_twins] = twin_retrieval(enc, test_pics, queries)
+    assert found[True]["n"] == 60 and found[True]["chance10"] == pytest.approx(10 / 60)
+    assert res["twin_pairs"] == 400 and res["twin_loss"] < 0.5 * res["twin_loss_first"]
+    assert found[True]["top1"] >= 0.4 > before["top1"]
+    assert found[True]["top1"] >= found[False]["top1"] + 0.2
+    assert found[True]["top10"] > 3 * found[True]["chance10"]
+
+
+def test_twins_must_name_other_pictures():
+    enc = VisionEncoder(tiny_siglip(hidden=32, layers=1, heads=2, image_size=48, patch=16))
+    pics, names = synth.lone_objects(4, seed=1, image_size=48)
+    colours = [n.split()[0] for n in names]
+    for bad in ([1, 0, 3], [1, 0, 3, 3], [1, 0, 3, 9]):
+        with pytest.raises(ValueError, match="twins needs one index"):
+            warm_up_encoder_tasks(enc, pics, {"colour": colours}, epochs=1, twins=bad, progress=False)

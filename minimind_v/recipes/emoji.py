@@ -46,6 +46,7 @@ the model to tell emoji apart.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import re
@@ -79,6 +80,10 @@ class EmojiRecipe:
     encoder_augment: float = 1.0   # data/augment.py strength during the warm-up (0: off)
     encoder_restyle: float = 0.0   # share of warm-up pictures redrawn in another style (data/augment.restyle)
     encoder_concepts: bool = False  # also the yes/no concepts ("is a person"), by kind (concept_labels)
+    encoder_twins: float = 0.0     # weight of the twin loss: one emoji's two drawings together (0: off)
+    twin_share: float = 1.0        # share of emoji families paired (paired_family); with train_style, the
+                                   # other style's drawings of those join the warm-up as twins only, and
+                                   # the cross-style test reads the rest
     encoder_from: str | None = None  # an earlier run's OUT/encoder (same data, seed, warm-up settings): no warm-up
     train_encoder: bool = False    # keep training the encoder in the VLM stages (False: frozen after warm-up)
     caption_epochs: float = 6.0    # vlm-pretrain passes over the mined captions (0: skip the stage)
@@ -329,17 +334,44 @@ def category_rows(rows: list[dict], facts: list[dict], per_picture: int = 1, see
 _KIND_QUESTIONS = ("What type of emoji is this?", "What kind of thing is this?")   # the training file's two
 
 
-def other_style_pictures(rows: list[dict], train_style: str) -> list[int]:
-    """Indices of the pictures not in `train_style`, one per emoji family (the first of its skin tones)."""
+def paired_family(image_name: str, share: float) -> bool:
+    """Whether the picture's emoji family is among the `share` of families whose two drawings the warm-up
+    may pair (`encoder_twins`). Decided by a hash of the family's code points, not by the seed, so every
+    seed and both styles split the same way."""
+    if share >= 1:
+        return True
+    digest = hashlib.sha256(family_key(image_name).encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2 ** 32 < share
+
+
+def twin_index(rows: list[dict]) -> list[int]:
+    """For each row, the index of the row with the same emoji (code points) in another art style, or -1."""
+    by_key: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        by_key[emoji_key(r["image_names"])].append(i)
+    out = []
+    for i, r in enumerate(rows):
+        other = [j for j in by_key[emoji_key(r["image_names"])] if style_of(rows[j]["image_names"]) != style_of(r["image_names"])]
+        out.append(other[0] if other else -1)
+    return out
+
+
+def other_style_pictures(rows: list[dict], train_style: str, twin_share: float = 1.0) -> list[int]:
+    """Indices of the pictures not in `train_style`, one per emoji family (the first of its skin tones);
+    with `twin_share` < 1 only the families not paired (`paired_family`), whose other drawing no part of
+    the run has seen."""
     families, out = set(), []
     for i, r in enumerate(rows):
+        if twin_share < 1 and paired_family(r["image_names"], twin_share):
+            continue
         if style_of(r["image_names"]) != train_style and family_key(r["image_names"]) not in families:
             families.add(family_key(r["image_names"]))
             out.append(i)
     return out
 
 
-def other_style_rows(data_dir: str | Path, train_style: str, limit: int | None = None) -> list[dict]:
+def other_style_rows(data_dir: str | Path, train_style: str, limit: int | None = None,
+                     twin_share: float = 1.0) -> list[dict]:
     """Eval rows on every picture of the training file NOT in `train_style`: its category and its kind,
     asked in the training file's wordings (alternating), the answers mined as for the captions; one
     picture per emoji family (its skin tones share category and kind and would count five times).
@@ -349,7 +381,7 @@ def other_style_rows(data_dir: str | Path, train_style: str, limit: int | None =
     emoji, another artist, none of them seen when training on one style) measure it to about a point."""
     rows = _read_rows(Path(data_dir) / TRAIN_FILE)
     facts, out = picture_facts(rows), []
-    for i in other_style_pictures(rows, train_style):
+    for i in other_style_pictures(rows, train_style, twin_share):
         r, f = rows[i], facts[i]
         for task, answer, questions in (("category", f.get("category"), _CATEGORY_QUESTIONS),
                                         ("kind", f.get("kind"), _KIND_QUESTIONS)):
@@ -468,7 +500,7 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
     facts = picture_facts(rows)
     caps, cap_counts, cap_file = _caption_stage_rows(rows, facts, r, seed, out, say)
 
-    vision, warm = _encoder(r, rows, facts, seed, out, say, timings)
+    vision, warm = _encoder(r, rows, facts, seed, out, say, timings, data_dir)
     common = dict(batch_size=r.batch_size, unfreeze_vision=r.train_encoder,
                   trainable="all" if r.train_encoder else "projector+llm", seed=seed, log_every=20,
                   num_workers=0, padding=r.padding, max_length=r.max_length, augment=r.augment)
@@ -640,7 +672,7 @@ def _caption_stage_rows(rows, facts, r: EmojiRecipe, seed: int, out: Path, say):
     return caps, cap_counts, cap_file
 
 
-def _encoder(r: EmojiRecipe, rows, facts, seed: int, out: Path, say, timings: dict):
+def _encoder(r: EmojiRecipe, rows, facts, seed: int, out: Path, say, timings: dict, data_dir: Path):
     """The encoder the VLM stages start from: an earlier run's (encoder_from), one warmed up here on the
     category / kind / which-emoji heads (saved to OUT/encoder), or none (the preset's random one).
     Returns (TrainConfig vision settings, the warm-up's summary or None)."""
@@ -656,24 +688,50 @@ def _encoder(r: EmojiRecipe, rows, facts, seed: int, out: Path, say, timings: di
         from ..image import open_image
         from ..model.vision import VisionEncoder
         from .encoder_warmup import warm_up_encoder_tasks
-        say(f"2b/5 encoder warm-up: category, kind and which emoji, {r.encoder_epochs:g} epochs")
+        say(f"2b/5 encoder warm-up: category, kind and which emoji, {r.encoder_epochs:g} epochs"
+            + (f", twins (weight {r.encoder_twins:g})" if r.encoder_twins > 0 else ""))
         t = time.time()
         encoder = VisionEncoder(r.model_overrides()["vision"])
-        pics = [open_image(row["image_bytes"]) for row in rows]
         tasks = {"category": [f.get("category") for f in facts], "kind": [f.get("kind") for f in facts],
                  "emoji": [emoji_key(row["image_names"]) for row in rows]}
         if r.encoder_concepts:
             tasks.update({f"is {c}": v for c, v in concept_labels(rows, facts).items()})
+        pictures, twins = _warmup_pictures(r, rows, tasks, data_dir)
+        pics = [open_image(row["image_bytes"]) for row in pictures]
         aug = None
         if r.encoder_augment > 0 or r.encoder_restyle > 0:
             aug = lambda im: augment_image(restyle(im, r.encoder_restyle), r.encoder_augment)  # noqa: E731
         warm = warm_up_encoder_tasks(encoder, pics, tasks, epochs=r.encoder_epochs, batch_size=64,
-                                     lr=r.encoder_lr, augment=aug, seed=seed, progress=True)
+                                     lr=r.encoder_lr, augment=aug, seed=seed, progress=True, twins=twins,
+                                     twin_weight=r.encoder_twins)
         encoder.encoder.save_pretrained(str(out / "encoder"))
         vision = dict(vision_encoder=str(out / "encoder"))
         timings["encoder_warmup_s"] = round(time.time() - t, 1)
         say(f"    {warm['steps']} steps, final loss {warm['loss']:.3f} ({warm['classes']})")
     return vision, warm
+
+
+def _warmup_pictures(r: EmojiRecipe, rows: list[dict], tasks: dict[str, list],
+                     data_dir: Path) -> tuple[list[dict], list[int] | None]:
+    """The warm-up's pictures and their twins (None: no twin loss). Both styles: the training rows, each
+    paired with its other drawing where its family is paired. One style (`train_style`): the other
+    style's drawings of the paired families join as twins only, unlabelled (None in every task, which
+    is extended in place), so what is labelled stays one style."""
+    if r.encoder_twins <= 0:
+        return rows, None
+    pictures = list(rows)
+    if r.train_style is not None:
+        seen = {emoji_key(row["image_names"]) for row in rows}
+        everything = _read_rows(data_dir / TRAIN_FILE, columns=("image_bytes", "image_names"))
+        extra = [row for row in everything if style_of(row["image_names"]) != r.train_style
+                 and emoji_key(row["image_names"]) in seen and paired_family(row["image_names"], r.twin_share)]
+        pictures += extra
+        for labels in tasks.values():
+            labels.extend([None] * len(extra))
+    twins = twin_index(pictures)
+    twins = [t if t >= 0 and paired_family(p["image_names"], r.twin_share) else -1
+             for p, t in zip(pictures, twins)]
+    return pictures, twins
 
 
 def _report(summary, res, blind, maj, styles, other, wording, val, r: EmojiRecipe, final, out: Path,
@@ -720,7 +778,7 @@ def _evaluate(vlm, data_dir: Path, r: EmojiRecipe):
     styles = by_style(val, res, blind)
     other = None
     if r.train_style is not None:           # the other style's training pictures: a larger cross-style test
-        cross_rows = other_style_rows(data_dir, r.train_style, r.val_rows)
+        cross_rows = other_style_rows(data_dir, r.train_style, r.val_rows, r.twin_share)
         cross = evaluate(vlm, cross_rows, max_new_tokens=r.max_new_tokens, progress=False)
         other = {"n": cross["n"], "per_type": cross["per_type"],
                  "majority_per_type": majority_baseline(cross_rows)["per_type"]}

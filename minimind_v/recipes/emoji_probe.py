@@ -118,13 +118,14 @@ def name_check(vlm, data_dir: str | Path, train_style: str | None = None, train_
             "llm_train_auc": round(auc(own, other), 3), "llm_train_n": len(own)}
 
 
-def style_probe(encoder, data_dir: str | Path, train_style: str, steps: int = 300) -> dict:
-    """The cross-style probes of the module docstring, for an encoder warmed up on `train_style` only."""
+def style_probe(encoder, data_dir: str | Path, train_style: str, steps: int = 300, twin_share: float = 1.0) -> dict:
+    """The cross-style probes of the module docstring, for an encoder warmed up on `train_style` only
+    (`twin_share` < 1: read only the families whose other drawing the warm-up did not pair)."""
     rows = _read_rows(Path(data_dir) / TRAIN_FILE)
     facts = picture_facts(rows)
     feats = encoder_features(encoder, rows)
     seen = [i for i, r in enumerate(rows) if style_of(r["image_names"]) == train_style]
-    unseen = other_style_pictures(rows, train_style)
+    unseen = other_style_pictures(rows, train_style, twin_share)
     mu, sd = feats[seen].mean(0), feats[seen].std(0) + 1e-6
     out = {"train_style": train_style}
     for task in ("category", "kind"):
@@ -185,7 +186,8 @@ def run_args(a: argparse.Namespace) -> int:
     vlm = VLM.load(Path(a.run) / "model")
     result = {"run": str(a.run), **name_check(vlm, a.data, style, seed=summary.get("seed", 0))}
     if style:
-        result["style_probe"] = style_probe(vlm.model.vision_encoder, a.data, style)
+        result["style_probe"] = style_probe(vlm.model.vision_encoder, a.data, style,
+                                            twin_share=summary["recipe"].get("twin_share", 1.0))
     print(json.dumps(result))
     return 0
 

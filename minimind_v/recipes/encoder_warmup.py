@@ -29,6 +29,16 @@ differently each time (data/augment.py), from Python's random seeded per step by
 2026-12-02 it was not seeded, so two runs of the same seed drew other augmentations and differed).
 Labels that the same thing carries in every art style (the emoji's identity) make the features agree
 across styles, which is what a picture in an unseen style needs.
+
+`twins` adds a second, label-free objective to that variant: pairs of pictures that show the same thing
+drawn differently (the same emoji by two artists). Each step takes half a batch and adds the twin of
+every picture that has one; a small projection (thrown away afterwards, as the heads are) maps each
+picture's mean patch feature to a unit vector, and a pairwise sigmoid loss, as SigLIP trains pictures
+against texts, calls every (picture, twin) pair of the batch a match and every other pair a mismatch.
+A class head learns "this is emoji 1f9ab" from both drawings separately; the twin loss asks directly
+that the two drawings land next to each other and away from every other emoji in the batch, which is
+what a drawing in an unseen style needs. `twin_retrieval` measures it: how often a picture's nearest
+neighbour among the other drawings is its twin.
 """
 from __future__ import annotations
 
@@ -106,14 +116,22 @@ def warm_up_encoder(encoder: VisionEncoder, images: list, cells: list[list[tuple
 def warm_up_encoder_tasks(encoder: VisionEncoder, images: list, tasks: dict[str, list], epochs: float = 10,
                           batch_size: int = 64, lr: float = 2e-3, weight_decay: float = 0.01,
                           augment: Callable | None = None, seed: int = 0, progress: bool = True,
-                          evaluate: Callable | None = None, eval_every: int = 0) -> dict:
+                          evaluate: Callable | None = None, eval_every: int = 0, twins: list[int] | None = None,
+                          twin_weight: float = 1.0) -> dict:
     """Train `encoder` in place on several labels per picture: tasks maps a name to one label (or None)
     per picture. One linear head per task on the mean patch feature, summed cross-entropies, AdamW with
     a 5% warm-up and cosine decay. `augment(img) -> img` is applied to each picture each time it is drawn.
-    `evaluate(encoder, heads, classes)` is called every `eval_every` epochs and at the end; its dicts
-    are returned under "evals". Returns {"loss", "seconds", "steps", "classes", "evals"}."""
+    `twins[i]` is the index of picture i's twin (the same thing drawn otherwise) or -1: the twin loss of
+    the module docstring joins the heads' with weight `twin_weight` (an epoch is then a pass over half
+    the pictures as anchors, their twins added to each batch). `evaluate(encoder, heads, classes)` is
+    called every `eval_every` epochs and at the end; its dicts are returned under "evals".
+    Returns {"loss", "seconds", "steps", "classes", "evals"}, with "twin_loss_first" and "twin_loss"
+    (the twin loss's mean over the first and the last 10% of the steps) when `twins` is given."""
     if not images or any(len(v) != len(images) for v in tasks.values()):
         raise ValueError("warm_up_encoder_tasks needs one label (or None) per picture for every task")
+    if twins is not None and (len(twins) != len(images) or any(t >= len(images) or t == i
+                                                                 for i, t in enumerate(twins))):
+        raise ValueError("twins needs one index (or -1) per picture, each another picture's")
     t0 = time.time()
     classes = {name: sorted({lb for lb in labels if lb is not None}) for name, labels in tasks.items()}
     index = {name: {c: i for i, c in enumerate(cs)} for name, cs in classes.items()}
@@ -122,7 +140,9 @@ def warm_up_encoder_tasks(encoder: VisionEncoder, images: list, tasks: dict[str,
     fixed = None if augment else torch.from_numpy(pixel_batch(images, encoder.vcfg))
     width = encoder.vcfg.hidden_size
     heads = nn.ModuleDict({name: nn.Linear(width, len(c)) for name, c in classes.items()})
-    params = list(encoder.parameters()) + list(heads.parameters())
+    twin = _TwinLoss(width) if twins is not None else None
+    params = list(encoder.parameters()) + list(heads.parameters()) + (list(twin.parameters()) if twin else [])
+    anchors_per_batch = batch_size // 2 if twin else batch_size
     per_epoch = max(1, len(images) // batch_size)
     steps = max(1, round(epochs * per_epoch))
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
@@ -137,12 +157,20 @@ def warm_up_encoder_tasks(encoder: VisionEncoder, images: list, tasks: dict[str,
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=steps, desc="encoder warm-up", unit="step")
-    evals, loss, order = [], torch.zeros(()), []
+    evals, loss, order, twin_losses = [], torch.zeros(()), [], []
     for step in range(steps):
         encoder.train()
-        if len(order) < batch_size:                       # a new pass over the pictures, reshuffled
+        if len(order) < anchors_per_batch:                # a new pass over the pictures, reshuffled
             order = rng.sample(range(len(images)), len(images))
-        idx, order = order[:batch_size], order[batch_size:]
+        idx, order = order[:anchors_per_batch], order[anchors_per_batch:]
+        pairs = []
+        if twin is not None:                              # each anchor's twin joins the batch
+            for a in list(idx):
+                t = twins[a]
+                if t >= 0:
+                    if t not in idx:
+                        idx.append(t)
+                    pairs.append((idx.index(a), idx.index(t)))
         if fixed is not None:
             x = fixed[idx]
         else:       # augment draws from Python's global random: seeded per step, so a run repeats exactly
@@ -151,6 +179,10 @@ def warm_up_encoder_tasks(encoder: VisionEncoder, images: list, tasks: dict[str,
         feats = encoder(x).mean(dim=1)
         it = torch.tensor(idx)
         loss = sum(_masked_ce(heads[name](feats), y[name][it]) for name in tasks)
+        if pairs:
+            t_loss = twin(feats, pairs)
+            twin_losses.append(float(t_loss.detach()))
+            loss = loss + twin_weight * t_loss
         loss.backward()
         opt.step()
         sched.step()
@@ -169,8 +201,60 @@ def warm_up_encoder_tasks(encoder: VisionEncoder, images: list, tasks: dict[str,
         bar.close()
     random.setstate(outer_state)
     encoder.train(was_training)
-    return {"loss": round(float(loss.detach()), 4), "seconds": round(time.time() - t0, 1), "steps": steps,
-            "classes": {k: len(v) for k, v in classes.items()}, "evals": evals}
+    out = {"loss": round(float(loss.detach()), 4), "seconds": round(time.time() - t0, 1), "steps": steps,
+           "classes": {k: len(v) for k, v in classes.items()}, "evals": evals}
+    if twin is not None:
+        tenth = max(1, len(twin_losses) // 10)
+        out["twin_loss_first"] = round(sum(twin_losses[:tenth]) / tenth, 4) if twin_losses else None
+        out["twin_loss"] = round(sum(twin_losses[-tenth:]) / tenth, 4) if twin_losses else None
+        out["twin_pairs"] = sum(t >= 0 for t in twins)
+    return out
+
+
+class _TwinLoss(nn.Module):
+    """The pairwise sigmoid loss over the (picture, twin) pairs of a batch: a linear projection of the
+    mean patch feature to a unit vector, a learned scale and bias (initialised as SigLIP's, 10 and -10, so
+    the many mismatched pairs start near their target), and for anchors a_1..a_n with twins t_1..t_n the
+    logistic loss of every (a_i, t_j): a match when i == j. Mean over anchors."""
+
+    def __init__(self, width: int, dim: int = 64):
+        super().__init__()
+        self.proj = nn.Linear(width, dim)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+        self.bias = nn.Parameter(torch.tensor(-10.0))
+
+    def forward(self, feats: torch.Tensor, pairs: list[tuple[int, int]]) -> torch.Tensor:
+        z = F.normalize(self.proj(feats), dim=-1)
+        a, t = z[[p[0] for p in pairs]], z[[p[1] for p in pairs]]
+        logits = a @ t.T * self.log_scale.exp() + self.bias
+        target = 2 * torch.eye(len(pairs), device=z.device) - 1
+        return -F.logsigmoid(target * logits).sum() / len(pairs)
+
+
+def twin_retrieval(encoder: VisionEncoder, images: list, twins: list[int], pool: list[int] | None = None,
+                   batch: int = 256) -> dict:
+    """How often a picture's twin is its nearest neighbour (top1) or among its ten nearest (top10), by the
+    cosine of the mean patch features, searched among `pool` (default: every picture that is some
+    picture's twin), the picture itself left out. Queries are the pictures with a twin (`twins[i] >= 0`;
+    one direction suffices). Returns {"top1", "top10", "n", "chance10"}: the emoji probe's search for an
+    emoji's drawing in the other style, on any list of pairs."""
+    query = [i for i, t in enumerate(twins) if t >= 0]
+    if not query:
+        raise ValueError("twin_retrieval needs at least one picture with a twin")
+    pool = sorted(set(pool) | {twins[i] for i in query}) if pool is not None else sorted({twins[i] for i in query})
+    with torch.no_grad():
+        feats = torch.cat([encoder(torch.from_numpy(pixel_batch(images[i:i + batch], encoder.vcfg))).mean(1)
+                           for i in range(0, len(images), batch)])
+    unit = F.normalize(feats, dim=-1)
+    sim = unit[query] @ unit[pool].T
+    for row, i in enumerate(query):                       # a picture is not its own neighbour
+        if i in pool:
+            sim[row, pool.index(i)] = -2.0
+    top = sim.topk(min(10, len(pool)), dim=1).indices
+    hits = [[pool[j] for j in r] for r in top.tolist()]
+    return {"top1": sum(h[0] == twins[i] for h, i in zip(hits, query)) / len(query),
+            "top10": sum(twins[i] in h for h, i in zip(hits, query)) / len(query),
+            "n": len(query), "chance10": min(10, len(pool)) / len(pool)}
 
 
 def _masked_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
