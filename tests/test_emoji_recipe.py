@@ -434,3 +434,30 @@ def test_twins_pair_one_emoji_across_styles_and_keep_the_cross_style_test_unseen
     assert sum(t >= 0 for t in pairs) == 2 * len(extra)
     # twins off: the pictures are the rows, nothing paired
     assert _warmup_pictures(replace(r, encoder_twins=0.0), google, {"emoji": []}, tmp_path) == (google, None)
+
+
+def test_caption_paraphrase_rewords_the_caption_stage_questions(tmp_path):
+    """caption_paraphrase: the caption stage's category and concept questions in the training wordings
+    (emoji_wording.TRAIN) too, never in a held-out one; the captions and every answer stay as they were."""
+    from dataclasses import replace
+
+    from minimind_v.recipes.emoji import EmojiRecipe, _caption_stage_rows
+    from minimind_v.recipes.emoji_wording import HELD_OUT, TRAIN
+    rows = [_row(f"google/1f{i:03x}.png", ("What is this?", "This is the beaver emoji."),
+                 ("What type of emoji is this?", "It is a mammal: the beaver emoji."),
+                 ("Which category does this emoji belong to?", "It belongs to the Animals & Nature category."),
+                 ("Is this an animal?", "Yes, this is the beaver emoji.")) for i in range(60)]
+    facts = picture_facts(rows)
+
+    def stage(share):
+        caps, _, _ = _caption_stage_rows(rows, facts, replace(EmojiRecipe(), caption_paraphrase=share), 0,
+                                         tmp_path / str(share), lambda m: None)
+        return [[m["content"] for m in json.loads(r["conversations"])] for r in caps]
+    plain, mixed = stage(0.0), stage(1.0)
+    assert len(plain) == len(mixed) and [c[1] for c in plain] == [c[1] for c in mixed]   # answers kept
+    trained = {w.split("{}")[0] for ws in TRAIN.values() for w in ws}
+    held = {w.split("{}")[0] for ws in HELD_OUT.values() for w in ws}
+    changed = [m[0].removeprefix("<image>\n") for p, m in zip(plain, mixed) if p[0] != m[0]]
+    assert len(changed) > 60                          # the category and concept questions, not the captions
+    assert all(any(q.startswith(t) for t in trained) and not any(q.startswith(h) for h in held) for q in changed)
+    assert all(p[0] == m[0] for p, m in zip(plain, mixed) if p[0].endswith("Describe this emoji."))

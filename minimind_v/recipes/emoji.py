@@ -101,6 +101,7 @@ class EmojiRecipe:
     augment: float = 0.0           # data/augment.py strength on every training picture (0: off)
     paraphrase: float = 0.5        # share of training questions asked in another wording (recipes/emoji_wording.py)
     paraphrase_kinds: str | None = None  # only these kinds of question, comma-separated ("category,kind"); None: all
+    caption_paraphrase: float = 0.0  # the same for the caption stage's concept and category questions
     train_rows: int | None = None  # use only the first N training rows (smoke runs)
     train_style: str | None = None  # train on one art style only ("google" or "twitter"): the cross-style split
     val_rows: int | None = None    # evaluate only N validation rows (smoke runs)
@@ -663,7 +664,11 @@ def _caption_stage_rows(rows, facts, r: EmojiRecipe, seed: int, out: Path, say):
         extra["yes/no concept"] = concept_rows(rows, facts, r.caption_concepts, seed)
     if r.caption_category > 0:
         extra["category"] = category_rows(rows, facts, r.caption_category, seed)
-    caps = caps + [row for more in extra.values() for row in more]
+    questions = [row for more in extra.values() for row in more]
+    if r.caption_paraphrase > 0:           # the stage's questions in other wordings too, not only the data's two
+        questions, n = reword_rows(questions, r.caption_paraphrase, seed + 3)
+        say(f"{n} caption-stage questions asked in another wording (caption_paraphrase={r.caption_paraphrase:g})")
+    caps = caps + questions
     cap_file = _write_rows(caps, out / "data" / "captions.parquet")
     say(f"2/5 captions mined for {cap_counts['captioned']} of {cap_counts['pictures']} pictures "
         f"({cap_counts['with_category']} with a category, {cap_counts['with_kind']} with a kind)"
