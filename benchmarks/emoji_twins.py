@@ -6,7 +6,7 @@ Why: the warm-up is the part of the emoji recipe that decides what a drawing in 
 to the model (docs/emoji.md, "Where the knowledge sits"), and it takes minutes where the whole recipe
 takes half an hour; so changes to it (the twin loss, `encoder_twins`) are compared here first. It warms
 up an encoder exactly as `minimind-v emoji train` would with the same recipe settings (`--set`, e.g.
-`encoder_twins=1 train_style=google twin_share=0.5`) and prints one JSON line:
+`encoder_twins=1 train_style=google`) and prints one JSON line:
 
 - one-style recipes (`train_style`): the emoji probe's `style_probe` on the other style's pictures that
   no part of the run saw (a linear probe for category and kind trained on the seen style, and the twin
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                   "twin_loss_first": warm.get("twin_loss_first"), "twin_loss": warm.get("twin_loss"),
                   "final_loss": warm["loss"]}
         if r.train_style is not None:
-            result["style_probe"] = style_probe(encoder, data, r.train_style, twin_share=r.twin_share)
+            result["style_probe"] = style_probe(encoder, data, r.train_style, twin_share=r.pair_share())
         else:
             val = _read_rows(data / VAL_FILE, columns=("image_bytes", "image_names"))
             seen_val, val_pics = set(), []

@@ -80,10 +80,10 @@ class EmojiRecipe:
     encoder_augment: float = 1.0   # data/augment.py strength during the warm-up (0: off)
     encoder_restyle: float = 0.0   # share of warm-up pictures redrawn in another style (data/augment.restyle)
     encoder_concepts: bool = False  # also the yes/no concepts ("is a person"), by kind (concept_labels)
-    encoder_twins: float = 0.0     # weight of the twin loss: one emoji's two drawings together (0: off)
-    twin_share: float = 1.0        # share of emoji families paired (paired_family); with train_style, the
-                                   # other style's drawings of those join the warm-up as twins only, and
-                                   # the cross-style test reads the rest
+    encoder_twins: float = 1.0     # weight of the twin loss: one emoji's two drawings together (0: off)
+    twin_share: float | None = None  # share of emoji families paired (paired_family; None: all, half with
+                                   # train_style); with train_style, the other style's drawings of those
+                                   # join the warm-up as twins only, and the cross-style test reads the rest
     encoder_from: str | None = None  # an earlier run's OUT/encoder (same data, seed, warm-up settings): no warm-up
     train_encoder: bool = False    # keep training the encoder in the VLM stages (False: frozen after warm-up)
     caption_epochs: float = 6.0    # vlm-pretrain passes over the mined captions (0: skip the stage)
@@ -106,6 +106,23 @@ class EmojiRecipe:
     train_style: str | None = None  # train on one art style only ("google" or "twitter"): the cross-style split
     val_rows: int | None = None    # evaluate only N validation rows (smoke runs)
     max_new_tokens: int = 32
+
+    def pair_share(self) -> float:
+        """The share of emoji families the twin loss pairs (`twin_share`, resolved): all of them when both
+        styles are trained on; half in a one-style run, whose cross-style test reads the other half (the
+        same half with the twin loss off, so runs with and without it are scored on the same pictures)."""
+        if self.twin_share is not None:
+            return self.twin_share
+        return 0.5 if self.train_style is not None else 1.0
+
+    def check(self) -> None:
+        """Refuse settings that cannot run or would measure the wrong thing, in one line (ValueError)."""
+        if self.encoder_twins < 0 or not 0 < self.pair_share() <= 1:
+            raise ValueError(f"encoder_twins must be >= 0 and twin_share in (0, 1], got {self.encoder_twins:g} "
+                             f"and {self.pair_share():g}")
+        if self.train_style is not None and self.encoder_twins > 0 and self.pair_share() >= 1:
+            raise ValueError("a one-style run with encoder_twins needs twin_share < 1: its cross-style test "
+                             "reads the other style's drawings that the twin loss did not pair")
 
     def model_overrides(self) -> dict:
         vision = tiny_siglip(self.enc_hidden, self.enc_layers, self.enc_heads, self.image_size, self.patch_size)
@@ -472,6 +489,7 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
     from .demo import library_versions
 
     r = recipe or (QUICK if quick else EmojiRecipe())
+    r.check()
     data_dir, out = Path(data_dir), Path(out)
     for name in (TRAIN_FILE, VAL_FILE):
         if not (data_dir / name).exists():
@@ -621,6 +639,10 @@ def run_args(a: argparse.Namespace) -> int:
     """`minimind-v emoji train`: run the recipe the flags describe."""
     r = recipe_of(a)
     try:
+        r.check()
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    try:
         run_emoji(a.data, a.out, quick=a.quick, seed=a.seed, recipe=r, threads=a.threads)
     except FileNotFoundError as e:                 # a wrong DATA_DIR: one line, not a traceback
         raise SystemExit(f"error: {e}") from None
@@ -724,17 +746,18 @@ def _warmup_pictures(r: EmojiRecipe, rows: list[dict], tasks: dict[str, list],
     is extended in place), so what is labelled stays one style."""
     if r.encoder_twins <= 0:
         return rows, None
+    share = r.pair_share()
     pictures = list(rows)
     if r.train_style is not None:
         seen = {emoji_key(row["image_names"]) for row in rows}
         everything = _read_rows(data_dir / TRAIN_FILE, columns=("image_bytes", "image_names"))
         extra = [row for row in everything if style_of(row["image_names"]) != r.train_style
-                 and emoji_key(row["image_names"]) in seen and paired_family(row["image_names"], r.twin_share)]
+                 and emoji_key(row["image_names"]) in seen and paired_family(row["image_names"], share)]
         pictures += extra
         for labels in tasks.values():
             labels.extend([None] * len(extra))
     twins = twin_index(pictures)
-    twins = [t if t >= 0 and paired_family(p["image_names"], r.twin_share) else -1
+    twins = [t if t >= 0 and paired_family(p["image_names"], share) else -1
              for p, t in zip(pictures, twins)]
     return pictures, twins
 
@@ -783,7 +806,7 @@ def _evaluate(vlm, data_dir: Path, r: EmojiRecipe):
     styles = by_style(val, res, blind)
     other = None
     if r.train_style is not None:           # the other style's training pictures: a larger cross-style test
-        cross_rows = other_style_rows(data_dir, r.train_style, r.val_rows, r.twin_share)
+        cross_rows = other_style_rows(data_dir, r.train_style, r.val_rows, r.pair_share())
         cross = evaluate(vlm, cross_rows, max_new_tokens=r.max_new_tokens, progress=False)
         other = {"n": cross["n"], "per_type": cross["per_type"],
                  "majority_per_type": majority_baseline(cross_rows)["per_type"]}

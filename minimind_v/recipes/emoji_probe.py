@@ -25,6 +25,7 @@ import json
 import random
 import re
 from collections import defaultdict
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -33,7 +34,7 @@ import torch.nn.functional as F
 from ..image import open_image
 from ..hf.pixels import pixel_batch
 from ..image import blank_image
-from .emoji import TRAIN_FILE, VAL_FILE, _read_rows, emoji_key, other_style_pictures, picture_facts, style_of
+from .emoji import TRAIN_FILE, VAL_FILE, EmojiRecipe, _read_rows, emoji_key, other_style_pictures, picture_facts, style_of
 
 _NAME_QUESTION = re.compile(r"^(?:Is this|Does this image show) the (.+)\?$")
 
@@ -154,7 +155,14 @@ def style_probe(encoder, data_dir: str | Path, train_style: str, steps: int = 30
     out["identity_top1"] = round(sum(n[0] == keys[i] for n, i in zip(near, query)) / len(query), 4)
     out["identity_top10"] = round(sum(keys[i] in n for n, i in zip(near, query)) / len(query), 4)
     out["identity_n"] = len(query)
+    out["identity_pool"] = len(seen)                 # chance for the top 10: 10 / identity_pool
     return out
+
+
+def _recipe(summary: dict) -> EmojiRecipe:
+    """The recipe a run's summary.json records (fields a later version added keep their defaults)."""
+    known = {f.name for f in fields(EmojiRecipe)}
+    return EmojiRecipe(**{k: v for k, v in summary.get("recipe", {}).items() if k in known})
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -187,7 +195,7 @@ def run_args(a: argparse.Namespace) -> int:
     result = {"run": str(a.run), **name_check(vlm, a.data, style, seed=summary.get("seed", 0))}
     if style:
         result["style_probe"] = style_probe(vlm.model.vision_encoder, a.data, style,
-                                            twin_share=summary["recipe"].get("twin_share", 1.0))
+                                            twin_share=_recipe(summary).pair_share())
     print(json.dumps(result))
     return 0
 
