@@ -13,7 +13,9 @@ Steps (CPU, nothing downloaded; the data is DATA_DIR/emoji_{train,val}.parquet, 
      tiny SigLIP2 encoder, from scratch, learns the category, the kind and which emoji a picture is
      (linear heads on its mean patch feature, pictures augmented; recipes/encoder_warmup.py). "Which
      emoji" is the same label for both art styles, so the features learn to agree across styles, which
-     a validation picture (the other style of a training emoji) needs. The encoder is then frozen;
+     a validation picture (the other style of a training emoji) needs; the twin loss (`encoder_twins`)
+     asks it directly: the Noto and the Twemoji drawing of one emoji (matched by code points) close
+     together, other emoji apart. The encoder is then frozen;
   3. vlm-pretrain on the captions: projector and LLM; short rows, so every picture is seen with its
      name, kind and category several times cheaply; two questions per picture join them, in the data's
      own wording and answer form: a yes/no concept its kind answers ("Is this a flag?", `caption_concepts`)
@@ -29,8 +31,9 @@ Steps (CPU, nothing downloaded; the data is DATA_DIR/emoji_{train,val}.parquet, 
      summary.json, predictions.jsonl, loss.png, examples. Every number is also given per art style
      of the validation pictures (`by_style`); `train_style` trains on one style only, so the other
      style's pictures show what the model makes of drawings it never saw (the cross-style split), and
-     such a run also answers the category and kind of every other-style picture of the training file
-     (`other_style_rows`, ~1,700 questions each: emoji_val has too few to see a change of a few points).
+     such a run also answers the category and kind of the other style's training pictures of the emoji
+     families its twin loss did not pair (`other_style_rows`, half of them: ~850 category questions each
+     way; emoji_val has too few to see a change of a few points).
      `emoji_probe.py` asks where what the model knows sits: in the frozen encoder or in the LLM.
 
 Why these settings (docs/emoji.md has the measurements): a 64 px emoji cut into 8 px patches gives 64
@@ -368,8 +371,9 @@ def twin_index(rows: list[dict]) -> list[int]:
     for i, r in enumerate(rows):
         by_key[emoji_key(r["image_names"])].append(i)
     out = []
-    for i, r in enumerate(rows):
-        other = [j for j in by_key[emoji_key(r["image_names"])] if style_of(rows[j]["image_names"]) != style_of(r["image_names"])]
+    for r in rows:
+        style = style_of(r["image_names"])
+        other = [j for j in by_key[emoji_key(r["image_names"])] if style_of(rows[j]["image_names"]) != style]
         out.append(other[0] if other else -1)
     return out
 
@@ -395,8 +399,9 @@ def other_style_rows(data_dir: str | Path, train_style: str, limit: int | None =
     picture per emoji family (its skin tones share category and kind and would count five times).
 
     Why: emoji_val has 33-39 category questions per style, so one answer moves the cross-style score by
-    2.6-3.0 points, more than any change measured; the other style's ~2,450 training pictures (the same
-    emoji, another artist, none of them seen when training on one style) measure it to about a point."""
+    2.6-3.0 points, more than any change measured; the other style's training pictures (the same emoji,
+    another artist, none of them seen when training on one style: ~1,700 families, ~850 with
+    `twin_share=0.5`) measure it to one or two points."""
     rows = _read_rows(Path(data_dir) / TRAIN_FILE)
     facts, out = picture_facts(rows), []
     for i in other_style_pictures(rows, train_style, twin_share):

@@ -141,7 +141,9 @@ def warm_up_encoder_tasks(encoder: VisionEncoder, images: list, tasks: dict[str,
     width = encoder.vcfg.hidden_size
     heads = nn.ModuleDict({name: nn.Linear(width, len(c)) for name, c in classes.items()})
     twin = _TwinLoss(width) if twins is not None else None
-    params = list(encoder.parameters()) + list(heads.parameters()) + (list(twin.parameters()) if twin else [])
+    params = list(encoder.parameters()) + list(heads.parameters())
+    if twin is not None:
+        params += list(twin.parameters())
     anchors_per_batch = batch_size // 2 if twin else batch_size
     per_epoch = max(1, len(images) // batch_size)
     steps = max(1, round(epochs * per_epoch))
