@@ -31,10 +31,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..image import open_image
-from ..hf.pixels import pixel_batch
-from ..image import blank_image
+from ..image import blank_image, open_image
 from .emoji import TRAIN_FILE, VAL_FILE, EmojiRecipe, _read_rows, emoji_key, other_style_pictures, picture_facts, style_of
+from .encoder_warmup import mean_patch_features, twin_search
 
 _NAME_QUESTION = re.compile(r"^(?:Is this|Does this image show) the (.+)\?$")
 
@@ -47,13 +46,8 @@ def auc(pos: list[float], neg: list[float]) -> float:
 
 
 def encoder_features(encoder, rows: list[dict], batch: int = 256) -> torch.Tensor:
-    """(len(rows), width): each picture's mean patch feature (what the warm-up's heads read)."""
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(rows), batch):
-            x = torch.from_numpy(pixel_batch([open_image(r["image_bytes"]) for r in rows[i:i + batch]], encoder.vcfg))
-            out.append(encoder(x).mean(1))
-    return torch.cat(out)
+    """(len(rows), width): each row's picture's mean patch feature (`mean_patch_features`)."""
+    return mean_patch_features(encoder, [open_image(r["image_bytes"]) for r in rows], batch)
 
 
 def _caption_gain(vlm, image, names: list[str]) -> list[float]:
@@ -146,15 +140,14 @@ def style_probe(encoder, data_dir: str | Path, train_style: str, steps: int = 30
             hit = probe((feats[b] - mu) / sd).argmax(1) == torch.tensor([index[facts[i][task]] for i in b])
         out[task] = round(hit.float().mean().item(), 4)
         out[f"{task}_n"] = len(b)
-    keys = [emoji_key(r["image_names"]) for r in rows]
-    have = {keys[i] for i in seen}
-    query = [i for i in unseen if keys[i] in have]
-    unit = F.normalize(feats, dim=-1)
-    top = (unit[query] @ unit[seen].T).topk(10, dim=1).indices
-    near = [[keys[seen[j]] for j in row] for row in top.tolist()]
-    out["identity_top1"] = round(sum(n[0] == keys[i] for n, i in zip(near, query)) / len(query), 4)
-    out["identity_top10"] = round(sum(keys[i] in n for n, i in zip(near, query)) / len(query), 4)
-    out["identity_n"] = len(query)
+    seen_by_key = {emoji_key(rows[i]["image_names"]): i for i in seen}     # one drawing per emoji and style
+    twins = [-1] * len(rows)
+    for i in unseen:
+        twins[i] = seen_by_key.get(emoji_key(rows[i]["image_names"]), -1)
+    found = twin_search(feats, twins, pool=seen)
+    out["identity_top1"] = round(found["top1"], 4)
+    out["identity_top10"] = round(found["top10"], 4)
+    out["identity_n"] = found["n"]
     out["identity_pool"] = len(seen)                 # chance for the top 10: 10 / identity_pool
     return out
 

@@ -233,6 +233,14 @@ class _TwinLoss(nn.Module):
         return -F.logsigmoid(target * logits).sum() / len(pairs)
 
 
+def mean_patch_features(encoder: VisionEncoder, images: list, batch: int = 256) -> torch.Tensor:
+    """(len(images), width): each picture's mean patch feature, what the warm-up's heads read, without
+    gradients, `batch` pictures at a time."""
+    with torch.no_grad():
+        return torch.cat([encoder(torch.from_numpy(pixel_batch(images[i:i + batch], encoder.vcfg))).mean(1)
+                          for i in range(0, len(images), batch)])
+
+
 def twin_retrieval(encoder: VisionEncoder, images: list, twins: list[int], pool: list[int] | None = None,
                    batch: int = 256) -> dict:
     """How often a picture's twin is its nearest neighbour (top1) or among its ten nearest (top10), by the
@@ -240,18 +248,21 @@ def twin_retrieval(encoder: VisionEncoder, images: list, twins: list[int], pool:
     picture's twin), the picture itself left out. Queries are the pictures with a twin (`twins[i] >= 0`;
     one direction suffices). Returns {"top1", "top10", "n", "chance10"}: the emoji probe's search for an
     emoji's drawing in the other style, on any list of pairs."""
+    return twin_search(mean_patch_features(encoder, images, batch), twins, pool)
+
+
+def twin_search(feats: torch.Tensor, twins: list[int], pool: list[int] | None = None) -> dict:
+    """`twin_retrieval` on features already computed (one row per picture)."""
     query = [i for i, t in enumerate(twins) if t >= 0]
     if not query:
         raise ValueError("twin_retrieval needs at least one picture with a twin")
     pool = sorted(set(pool) | {twins[i] for i in query}) if pool is not None else sorted({twins[i] for i in query})
-    with torch.no_grad():
-        feats = torch.cat([encoder(torch.from_numpy(pixel_batch(images[i:i + batch], encoder.vcfg))).mean(1)
-                           for i in range(0, len(images), batch)])
     unit = F.normalize(feats, dim=-1)
     sim = unit[query] @ unit[pool].T
+    where = {j: k for k, j in enumerate(pool)}
     for row, i in enumerate(query):                       # a picture is not its own neighbour
-        if i in pool:
-            sim[row, pool.index(i)] = -2.0
+        if i in where:
+            sim[row, where[i]] = -2.0
     top = sim.topk(min(10, len(pool)), dim=1).indices
     hits = [[pool[j] for j in r] for r in top.tolist()]
     return {"top1": sum(h[0] == twins[i] for h, i in zip(hits, query)) / len(query),
