@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from minimind_v.model.vision import VisionEncoder
     from minimind_v.recipes.emoji import (TRAIN_FILE, VAL_FILE, EmojiRecipe, _encoder, _parse_overrides,
-                                          _read_rows, emoji_key, picture_facts, style_of)
+                                          _read_rows, picture_facts, twin_index)
     from minimind_v.recipes.emoji_probe import style_probe
     from minimind_v.recipes.encoder_warmup import twin_retrieval
     from minimind_v.image import open_image
@@ -67,13 +67,9 @@ def main(argv: list[str] | None = None) -> int:
                 if v["image_names"] not in seen_val:
                     seen_val.add(v["image_names"])
                     val_pics.append(v)
-            by_key = {(emoji_key(x["image_names"]), style_of(x["image_names"])): i for i, x in enumerate(rows)}
-            images = [open_image(x["image_bytes"]) for x in rows] + [open_image(v["image_bytes"]) for v in val_pics]
-            twins = [-1] * len(rows)
-            other = {"google": "twitter", "twitter": "google"}
-            for v in val_pics:
-                j = by_key.get((emoji_key(v["image_names"]), other.get(style_of(v["image_names"]))), -1)
-                twins.append(j)
+            images = [open_image(x["image_bytes"]) for x in rows + val_pics]
+            # only the validation pictures ask; a validation emoji is in one style, so its twin is a training row
+            twins = [-1] * len(rows) + twin_index(rows + val_pics)[len(rows):]
             result["val_to_train"] = twin_retrieval(encoder, images, twins, pool=list(range(len(rows))))
     print(json.dumps({**result, "recipe": {k: v for k, v in asdict(r).items() if k.startswith(("encoder", "twin"))}}))
     return 0
