@@ -59,7 +59,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..config import tiny_siglip
-from .emoji_wording import held_out_rows, reword_rows
+from .emoji_wording import held_out_rows, noise_rows, reword_rows, word_pool
 
 TRAIN_FILE = "emoji_train.parquet"
 VAL_FILE = "emoji_val.parquet"
@@ -105,6 +105,8 @@ class EmojiRecipe:
     paraphrase: float = 0.5        # share of training questions asked in another wording (recipes/emoji_wording.py)
     paraphrase_kinds: str | None = None  # only these kinds of question, comma-separated ("category,kind"); None: all
     caption_paraphrase: float = 0.0  # the same for the caption stage's concept and category questions
+    question_noise: float = 0.5    # share of those questions (both stages) with words dropped and inserted
+                                   # (emoji_wording.noise_rows): what is asked, found in any wording
     train_rows: int | None = None  # use only the first N training rows (smoke runs)
     train_style: str | None = None  # train on one art style only ("google" or "twitter"): the cross-style split
     val_rows: int | None = None    # evaluate only N validation rows (smoke runs)
@@ -513,7 +515,10 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
         kinds = None if r.paraphrase_kinds is None else r.paraphrase_kinds.split(",")
         sft_rows, n_reworded = reword_rows(rows, r.paraphrase, seed, kinds)
         say(f"{n_reworded} training questions asked in another wording (paraphrase={r.paraphrase:g})")
-    if r.train_rows is not None or r.train_style is not None or r.paraphrase > 0:
+    if r.question_noise > 0:
+        sft_rows, n_noisy = noise_rows(sft_rows, r.question_noise, seed + 5, word_pool(rows))
+        say(f"{n_noisy} training questions with words dropped and inserted (question_noise={r.question_noise:g})")
+    if r.train_rows is not None or r.train_style is not None or r.paraphrase > 0 or r.question_noise > 0:
         train_file = _write_rows(sft_rows, out / "data" / "train_subset.parquet")
     if r.train_style is not None:
         say(f"training on the {r.train_style} art style only ({len(rows)} pictures): the cross-style split")
@@ -695,6 +700,9 @@ def _caption_stage_rows(rows, facts, r: EmojiRecipe, seed: int, out: Path, say):
     if r.caption_paraphrase > 0:           # the stage's questions in other wordings too, not only the data's two
         questions, n = reword_rows(questions, r.caption_paraphrase, seed + 3)
         say(f"{n} caption-stage questions asked in another wording (caption_paraphrase={r.caption_paraphrase:g})")
+    if r.question_noise > 0:
+        questions, n = noise_rows(questions, r.question_noise, seed + 6, word_pool(rows))
+        say(f"{n} caption-stage questions with words dropped and inserted (question_noise={r.question_noise:g})")
     caps = caps + questions
     cap_file = _write_rows(caps, out / "data" / "captions.parquet")
     say(f"2/5 captions mined for {cap_counts['captioned']} of {cap_counts['pictures']} pictures "

@@ -10,6 +10,13 @@ gives each kind of question more wordings in two disjoint sets:
 - `HELD_OUT` wordings: never trained on; `held_out_rows(val_rows)` asks emoji_val's questions in them, so
   the recipe can report how a model does on phrasings it never saw next to the same questions as written.
 
+Ten wordings are still a handful of strings to a language model trained from nothing: it learns them and
+little else. `noise_rows` (the recipe's `question_noise`) adds no wording of its own: it drops words of a
+training question and slips in words the training file's answers use, so the model has to find what is
+asked from the words that matter ("category", "person") wherever they stand, among words it has not seen
+there. The words of what a question names ("a person" in "Is this a person?") and those its answer
+repeats are never dropped.
+
 A question is reworded only when it matches one of the patterns below exactly (the multiple-choice and
 "name only" questions carry their own constraints and are left alone). The wordings are written here
 for this purpose; they keep what is asked and the answer's form.
@@ -105,6 +112,86 @@ def reword_rows(rows: list[dict], share: float, seed: int = 0, kinds: list[str] 
         changed += n
         out.append({**r, "conversations": json.dumps(new, ensure_ascii=False)} if n else r)
     return out, changed
+
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z'&-]*")
+
+
+def word_pool(rows: list[dict]) -> list[str]:
+    """What `noise_rows` inserts: the distinct words of the rows' answers that no question uses, sorted. A
+    question's own words would change what it asks ("category" slipped into a kind question, "goat" into
+    a yes/no one)."""
+    answers, questions = set(), set()
+    for r in rows:
+        for m in json.loads(r["conversations"]):
+            words = {w.lower() for w in _WORD.findall(m["content"].replace("<image>", ""))}
+            (questions if m["role"] == "user" else answers).update(words)
+    return sorted(answers - questions)
+
+
+def noisy_question(question: str, keep: set[str], pool: list[str], rng, drop: float = 0.2,
+                   insert: float = 0.15) -> str:
+    """`question` with a word from `pool` inserted before each word with probability `insert` and each
+    word dropped with probability `drop` (never one in `keep`, and never all of them); the final
+    punctuation stays."""
+    body, end = (question[:-1], question[-1]) if question[-1:] in "?." else (question, "")
+    words = body.split()
+    out = []
+    for w in words:
+        if rng.random() < insert:
+            out.append(rng.choice(pool))
+        if rng.random() >= drop or w.strip(",").lower() in keep:
+            out.append(w)
+    if not any(w in words for w in out):   # every word dropped: keep one
+        out.append(rng.choice(words))
+    return " ".join(out) + end
+
+
+def noise_rows(rows: list[dict], share: float, seed: int = 0, pool: list[str] | None = None,
+               drop: float = 0.2, insert: float = 0.15) -> tuple[list[dict], int]:
+    """Training rows with `share` of their questions of the kinds in `WORDINGS` (matched in the data's
+    wordings or a `TRAIN` one) made noisy by `noisy_question` (seeded): never dropped are the words of
+    what a question names ("a person", "goat emoji") and those its answer repeats. The pool of inserted
+    words defaults to the rows' own. Returns the rows (the others unchanged, the same dicts) and how many
+    questions changed."""
+    pool = pool or word_pool(rows)
+    rng = random.Random(seed)
+    out, changed = [], 0
+    for r in rows:
+        conv = json.loads(r["conversations"])
+        new, n = [], 0
+        for q, a in zip(conv[::2], conv[1::2]):
+            marker, text = _split_marker(q["content"])
+            m = _match(text) if q["role"] == "user" else None
+            if m is not None and rng.random() < share:
+                keep = {w.lower() for w in _WORD.findall(" ".join(m.groups()) + " " + a["content"])}
+                noisy = noisy_question(text, keep, pool, rng, drop, insert)
+                if noisy != text:
+                    q, n = {**q, "content": marker + noisy}, n + 1
+            new += [q, a]
+        new += conv[len(new):]
+        changed += n
+        out.append({**r, "conversations": json.dumps(new, ensure_ascii=False)} if n else r)
+    return out, changed
+
+
+def _match(text: str) -> re.Match | None:
+    """`text` (stripped) matched as a question of a kind in WORDINGS, in the data's own wording or a TRAIN
+    one (group 1, when there is one, is what it names: "a person", "goat emoji"); None for any other."""
+    text = text.strip()
+    for pattern in list(_PATTERNS.values()) + [_wording_pattern(w) for ws in TRAIN.values() for w in ws]:
+        if m := pattern.match(text):
+            return m
+    return None
+
+
+def _wording_pattern(wording: str) -> re.Pattern:
+    if wording not in _WORDING_PATTERNS:
+        _WORDING_PATTERNS[wording] = re.compile("^" + re.escape(wording).replace(r"\{\}", "(.+)") + "$")
+    return _WORDING_PATTERNS[wording]
+
+
+_WORDING_PATTERNS: dict[str, re.Pattern] = {}
 
 
 def held_out_rows(rows: list[dict]) -> tuple[list[dict], list[int]]:
