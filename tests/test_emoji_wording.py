@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from minimind_v.recipes.emoji_wording import HELD_OUT, TRAIN, WORDINGS, held_out_rows, reword, reword_rows
+from minimind_v.recipes.emoji_wording import (HELD_OUT, TRAIN, WORDINGS, held_out_rows, noise_rows, reword,
+                                              reword_rows, word_pool)
 
 
 def _row(*turns, **extra):
@@ -60,3 +61,40 @@ def test_held_out_rows_leave_the_originals_alone():
     assert [json.loads(r["conversations"])[0]["content"] for r in new] == \
         ["<image>\nIn which emoji category would you find this?", "<image>\nAm I looking at a person?"]
     assert [(r["answer"], r["task"]) for r in new] == [("Animals & Nature", "category"), ("no", "yesno")]
+
+
+def test_noise_rows_drop_and_insert_words_but_never_what_is_named():
+    rows = [_row(("<image>\nWhich category does this emoji belong to?", "It belongs to the Animals & Nature category."),
+                 ("Does this image show the goat emoji?", "No, this is the ram emoji."),
+                 ("What is this? Reply with just the name.", "ram")),
+            _row(("<image>\nDoes this emoji show food or a drink?", "No, this is the ram emoji: a mammal, farm.")),
+            _row(("<image>\nWhich words are associated with this emoji?", "sheep, wool, zodiac."))]
+    pool = word_pool(rows)
+    # inserted words come from answers only: a question's own word would change what it asks
+    assert {"sheep", "wool", "zodiac", "mammal", "farm", "nature"} <= set(pool)
+    assert not {"category", "goat", "food", "drink", "this", "emoji", "name"} & set(pool)
+    out, n = noise_rows(rows * 100, 1.0, seed=3)
+    noisy = {"category": set(), "goat": set(), "food": set()}
+    for r, original in zip(out, rows * 100):
+        conv, before = json.loads(r["conversations"]), json.loads(original["conversations"])
+        assert [m["content"] for m in conv[1::2]] == [m["content"] for m in before[1::2]]  # answers untouched
+        assert conv[0]["content"].startswith("<image>\n") and conv[0]["content"].endswith("?")
+        if "words are associated" in before[0]["content"]:   # other kinds of question are left alone
+            assert conv == before
+        elif "category" in before[0]["content"]:
+            noisy["category"].add(conv[0]["content"])
+            assert "category" in conv[0]["content"]          # the answer says "category": never dropped
+            noisy["goat"].add(conv[2]["content"])
+            assert "goat emoji" in conv[2]["content"] or "goat " in conv[2]["content"]   # what is named: kept
+            assert conv[4]["content"] == "What is this? Reply with just the name."   # "name only": left alone
+        else:
+            noisy["food"].add(conv[0]["content"])
+            assert all(w in conv[0]["content"].split() for w in ("food", "or", "a"))
+            assert "drink?" in conv[0]["content"].split()
+    assert all(len(v) > 10 for v in noisy.values())    # many different noisy copies
+    words = {w for q in noisy["category"] for w in q.replace("<image>\n", "").rstrip("?").split()}
+    assert words - set("Which category does this emoji belong to".split()) <= set(pool)   # inserted from the pool
+    assert words - set("Which category does this emoji belong to".split())                # and some were
+    assert any(len(q.split()) < 7 for q in noisy["category"])                               # and some dropped
+    assert 200 < n <= 300                             # 300 such questions, most changed
+    assert noise_rows(rows, 0.0)[1] == 0 and noise_rows(rows, 0.0)[0][0] is rows[0]

@@ -24,7 +24,10 @@ Steps (CPU, nothing downloaded; the data is DATA_DIR/emoji_{train,val}.parquet, 
      (`caption_verify` adds yes/no name questions instead, "Is this the otter emoji?": off, see below);
   4. vlm-sft on the full 3-turn training conversations (names, categories, yes/no, multiple choice,
      skin tones, flags, keywords), half of their questions asked in another wording (`paraphrase`,
-     recipes/emoji_wording.py), so the model keys on what is asked rather than on two fixed strings;
+     recipes/emoji_wording.py), so the model keys on what is asked rather than on two fixed strings,
+     and half of those questions (in both VLM stages) with words dropped and words only the answers
+     use slipped in (`question_noise`): ten wordings are still ten strings to a model trained from
+     nothing, and in a wording it never saw it answered the category question in the wrong form;
   5. evaluation on emoji_val (rules in eval/score.py, with each task's other answers competing: rule 5),
      again with every picture blanked (the blind baseline), next to the majority-answer baseline per
      task, and again with the questions asked in wordings never trained on (`held_out_wording`);
