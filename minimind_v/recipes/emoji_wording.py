@@ -185,13 +185,14 @@ def _match(text: str) -> re.Match | None:
     return None
 
 
+_WORDING_PATTERNS: dict[str, re.Pattern] = {}
+
+
 def _wording_pattern(wording: str) -> re.Pattern:
+    """A TRAIN wording as a pattern, its "{}" a group: "Is it {}?" matches "Is it a flag?"."""
     if wording not in _WORDING_PATTERNS:
         _WORDING_PATTERNS[wording] = re.compile("^" + re.escape(wording).replace(r"\{\}", "(.+)") + "$")
     return _WORDING_PATTERNS[wording]
-
-
-_WORDING_PATTERNS: dict[str, re.Pattern] = {}
 
 
 def held_out_rows(rows: list[dict]) -> tuple[list[dict], list[int]]:
