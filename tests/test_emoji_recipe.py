@@ -234,7 +234,8 @@ def test_quick_recipe_smoke(tmp_path, emoji_data):
         replies = [p["reply"] for p in preds if p["type"] == task]
         return sum(r.startswith(prefix) for r in replies) / len(replies)
     assert share("category", "It belongs to the ") >= 0.8
-    assert share("kind", "It is a") >= 0.8
+    # (9 kind questions; with the noisy questions the 400-row model answers two of them with a name)
+    assert share("kind", "It is a") >= 0.7, [p["reply"] for p in preds if p["type"] == "kind"]
     assert share("category", "It is a") == 0
 
     # OUT/model is a complete model folder that loads and answers about a picture
@@ -460,7 +461,7 @@ def test_caption_paraphrase_rewords_the_caption_stage_questions(tmp_path):
     facts = picture_facts(rows)
 
     def stage(share):
-        caps, _, _ = _caption_stage_rows(rows, facts, replace(EmojiRecipe(), caption_paraphrase=share), 0,
+        caps, _, _ = _caption_stage_rows(rows, facts, replace(EmojiRecipe(), caption_paraphrase=share, question_noise=0.0), 0,
                                          tmp_path / str(share), lambda m: None)
         return [[m["content"] for m in json.loads(r["conversations"])] for r in caps]
     plain, mixed = stage(0.0), stage(1.0)
