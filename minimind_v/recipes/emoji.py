@@ -518,8 +518,9 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
         kinds = None if r.paraphrase_kinds is None else r.paraphrase_kinds.split(",")
         sft_rows, n_reworded = reword_rows(rows, r.paraphrase, seed, kinds)
         say(f"{n_reworded} training questions asked in another wording (paraphrase={r.paraphrase:g})")
+    pool = word_pool(rows) if r.question_noise > 0 else None   # the words noise_rows slips in, both stages
     if r.question_noise > 0:
-        sft_rows, n_noisy = noise_rows(sft_rows, r.question_noise, seed + 5, word_pool(rows))
+        sft_rows, n_noisy = noise_rows(sft_rows, r.question_noise, seed + 5, pool)
         say(f"{n_noisy} training questions with words dropped and inserted (question_noise={r.question_noise:g})")
     if r.train_rows is not None or r.train_style is not None or r.paraphrase > 0 or r.question_noise > 0:
         train_file = _write_rows(sft_rows, out / "data" / "train_subset.parquet")
@@ -530,7 +531,7 @@ def run_emoji(data_dir: str | Path, out: str | Path = "runs/emoji", quick: bool 
     train_tokenizer(training_texts(sft_rows), r.vocab_size, tok_dir, show_progress=False)
 
     facts = picture_facts(rows)
-    caps, cap_counts, cap_file = _caption_stage_rows(rows, facts, r, seed, out, say)
+    caps, cap_counts, cap_file = _caption_stage_rows(rows, facts, r, seed, out, say, pool)
 
     vision, warm = _encoder(r, rows, facts, seed, out, say, timings, data_dir)
     common = dict(batch_size=r.batch_size, unfreeze_vision=r.train_encoder,
@@ -688,9 +689,10 @@ def _parse_overrides(r: EmojiRecipe, items: list[str]) -> dict:
 
 
 
-def _caption_stage_rows(rows, facts, r: EmojiRecipe, seed: int, out: Path, say):
+def _caption_stage_rows(rows, facts, r: EmojiRecipe, seed: int, out: Path, say, pool: list[str] | None = None):
     """The caption stage's rows: mined captions plus the extra question rows the recipe asks for, written to
-    OUT/data/captions.parquet. Returns (rows, counts, file)."""
+    OUT/data/captions.parquet; `pool`: the words `question_noise` slips in (None: `word_pool(rows)`).
+    Returns (rows, counts, file)."""
     caps, cap_counts = mine_captions(rows, facts)
     extra = {}                             # more caption-stage rows, appended (the loop shuffles)
     if r.caption_verify > 0:
@@ -704,7 +706,7 @@ def _caption_stage_rows(rows, facts, r: EmojiRecipe, seed: int, out: Path, say):
         questions, n = reword_rows(questions, r.caption_paraphrase, seed + 3)
         say(f"{n} caption-stage questions asked in another wording (caption_paraphrase={r.caption_paraphrase:g})")
     if r.question_noise > 0:
-        questions, n = noise_rows(questions, r.question_noise, seed + 6, word_pool(rows))
+        questions, n = noise_rows(questions, r.question_noise, seed + 6, pool or word_pool(rows))
         say(f"{n} caption-stage questions with words dropped and inserted (question_noise={r.question_noise:g})")
     caps = caps + questions
     cap_file = _write_rows(caps, out / "data" / "captions.parquet")

@@ -69,6 +69,9 @@ WORDINGS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
 _PATTERNS = {kind: re.compile(rf"^{pat}$") for kind, (pat, _, _) in WORDINGS.items()}
 TRAIN = {kind: w[1] for kind, w in WORDINGS.items()}
 HELD_OUT = {kind: w[2] for kind, w in WORDINGS.items()}
+# the data's own wordings, then each TRAIN wording with its "{}" a group ("Is it {}?" matches "Is it a flag?")
+_KNOWN_PATTERNS = tuple(_PATTERNS.values()) + tuple(
+    re.compile("^" + re.escape(w).replace(r"\{\}", "(.+)") + "$") for ws in TRAIN.values() for w in ws)
 
 
 def reword(question: str, wordings: dict[str, tuple[str, ...]], pick) -> str | None:
@@ -179,20 +182,10 @@ def _match(text: str) -> re.Match | None:
     """`text` (stripped) matched as a question of a kind in WORDINGS, in the data's own wording or a TRAIN
     one (group 1, when there is one, is what it names: "a person", "goat emoji"); None for any other."""
     text = text.strip()
-    for pattern in list(_PATTERNS.values()) + [_wording_pattern(w) for ws in TRAIN.values() for w in ws]:
+    for pattern in _KNOWN_PATTERNS:
         if m := pattern.match(text):
             return m
     return None
-
-
-_WORDING_PATTERNS: dict[str, re.Pattern] = {}
-
-
-def _wording_pattern(wording: str) -> re.Pattern:
-    """A TRAIN wording as a pattern, its "{}" a group: "Is it {}?" matches "Is it a flag?"."""
-    if wording not in _WORDING_PATTERNS:
-        _WORDING_PATTERNS[wording] = re.compile("^" + re.escape(wording).replace(r"\{\}", "(.+)") + "$")
-    return _WORDING_PATTERNS[wording]
 
 
 def held_out_rows(rows: list[dict]) -> tuple[list[dict], list[int]]:
